@@ -1,0 +1,46 @@
+# `make run`: the whole platform on this machine (embedded default: SQLite, in-memory layers,
+# file-system Celery broker). `make test`: the test suite (Postgres when DATABASE_URL is set).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+MANAGE := $(BIN)/python manage.py
+
+.PHONY: run test install install-dev lint typecheck migrate clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when a requirements file changed.
+$(VENV)/.installed-base: requirements/base.txt requirements/agent.txt | $(BIN)/python
+	$(PIP) install -r requirements/base.txt -r requirements/agent.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements/dev.txt $(VENV)/.installed-base
+	$(PIP) install -r requirements/dev.txt
+	touch $@
+
+install: $(VENV)/.installed-base
+install-dev: $(VENV)/.installed-dev
+
+migrate: install
+	mkdir -p var
+	$(MANAGE) migrate --noinput
+	$(MANAGE) sync_schedule
+
+run: migrate
+	$(MANAGE) create_demo_operator
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
+
+test: install-dev
+	$(BIN)/python -m pytest
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install-dev
+	$(BIN)/mypy .
+
+clean:
+	rm -rf var

@@ -1,0 +1,55 @@
+"""DRF authentication: personal API keys (`Authorization: Bearer gco_…` or `X-API-Key`), JWTs
+(`Authorization: Bearer <jwt>`), and the browser session (in settings, after these)."""
+
+from typing import Any
+
+import jwt
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from apps.accounts.jwt import jwt_decode
+from apps.accounts.models import User
+from apps.accounts.services import API_KEY_PREFIX, api_key_authenticate
+
+
+def _user_for_key(raw: str) -> tuple[User, Any]:
+    api_key = api_key_authenticate(raw_key=raw)
+    if api_key is None:
+        raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+    return api_key.user, api_key
+
+
+class BearerAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[User, Any] | None:
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        token = token.strip()
+        if not token:
+            raise exceptions.AuthenticationFailed("Empty bearer token.")
+        if token.startswith(API_KEY_PREFIX):
+            return _user_for_key(token)
+        if token.count(".") != 2:
+            return None  # not ours (e.g. a deployment key on a /v1 route)
+        try:
+            claims = jwt_decode(token)
+        except jwt.ExpiredSignatureError as exc:
+            raise exceptions.AuthenticationFailed("Token has expired; log in again.") from exc
+        except jwt.InvalidTokenError as exc:
+            raise exceptions.AuthenticationFailed("Invalid token.") from exc
+        user = User.objects.filter(pk=claims["sub"], is_active=True).first()
+        if user is None:
+            raise exceptions.AuthenticationFailed("Token's user no longer exists.")
+        return user, claims
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class ApiKeyHeaderAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[User, Any] | None:
+        raw = request.META.get("HTTP_X_API_KEY", "").strip()
+        if not raw.startswith(API_KEY_PREFIX):
+            return None
+        return _user_for_key(raw)

@@ -1,0 +1,112 @@
+"""Edge protection that runs before any view: security headers, a request-size cap and rate
+limits. Input validation itself is the serializers' job; nothing here pattern-matches payloads
+(prompts legitimately contain `DROP TABLE` and `<script>`)."""
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from apps.core.errors import json_error
+from apps.core.ratelimit import client_bucket, rate_limit_hit
+
+STRICT_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; media-src 'self' blob:; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+# Swagger UI sets inline style attributes; its scripts still come only from us.
+DOCS_CSP = STRICT_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+PERMISSIONS_POLICY = "camera=(), geolocation=(), payment=(), usb=(), microphone=(self)"
+
+Handler = Callable[[HttpRequest], HttpResponse]
+
+
+class SecurityHeadersMiddleware:
+    """CSP, Permissions-Policy and friends on every response, HTML and JSON alike.
+    (Django's SecurityMiddleware adds nosniff, Referrer-Policy, COOP and HSTS in production;
+    XFrameOptionsMiddleware adds X-Frame-Options: DENY.)"""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        csp = DOCS_CSP if request.path.startswith("/api/docs") else STRICT_CSP
+        response.headers.setdefault("Content-Security-Policy", csp)
+        response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", settings.SECURE_REFERRER_POLICY)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+
+class RequestBodyLimitMiddleware:
+    """Refuses a body larger than MAX_REQUEST_BODY_BYTES before anything reads it (413).
+    Bodies without Content-Length are capped by DATA_UPLOAD_MAX_MEMORY_SIZE when read."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        limit = settings.MAX_REQUEST_BODY_BYTES
+        if not length.isdigit():
+            return json_error(
+                status_code=400, code="bad_content_length", message="Invalid Content-Length."
+            )
+        if int(length) > limit:
+            return json_error(
+                status_code=413,
+                code="body_too_large",
+                message=f"Request body is {int(length)} bytes; the limit is {limit} bytes.",
+            )
+        return self.get_response(request)
+
+
+def client_ip(request: HttpRequest) -> str:
+    trusted = settings.TRUSTED_PROXY_COUNT
+    if trusted:
+        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        hops = [h for h in hops if h]
+        if len(hops) >= trusted:
+            return hops[-trusted]
+    return str(request.META.get("REMOTE_ADDR") or "unknown")
+
+
+def request_credential(request: HttpRequest) -> str | None:
+    auth = request.META.get("HTTP_AUTHORIZATION", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    return request.META.get("HTTP_X_API_KEY") or request.META.get("HTTP_X_AGENT_API_KEY") or None
+
+
+class RateLimitMiddleware:
+    """RATE_LIMITS (default 60/m and 1000/h) per API credential, or per client IP for requests
+    without one. Health checks and static files are exempt. Every counted response carries
+    X-RateLimit-Limit/Remaining/Reset (Reset in epoch seconds); a refused one is a 429 with
+    Retry-After."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not settings.RATE_LIMIT_ENABLED or request.path.startswith(
+            tuple(settings.RATE_LIMIT_EXEMPT_PATHS)
+        ):
+            return self.get_response(request)
+        bucket = client_bucket(credential=request_credential(request), ip=client_ip(request))
+        verdict = rate_limit_hit(bucket)
+        if verdict.allowed:
+            response = self.get_response(request)
+        else:
+            response = json_error(
+                status_code=429,
+                code="rate_limited",
+                message=f"Too many requests; retry in {verdict.retry_after} s.",
+            )
+            response["Retry-After"] = str(verdict.retry_after)
+        response["X-RateLimit-Limit"] = str(verdict.limit)
+        response["X-RateLimit-Remaining"] = str(verdict.remaining)
+        response["X-RateLimit-Reset"] = str(verdict.reset_at)
+        return response

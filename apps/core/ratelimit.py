@@ -1,0 +1,107 @@
+"""Fixed-window rate limiting shared by every web process.
+
+Each client (an API credential when the request carries one, else its IP address) has one counter
+per window (`60/m`, `1000/h`, ...). With Redis the counters for all windows are bumped in one
+pipelined round trip, so every web process sees the same counts; without Redis they live in the
+process's local-memory cache (the embedded default, one process)."""
+
+import hashlib
+import time
+from dataclasses import dataclass
+from functools import cache
+
+from django.conf import settings
+from django.core.cache import cache as django_cache
+
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    period: int  # seconds
+
+    @classmethod
+    def parse(cls, text: str) -> "Limit":
+        count, _, unit = text.strip().partition("/")
+        if unit not in _PERIODS or not count.isdigit():
+            raise ValueError(f"bad rate limit {text!r}: expected e.g. '60/m' or '1000/h'")
+        return cls(count=int(count), period=_PERIODS[unit])
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_at: int  # epoch seconds when the reported window ends
+    retry_after: int  # seconds; 0 when allowed
+
+
+@cache
+def _parse_limits(texts: tuple[str, ...]) -> tuple[Limit, ...]:
+    return tuple(Limit.parse(text) for text in texts)
+
+
+def configured_limits() -> tuple[Limit, ...]:
+    return _parse_limits(tuple(settings.RATE_LIMITS))
+
+
+@cache
+def _redis():
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def _bump(keys: list[tuple[str, int]]) -> list[int]:
+    if settings.REDIS_URL:
+        pipe = _redis().pipeline(transaction=False)
+        for key, ttl in keys:
+            pipe.incr(key)
+            pipe.expire(key, ttl, nx=True)
+        results = pipe.execute()
+        return [int(n) for n in results[0::2]]
+    counts = []
+    for key, ttl in keys:
+        django_cache.add(key, 0, ttl)
+        try:
+            counts.append(django_cache.incr(key))
+        except ValueError:  # expired between add and incr
+            django_cache.set(key, 1, ttl)
+            counts.append(1)
+    return counts
+
+
+def client_bucket(*, credential: str | None, ip: str) -> str:
+    if credential:
+        return "key:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
+    return "ip:" + ip
+
+
+def rate_limit_hit(bucket: str, now: float | None = None) -> Verdict:
+    """Count one request for `bucket` against every configured window."""
+    now = time.time() if now is None else now
+    limits = configured_limits()
+    keys = []
+    for limit in limits:
+        window = int(now // limit.period)
+        keys.append((f"rl:{bucket}:{limit.period}:{window}", limit.period + 1))
+    counts = _bump(keys)
+
+    verdicts = []
+    for limit, count in zip(limits, counts, strict=True):
+        reset_at = (int(now // limit.period) + 1) * limit.period
+        verdicts.append(
+            Verdict(
+                allowed=count <= limit.count,
+                limit=limit.count,
+                remaining=max(0, limit.count - count),
+                reset_at=reset_at,
+                retry_after=0 if count <= limit.count else max(1, int(reset_at - now + 0.999)),
+            )
+        )
+    blocked = [v for v in verdicts if not v.allowed]
+    if blocked:
+        return max(blocked, key=lambda v: v.retry_after)
+    return min(verdicts, key=lambda v: v.remaining)

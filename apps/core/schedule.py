@@ -1,0 +1,22 @@
+"""The periodic schedule (DESIGN.md §10), declared once in code. `manage.py sync_schedule`
+writes it into django-celery-beat's tables idempotently: entries are created or updated, and
+entries of ours that left this list are deleted. Each entry expires after ~1.5x its interval so
+a backlog never runs stale copies."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PeriodicEntry:
+    name: str
+    task: str
+    every_seconds: int
+
+    @property
+    def expires_seconds(self) -> int:
+        return max(1, int(self.every_seconds * 1.5))
+
+
+SCHEDULE: tuple[PeriodicEntry, ...] = ()
+
+NAME_PREFIX = "gco: "
