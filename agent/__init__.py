@@ -1,0 +1,6 @@
+"""GPU host agent: registers this host with the server, heartbeats and runs pod containers.
+
+A standalone program (``python -m agent``); it never imports Django.
+"""
+
+__version__ = "0.1.0"
