@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "allauth.account",
     "apps.core",
     "apps.accounts",
+    "apps.nodes",
 ]
 
 MIDDLEWARE = [
@@ -69,6 +70,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "apps.core.middleware.SyncBoundaryMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -94,9 +96,15 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Under ASGI, Django's persistent connections are per request: a pool keeps them warm.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DB_POOL_MIN", default=2),
+        "max_size": env.int("DB_POOL_MAX", default=20),
+        "timeout": 10,
+    }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, worker, beat) share the file: wait for locks instead of failing.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -125,12 +133,13 @@ else:
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
     _broker_dir = VAR_DIR / "celery-broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
@@ -203,6 +212,26 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- GPU hosts ----------------------------------------------------------------------------------
+# The platform's own token for registering platform nodes (unset: only provider keys register).
+NODE_BOOTSTRAP_TOKEN = env.str("NODE_BOOTSTRAP_TOKEN", default="")
+# Dotted paths of callables raw_token -> RegistrationGrant | None (the providers app adds one).
+NODE_REGISTRATION_RESOLVERS: list[str] = []
+NODE_HEARTBEAT_INTERVAL = env.int("NODE_HEARTBEAT_INTERVAL", default=10)
+NODE_MISSED_HEARTBEATS_OFFLINE = 3
+# Default asking price per GPU-hour (micro-dollars) for nodes that set none.
+GPU_DEFAULT_PRICES = {
+    "H200": 3_590_000,
+    "H100 SXM": 2_490_000,
+    "H100 PCIe": 2_190_000,
+    "A100 80GB SXM": 1_690_000,
+    "A100 80GB PCIe": 1_490_000,
+    "L40S": 990_000,
+    "RTX 4090": 690_000,
+    "RTX 3090": 390_000,
+    "default": 1_000_000,
 }
 
 # --- Edge protection ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from apps.core.health import healthz, readyz
 
 api_v1 = [
     path("", include("apps.accounts.urls")),
+    path("", include("apps.nodes.urls")),
 ]
 
 urlpatterns = [

@@ -22,29 +22,33 @@ def error_body(
     return {"error": body}
 
 
-def _flatten(detail: Any) -> Any:
-    if isinstance(detail, list):
-        flat = [_flatten(d) for d in detail]
-        return flat[0] if len(flat) == 1 else flat
+def _field_errors(detail: Any, path: str = "") -> dict[str, str]:
+    """DRF's nested error detail as {"gpus[0].utilization_pct": "A valid number is required."}."""
     if isinstance(detail, dict):
-        return {k: _flatten(v) for k, v in detail.items()}
-    return str(detail)
+        out: dict[str, str] = {}
+        for key, value in detail.items():
+            if isinstance(key, int):  # nested list serializers key their errors by index
+                name = f"{path}[{key}]"
+            else:
+                name = f"{path}.{key}" if path else str(key)
+            out.update(_field_errors(value, name))
+        return out
+    if isinstance(detail, list):
+        if all(not isinstance(item, dict | list) for item in detail):
+            return {path or "non_field_errors": " ".join(str(item) for item in detail)}
+        out = {}
+        for index, item in enumerate(detail):
+            if item:
+                out.update(_field_errors(item, f"{path}[{index}]"))
+        return out
+    return {path or "non_field_errors": str(detail)}
 
 
-def _summary(fields: dict[str, Any]) -> str:
-    parts = []
-    for name, problem in fields.items():
-        text = problem if isinstance(problem, str) else _summary_value(problem)
-        parts.append(text if name == "non_field_errors" else f"{name}: {text}")
-    return "; ".join(parts)
-
-
-def _summary_value(problem: Any) -> str:
-    if isinstance(problem, dict):
-        return "{" + _summary(problem) + "}"
-    if isinstance(problem, list):
-        return ", ".join(_summary_value(p) for p in problem)
-    return str(problem)
+def _summary(fields: dict[str, str]) -> str:
+    return "; ".join(
+        problem if name == "non_field_errors" else f"{name}: {problem}"
+        for name, problem in fields.items()
+    )
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -52,9 +56,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if response is None:
         return None  # unexpected: Django's 500 handler answers in the same shape
     if isinstance(exc, exceptions.ValidationError):
-        fields = _flatten(exc.detail)
-        if not isinstance(fields, dict):
-            fields = {"non_field_errors": fields}
+        fields = _field_errors(exc.detail)
         response.data = error_body(
             status_code=response.status_code,
             code="invalid",
@@ -65,7 +67,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         detail = getattr(exc, "detail", str(exc))
         code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
         response.data = error_body(
-            status_code=response.status_code, code=str(code), message=str(_flatten(detail))
+            status_code=response.status_code, code=str(code), message=str(detail)
         )
     return response
 

@@ -3,12 +3,13 @@ limits. Input validation itself is the serializers' job; nothing here pattern-ma
 (prompts legitimately contain `DROP TABLE` and `<script>`)."""
 
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from apps.core.errors import json_error
-from apps.core.ratelimit import client_bucket, rate_limit_hit
+from apps.core.ratelimit import Verdict, client_bucket, rate_limit_hit
 
 STRICT_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -19,19 +20,34 @@ STRICT_CSP = (
 DOCS_CSP = STRICT_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
 PERMISSIONS_POLICY = "camera=(), geolocation=(), payment=(), usb=(), microphone=(self)"
 
-Handler = Callable[[HttpRequest], HttpResponse]
+Handler = Callable[[HttpRequest], Any]
 
 
-class SecurityHeadersMiddleware:
-    """CSP, Permissions-Policy and friends on every response, HTML and JSON alike.
-    (Django's SecurityMiddleware adds nosniff, Referrer-Policy, COOP and HSTS in production;
-    XFrameOptionsMiddleware adds X-Frame-Options: DENY.)"""
+class HookMiddleware:
+    """`before` may answer early; `after` decorates the response. Sync only: under ASGI the
+    whole chain runs in one thread hop (see SyncBoundaryMiddleware)."""
 
     def __init__(self, get_response: Handler) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+        early = self.before(request)
+        response = early if early is not None else self.get_response(request)
+        return self.after(request, response)
+
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        return response
+
+
+class SecurityHeadersMiddleware(HookMiddleware):
+    """CSP, Permissions-Policy and friends on every response, HTML and JSON alike.
+    (Django's SecurityMiddleware adds nosniff, Referrer-Policy, COOP and HSTS in production;
+    XFrameOptionsMiddleware adds X-Frame-Options: DENY.)"""
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         csp = DOCS_CSP if request.path.startswith("/api/docs") else STRICT_CSP
         response.headers.setdefault("Content-Security-Policy", csp)
         response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
@@ -41,14 +57,11 @@ class SecurityHeadersMiddleware:
         return response
 
 
-class RequestBodyLimitMiddleware:
+class RequestBodyLimitMiddleware(HookMiddleware):
     """Refuses a body larger than MAX_REQUEST_BODY_BYTES before anything reads it (413).
     Bodies without Content-Length are capped by DATA_UPLOAD_MAX_MEMORY_SIZE when read."""
 
-    def __init__(self, get_response: Handler) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def before(self, request: HttpRequest) -> HttpResponse | None:
         length = request.META.get("CONTENT_LENGTH") or "0"
         limit = settings.MAX_REQUEST_BODY_BYTES
         if not length.isdigit():
@@ -61,7 +74,7 @@ class RequestBodyLimitMiddleware:
                 code="body_too_large",
                 message=f"Request body is {int(length)} bytes; the limit is {limit} bytes.",
             )
-        return self.get_response(request)
+        return None
 
 
 def client_ip(request: HttpRequest) -> str:
@@ -81,32 +94,57 @@ def request_credential(request: HttpRequest) -> str | None:
     return request.META.get("HTTP_X_API_KEY") or request.META.get("HTTP_X_AGENT_API_KEY") or None
 
 
-class RateLimitMiddleware:
+class RateLimitMiddleware(HookMiddleware):
     """RATE_LIMITS (default 60/m and 1000/h) per API credential, or per client IP for requests
     without one. Health checks and static files are exempt. Every counted response carries
     X-RateLimit-Limit/Remaining/Reset (Reset in epoch seconds); a refused one is a 429 with
     Retry-After."""
 
+    def _exempt(self, request: HttpRequest) -> bool:
+        return not settings.RATE_LIMIT_ENABLED or request.path.startswith(
+            tuple(settings.RATE_LIMIT_EXEMPT_PATHS)
+        )
+
+    def _bucket(self, request: HttpRequest) -> str:
+        return client_bucket(credential=request_credential(request), ip=client_ip(request))
+
+    def before(self, request: HttpRequest) -> HttpResponse | None:
+        if self._exempt(request):
+            return None
+        return self._judge(request, rate_limit_hit(self._bucket(request)))
+
+    def _judge(self, request: HttpRequest, verdict: Verdict) -> HttpResponse | None:
+        request._rate_limit_verdict = verdict  # type: ignore[attr-defined]
+        if verdict.allowed:
+            return None
+        response = json_error(
+            status_code=429,
+            code="rate_limited",
+            message=f"Too many requests; retry in {verdict.retry_after} s.",
+        )
+        response["Retry-After"] = str(verdict.retry_after)
+        return response
+
+    def after(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        verdict: Verdict | None = getattr(request, "_rate_limit_verdict", None)
+        if verdict is not None:
+            response["X-RateLimit-Limit"] = str(verdict.limit)
+            response["X-RateLimit-Remaining"] = str(verdict.remaining)
+            response["X-RateLimit-Reset"] = str(verdict.reset_at)
+        return response
+
+
+class SyncBoundaryMiddleware:
+    """Last in MIDDLEWARE, sync-only on purpose. Under ASGI, Django runs each async-capable
+    MiddlewareMixin's hooks through `sync_to_async`: two thread hops per middleware per request.
+    A sync-only innermost middleware makes Django run the whole chain in one thread hop
+    (measured in-process on a heartbeat: 19.4 ms → 13.8 ms median)."""
+
+    sync_capable = True
+    async_capable = False
+
     def __init__(self, get_response: Handler) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if not settings.RATE_LIMIT_ENABLED or request.path.startswith(
-            tuple(settings.RATE_LIMIT_EXEMPT_PATHS)
-        ):
-            return self.get_response(request)
-        bucket = client_bucket(credential=request_credential(request), ip=client_ip(request))
-        verdict = rate_limit_hit(bucket)
-        if verdict.allowed:
-            response = self.get_response(request)
-        else:
-            response = json_error(
-                status_code=429,
-                code="rate_limited",
-                message=f"Too many requests; retry in {verdict.retry_after} s.",
-            )
-            response["Retry-After"] = str(verdict.retry_after)
-        response["X-RateLimit-Limit"] = str(verdict.limit)
-        response["X-RateLimit-Remaining"] = str(verdict.remaining)
-        response["X-RateLimit-Reset"] = str(verdict.reset_at)
-        return response
+        return self.get_response(request)

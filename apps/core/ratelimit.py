@@ -54,14 +54,21 @@ def _redis():
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
+def _queue(pipe, keys: list[tuple[str, int]]):
+    for key, ttl in keys:
+        pipe.incr(key)
+        pipe.expire(key, ttl, nx=True)
+    return pipe
+
+
 def _bump(keys: list[tuple[str, int]]) -> list[int]:
     if settings.REDIS_URL:
-        pipe = _redis().pipeline(transaction=False)
-        for key, ttl in keys:
-            pipe.incr(key)
-            pipe.expire(key, ttl, nx=True)
-        results = pipe.execute()
+        results = _queue(_redis().pipeline(transaction=False), keys).execute()
         return [int(n) for n in results[0::2]]
+    return _bump_local(keys)
+
+
+def _bump_local(keys: list[tuple[str, int]]) -> list[int]:
     counts = []
     for key, ttl in keys:
         django_cache.add(key, 0, ttl)
@@ -79,16 +86,21 @@ def client_bucket(*, credential: str | None, ip: str) -> str:
     return "ip:" + ip
 
 
+def _window_keys(bucket: str, now: float, limits: tuple[Limit, ...]) -> list[tuple[str, int]]:
+    return [
+        (f"rl:{bucket}:{limit.period}:{int(now // limit.period)}", limit.period + 1)
+        for limit in limits
+    ]
+
+
 def rate_limit_hit(bucket: str, now: float | None = None) -> Verdict:
     """Count one request for `bucket` against every configured window."""
     now = time.time() if now is None else now
     limits = configured_limits()
-    keys = []
-    for limit in limits:
-        window = int(now // limit.period)
-        keys.append((f"rl:{bucket}:{limit.period}:{window}", limit.period + 1))
-    counts = _bump(keys)
+    return _verdict(now, limits, _bump(_window_keys(bucket, now, limits)))
 
+
+def _verdict(now: float, limits: tuple[Limit, ...], counts: list[int]) -> Verdict:
     verdicts = []
     for limit, count in zip(limits, counts, strict=True):
         reset_at = (int(now // limit.period) + 1) * limit.period

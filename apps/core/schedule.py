@@ -17,6 +17,8 @@ class PeriodicEntry:
         return max(1, int(self.every_seconds * 1.5))
 
 
-SCHEDULE: tuple[PeriodicEntry, ...] = ()
+SCHEDULE: tuple[PeriodicEntry, ...] = (
+    PeriodicEntry("mark silent nodes offline", "nodes.mark_silent_offline", 30),
+)
 
 NAME_PREFIX = "gco: "

@@ -1,0 +1,127 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from apps.nodes import services
+from apps.nodes.lifecycle import IllegalNodeTransitionError
+from apps.nodes.models import Gpu, Node, NodeCommand, NodeEvent, Workload
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class GpuInline(ReadOnlyInline):
+    model = Gpu
+    fields = (
+        "index",
+        "model",
+        "name",
+        "uuid",
+        "memory_total_mb",
+        "memory_used_mb",
+        "utilization_pct",
+        "temperature_c",
+        "power_w",
+        "telemetry_at",
+    )
+
+
+class WorkloadInline(ReadOnlyInline):
+    model = Workload
+    fields = (
+        "pod_id",
+        "wanted",
+        "gpu_indices",
+        "state",
+        "exit_code",
+        "container_id",
+        "observed_at",
+        "error",
+    )
+
+
+class CommandInline(ReadOnlyInline):
+    model = NodeCommand
+    fields = ("created_at", "type", "status", "deliveries", "acked_at", "error")
+    ordering = ("-created_at",)
+    show_change_link = True
+
+
+class EventInline(ReadOnlyInline):
+    model = NodeEvent
+    fields = ("at", "from_status", "to_status", "reason")
+
+
+@admin.register(Node)
+class NodeAdmin(admin.ModelAdmin):
+    list_display = (
+        "hostname",
+        "status",
+        "gpu_summary",
+        "last_heartbeat_at",
+        "provider_id",
+        "agent_version",
+        "address",
+    )
+    list_filter = ("status",)
+    search_fields = ("hostname", "id", "provider_instance_id", "gpus__uuid")
+    readonly_fields = [f.name for f in Node._meta.fields if f.name != "price_per_gpu_hour"]
+    inlines = (GpuInline, WorkloadInline, EventInline, CommandInline)
+    actions = ("drain", "undrain", "retire")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Node]:
+        return super().get_queryset(request).prefetch_related("gpus")
+
+    @admin.display(description="GPUs")
+    def gpu_summary(self, node: Node) -> str:
+        gpus = list(node.gpus.all())
+        if not gpus:
+            return "CPU only"
+        return f"{len(gpus)}× {gpus[0].model}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # nodes come from agents registering
+
+    def _apply(self, request: HttpRequest, queryset: QuerySet[Node], action, verb: str) -> None:
+        done = 0
+        for node in queryset:
+            try:
+                action(node=node, reason=f"{verb} by {request.user}")
+                done += 1
+            except IllegalNodeTransitionError as exc:
+                self.message_user(request, str(exc), level=messages.WARNING)
+        self.message_user(request, f"{verb.capitalize()} {done} node(s).")
+
+    @admin.action(description="Drain (take no new pods)")
+    def drain(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
+        self._apply(request, queryset, services.node_drain, "drained")
+
+    @admin.action(description="Undrain (take pods again)")
+    def undrain(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
+        self._apply(request, queryset, services.node_undrain, "undrained")
+
+    @admin.action(description="Retire (revoke token, never schedule again)")
+    def retire(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
+        self._apply(request, queryset, services.node_retire, "retired")
+
+
+@admin.register(NodeCommand)
+class NodeCommandAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "node", "type", "status", "deliveries", "acked_at")
+    list_filter = ("status", "type")
+    search_fields = ("id", "node__hostname")
+    readonly_fields = [f.name for f in NodeCommand._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -1,0 +1,130 @@
+"""`/api/v1/nodes/*`: the agent protocol (docs/agent-protocol.md), the operator's node list,
+the users' view of free GPUs, and the installer."""
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, status
+from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.nodes import selectors, services
+from apps.nodes import serializers as s
+from apps.nodes.agent_dist import agent_wheel, wheel_filename
+from apps.nodes.authentication import IsAgent, NodeTokenAuthentication
+from apps.nodes.models import Node
+from apps.nodes.registration import registration_grant
+
+
+class AgentView(APIView):
+    authentication_classes = [NodeTokenAuthentication]
+    permission_classes = [IsAgent]
+
+    @property
+    def node(self) -> Node:
+        node = self.request.auth
+        if not isinstance(node, Node):  # IsAgent has already refused anything else
+            raise exceptions.NotAuthenticated()
+        return node
+
+
+class RegisterView(APIView):
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    def get_authenticate_header(self, request: Request) -> str:
+        return 'Token realm="nodes"'
+
+    @extend_schema(
+        request=s.NodeRegisterInput, responses={201: s.NodeRegisterOutput}, tags=["agent"]
+    )
+    def post(self, request: Request) -> Response:
+        data = s.NodeRegisterInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        grant = registration_grant(data.validated_data["registration_token"])
+        if grant is None:
+            raise exceptions.AuthenticationFailed(
+                "Invalid registration token: use a provider key (pk_…) or the bootstrap token."
+            )
+        registered = services.node_register(grant=grant, data=data.validated_data)
+        return Response(
+            {
+                "node_id": str(registered.node.pk),
+                "node_token": registered.raw_token,
+                "heartbeat_interval": registered.node.heartbeat_interval,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class HeartbeatView(AgentView):
+    @extend_schema(request=s.HeartbeatInput, responses={200: s.HeartbeatOutput}, tags=["agent"])
+    def post(self, request: Request) -> Response:
+        data = s.HeartbeatInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        answer = services.node_heartbeat(node=self.node, **data.validated_data)
+        return Response(
+            {
+                "heartbeat_interval": answer.heartbeat_interval,
+                "commands": [
+                    {"id": str(c.pk), "type": c.type, "payload": c.payload} for c in answer.commands
+                ],
+                "wanted_pod_ids": [str(pod_id) for pod_id in answer.wanted_pod_ids],
+            }
+        )
+
+
+class AckView(AgentView):
+    @extend_schema(request=s.CommandAckInput, responses={200: s.CommandAckOutput}, tags=["agent"])
+    def post(self, request: Request, command_id: str) -> Response:
+        data = s.CommandAckInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            command = services.command_ack(
+                node=self.node,
+                command_id=command_id,  # type: ignore[arg-type]
+                succeeded=data.validated_data["status"] == "succeeded",
+                result=data.validated_data["result"],
+                error=data.validated_data["error"],
+            )
+        except services.CommandNotFoundError as exc:
+            raise exceptions.NotFound("No such command for this node.") from exc
+        return Response({"id": str(command.pk), "status": command.status})
+
+
+class NodeListView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={200: s.NodeOutput(many=True)}, tags=["nodes"])
+    def get(self, request: Request) -> Response:
+        return Response(s.NodeOutput(selectors.node_list(), many=True).data)
+
+
+class AvailableView(APIView):
+    @extend_schema(responses={200: s.AvailableGpuOutput(many=True)}, tags=["nodes"])
+    def get(self, request: Request) -> Response:
+        return Response(s.AvailableGpuOutput(selectors.gpus_available(), many=True).data)
+
+
+def _server_url(request: HttpRequest) -> str:
+    return settings.SITE_URL.rstrip("/") if settings.SITE_URL else request.build_absolute_uri("/")
+
+
+def install_script(request: HttpRequest) -> HttpResponse:
+    script = render_to_string(
+        "nodes/install.sh", {"server": _server_url(request), "wheel": wheel_filename()}
+    )
+    return HttpResponse(script, content_type="text/x-shellscript; charset=utf-8")
+
+
+def agent_wheel_download(request: HttpRequest, filename: str) -> HttpResponse:
+    if filename != wheel_filename():
+        return HttpResponse(status=404)
+    response = HttpResponse(agent_wheel(), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

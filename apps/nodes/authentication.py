@@ -1,0 +1,38 @@
+"""Agents authenticate with their node token in `X-Agent-API-Key`. The authenticated
+principal is the Node (request.auth); request.user stays anonymous."""
+
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser
+from rest_framework import authentication, exceptions, permissions
+from rest_framework.request import Request
+
+from apps.core.secrets import secret_digest
+from apps.nodes.models import Node, NodeStatus
+
+HEADER = "HTTP_X_AGENT_API_KEY"
+
+
+class NodeTokenAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[Any, Node] | None:
+        raw = request.META.get(HEADER, "").strip()
+        if not raw:
+            return None
+        node = (
+            Node.objects.filter(token_digest=secret_digest(raw))
+            .exclude(status=NodeStatus.RETIRED)
+            .first()
+        )
+        if node is None:
+            raise exceptions.AuthenticationFailed("Unknown or revoked node token; re-register.")
+        return AnonymousUser(), node
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'AgentKey realm="nodes", header="X-Agent-API-Key"'
+
+
+class IsAgent(permissions.BasePermission):
+    message = "This endpoint is for node agents (X-Agent-API-Key)."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.auth, Node)

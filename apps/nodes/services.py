@@ -1,0 +1,412 @@
+"""Writes for GPU hosts: registration, heartbeats, commands and liveness (DESIGN.md §4–5)."""
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.core.gpu_models import canonical_gpu_model
+from apps.core.secrets import secret_issue
+from apps.nodes import signals
+from apps.nodes.lifecycle import node_transition
+from apps.nodes.locks import lock_command, lock_node
+from apps.nodes.models import (
+    CommandStatus,
+    CommandType,
+    Gpu,
+    Node,
+    NodeCommand,
+    NodeStatus,
+    Workload,
+)
+from apps.nodes.registration import RegistrationGrant
+
+logger = logging.getLogger(__name__)
+
+NODE_TOKEN_PREFIX = "nt_"  # noqa: S105 - a prefix, not a secret
+TELEMETRY_FIELDS = ("memory_used_mb", "utilization_pct", "temperature_c", "power_w")
+
+
+class CommandNotFoundError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RegisteredNode:
+    node: Node
+    raw_token: str  # shown to the agent once
+
+
+def _system_fields(system: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "cpu_model": system.get("cpu_model") or "",
+        "cpu_cores": system.get("cpu_cores") or 0,
+        "ram_total_mb": system.get("ram_total_mb") or 0,
+        "disk_total_gb": system.get("disk_total_gb") or 0,
+        "disk_free_gb": system.get("disk_free_gb") or 0,
+        "os": system.get("os") or "",
+        "kernel": system.get("kernel") or "",
+        "docker_version": system.get("docker_version") or "",
+        "address": system.get("address") or "",
+    }
+
+
+def _find_same_machine(
+    *, grant: RegistrationGrant, provider_instance_id: str, gpu_uuids: list[str]
+) -> Node | None:
+    """An agent that lost its token re-registers as the node it was: same upstream instance,
+    or the same physical GPUs (UUIDs are unique per device), under the same owner."""
+    candidates = Node.objects.exclude(status=NodeStatus.RETIRED).filter(
+        provider_id=grant.provider_id
+    )
+    if provider_instance_id:
+        return candidates.filter(provider_instance_id=provider_instance_id).first()
+    if gpu_uuids:
+        return candidates.filter(gpus__uuid__in=gpu_uuids).distinct().first()
+    return None
+
+
+@transaction.atomic
+def node_register(*, grant: RegistrationGrant, data: dict[str, Any]) -> RegisteredNode:
+    """Create (or re-key) the node for a registering agent and issue its token."""
+    issued = secret_issue(prefix=NODE_TOKEN_PREFIX)
+    gpus = data.get("gpus") or []
+    provider_instance_id = data.get("provider_instance_id") or ""
+    fields = {
+        "hostname": data["hostname"],
+        "agent_version": data.get("agent_version") or "",
+        "driver_version": data.get("driver_version") or "",
+        "cuda_version": data.get("cuda_version") or "",
+        "provider_instance_id": provider_instance_id,
+        "token_prefix": issued.display_prefix,
+        "token_digest": issued.digest,
+        "heartbeat_interval": settings.NODE_HEARTBEAT_INTERVAL,
+        **_system_fields(data.get("system") or {}),
+    }
+    node = _find_same_machine(
+        grant=grant,
+        provider_instance_id=provider_instance_id,
+        gpu_uuids=[g["uuid"] for g in gpus],
+    )
+    if node is None:
+        node = Node.objects.create(provider_id=grant.provider_id, **fields)
+    else:
+        node = lock_node(node.pk)
+        for name, value in fields.items():
+            setattr(node, name, value)
+        node.save(update_fields=list(fields))
+        node.gpus.all().delete()
+        logger.info("node %s re-registered; previous token revoked", node.pk)
+    Gpu.objects.bulk_create(
+        Gpu(
+            node=node,
+            index=g["index"],
+            uuid=g["uuid"],
+            name=g["name"],
+            model=canonical_gpu_model(g["name"]),
+            memory_total_mb=g["memory_total_mb"],
+            mig_mode=g.get("mig_mode", False),
+        )
+        for g in gpus
+    )
+    return RegisteredNode(node=node, raw_token=issued.raw)
+
+
+@dataclass
+class HeartbeatAnswer:
+    heartbeat_interval: int
+    commands: list[NodeCommand] = field(default_factory=list)
+    wanted_pod_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+def _record_gpu_telemetry(*, node: Node, gpus: list[dict[str, Any]], now: datetime) -> None:
+    """All of a node's GPU readings in one UPDATE (a VALUES list joined on the GPU index):
+    this runs on every heartbeat of every node."""
+    table = connection.ops.quote_name(Gpu._meta.db_table)
+    row = (
+        "(CAST(%s AS INTEGER), CAST(%s AS INTEGER), "
+        + ", ".join(["CAST(%s AS DOUBLE PRECISION)"] * 3)
+        + ")"
+    )
+    rows = ", ".join([row] * len(gpus))
+    params: list[Any] = []
+    for g in gpus:
+        params += [
+            g["index"],
+            g.get("memory_used_mb"),
+            g.get("utilization_pct"),
+            g.get("temperature_c"),
+            g.get("power_w"),
+        ]
+    sql = (
+        f"WITH v(idx, mem, util, temp, power) AS (VALUES {rows}) "  # noqa: S608 - no user text
+        f"UPDATE {table} SET memory_used_mb = v.mem, utilization_pct = v.util, "
+        f"temperature_c = v.temp, power_w = v.power, telemetry_at = %s "
+        f'FROM v WHERE {table}.node_id = %s AND {table}."index" = v.idx'
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, now, node.pk])
+
+
+def _record_containers(
+    *, node: Node, containers: list[dict[str, Any]], now: datetime
+) -> list[Workload]:
+    """Store what the agent reports of each workload's container; returns every workload of
+    the node. Only changed rows are written."""
+    workloads = list(Workload.objects.filter(node=node))
+    if not containers:
+        return workloads
+    by_pod = {str(w.pod_id): w for w in workloads}
+    changed: list[tuple[Workload, str]] = []
+    for report in containers:
+        workload = by_pod.get(str(report["pod_id"]))
+        if workload is None:
+            continue  # not ours to track: the agent removes it (absent from wanted_pod_ids)
+        observed = {
+            "container_id": report.get("container_id") or "",
+            "state": report["state"],
+            "exit_code": report.get("exit_code"),
+            "started_at": report.get("started_at"),
+            "finished_at": report.get("finished_at"),
+            "error": report.get("error") or "",
+        }
+        if any(getattr(workload, k) != v for k, v in observed.items()):
+            previous = workload.state
+            for name, value in observed.items():
+                setattr(workload, name, value)
+            workload.observed_at = now
+            changed.append((workload, previous))
+    if changed:
+        Workload.objects.bulk_update(
+            [w for w, _ in changed],
+            [
+                "container_id",
+                "state",
+                "exit_code",
+                "started_at",
+                "finished_at",
+                "error",
+                "observed_at",
+            ],
+        )
+        transaction.on_commit(lambda: _announce_observed(changed))
+    return workloads
+
+
+def _announce_observed(changed: list[tuple[Workload, str]]) -> None:
+    for workload, previous in changed:
+        signals.workload_observed.send(sender=Workload, workload=workload, previous_state=previous)
+
+
+def node_heartbeat(
+    *,
+    node: Node,
+    gpus: list[dict[str, Any]],
+    system: dict[str, Any],
+    containers: list[dict[str, Any]],
+) -> HeartbeatAnswer:
+    """Record one heartbeat and return the commands waiting for the node. A REGISTERING or
+    OFFLINE node comes (back) ONLINE.
+
+    This is the hottest write path (every node, every interval), so it takes no transaction of
+    its own: each statement stands alone and a heartbeat cut short halfway leaves only older
+    telemetry behind. Status changes and command delivery are each atomic."""
+    now = timezone.now()
+    if node.status in (NodeStatus.REGISTERING, NodeStatus.OFFLINE):
+        _come_online(node=node, now=now)
+    Node.objects.filter(pk=node.pk).update(
+        last_heartbeat_at=now,
+        cpu_percent=system.get("cpu_percent"),
+        ram_used_mb=system.get("ram_used_mb"),
+        load_avg=system.get("load_avg"),
+        disk_free_gb=system.get("disk_free_gb") or node.disk_free_gb,
+    )
+    if gpus:
+        _record_gpu_telemetry(node=node, gpus=gpus, now=now)
+    with transaction.atomic():
+        workloads = _record_containers(node=node, containers=containers, now=now)
+    return HeartbeatAnswer(
+        heartbeat_interval=node.heartbeat_interval,
+        commands=_deliver_commands(node=node, now=now),
+        wanted_pod_ids=[w.pod_id for w in workloads if w.wanted],
+    )
+
+
+@transaction.atomic
+def _come_online(*, node: Node, now: datetime) -> None:
+    locked = lock_node(node.pk)
+    if locked.status == NodeStatus.REGISTERING:
+        node_transition(node=locked, to=NodeStatus.ONLINE, reason="first heartbeat")
+    elif locked.status == NodeStatus.OFFLINE:
+        seen = locked.last_heartbeat_at or locked.registered_at
+        silent = (now - seen).total_seconds()
+        node_transition(
+            node=locked, to=NodeStatus.ONLINE, reason=f"heartbeat after {silent:.0f} s silent"
+        )
+    node.status = locked.status
+
+
+@transaction.atomic
+def _deliver_commands(*, node: Node, now: datetime) -> list[NodeCommand]:
+    """Commands not yet acked, oldest first, marked delivered. Unacked ones are delivered
+    again on every heartbeat: the agent acts on each id once."""
+    pending = list(
+        NodeCommand.objects.filter(
+            node=node, status__in=(CommandStatus.QUEUED, CommandStatus.DELIVERED)
+        ).order_by("created_at")
+    )
+    if pending:
+        NodeCommand.objects.filter(pk__in=[c.pk for c in pending]).update(
+            status=CommandStatus.DELIVERED, delivered_at=now, deliveries=F("deliveries") + 1
+        )
+    return pending
+
+
+@transaction.atomic
+def command_enqueue(*, node: Node, type: str, payload: dict[str, Any]) -> NodeCommand:
+    return NodeCommand.objects.create(node=node, type=type, payload=payload)
+
+
+@transaction.atomic
+def workload_start(*, node: Node, pod_id: uuid.UUID, spec: dict[str, Any]) -> NodeCommand:
+    """Want pod `pod_id` on `node` and tell the agent to start it. `spec` is the start_pod
+    payload of docs/agent-protocol.md without `pod_id`."""
+    gpu_indices = list(spec.get("gpu_indices") or [])
+    Workload.objects.update_or_create(
+        node=node,
+        pod_id=pod_id,
+        defaults={"wanted": True, "gpu_indices": gpu_indices, "state": "", "error": ""},
+    )
+    return command_enqueue(
+        node=node, type=CommandType.START_POD, payload={**spec, "pod_id": str(pod_id)}
+    )
+
+
+@transaction.atomic
+def workload_stop(*, node: Node, pod_id: uuid.UUID, timeout_s: int = 10) -> NodeCommand:
+    """Stop wanting pod `pod_id` on `node` and tell the agent to stop and remove it."""
+    Workload.objects.filter(node=node, pod_id=pod_id).update(wanted=False)
+    return command_enqueue(
+        node=node,
+        type=CommandType.STOP_POD,
+        payload={"pod_id": str(pod_id), "timeout_s": timeout_s},
+    )
+
+
+@transaction.atomic
+def command_ack(
+    *, node: Node, command_id: uuid.UUID, succeeded: bool, result: dict[str, Any], error: str
+) -> NodeCommand:
+    """Apply an agent's result for a command once; a replayed ack changes nothing."""
+    command = lock_command(node=node, command_id=command_id)
+    if command is None:
+        raise CommandNotFoundError(str(command_id))
+    if command.is_final:
+        return command
+    command.status = CommandStatus.ACKED if succeeded else CommandStatus.FAILED
+    command.result = result
+    command.error = error
+    command.acked_at = timezone.now()
+    command.save(update_fields=["status", "result", "error", "acked_at"])
+
+    pod_id = command.payload.get("pod_id")
+    if pod_id and command.type in (CommandType.START_POD, CommandType.STOP_POD):
+        workload = Workload.objects.filter(node=node, pod_id=pod_id).first()
+        if workload is not None:
+            previous = workload.state
+            if command.type == CommandType.START_POD:
+                workload.container_id = result.get("container_id") or workload.container_id
+                workload.state = result.get("state") or ("failed" if not succeeded else "created")
+            else:
+                workload.state = "removed" if succeeded else workload.state
+                workload.exit_code = result.get("exit_code", workload.exit_code)
+            workload.error = error
+            workload.observed_at = command.acked_at
+            workload.save(
+                update_fields=["container_id", "state", "exit_code", "error", "observed_at"]
+            )
+            if workload.state != previous:
+                transaction.on_commit(lambda: _announce_observed([(workload, previous)]))
+    transaction.on_commit(
+        lambda: signals.command_finished.send(sender=NodeCommand, command=command)
+    )
+    return command
+
+
+def nodes_mark_silent_offline(*, now: datetime | None = None) -> list[uuid.UUID]:
+    """Mark OFFLINE every node that missed NODE_MISSED_HEARTBEATS_OFFLINE heartbeats in a
+    row. Safe to run concurrently: each node is re-checked under its row lock."""
+    now = now or timezone.now()
+    missed = settings.NODE_MISSED_HEARTBEATS_OFFLINE
+    shortest = (
+        Node.objects.order_by("heartbeat_interval")
+        .values_list("heartbeat_interval", flat=True)
+        .first()
+    )
+    if shortest is None:
+        return []
+    horizon = now - timedelta(seconds=shortest * missed)
+    candidates = Node.objects.filter(
+        status__in=(NodeStatus.ONLINE, NodeStatus.DRAINING, NodeStatus.REGISTERING)
+    ).filter(last_heartbeat_at__lt=horizon) | Node.objects.filter(
+        status=NodeStatus.REGISTERING, last_heartbeat_at__isnull=True, registered_at__lt=horizon
+    )
+    marked = []
+    for candidate_id in candidates.values_list("pk", flat=True):
+        with transaction.atomic():
+            node = lock_node(candidate_id)
+            seen = node.last_heartbeat_at or node.registered_at
+            silent = (now - seen).total_seconds()
+            limit = node.heartbeat_interval * missed
+            if (
+                node.status not in (NodeStatus.ONLINE, NodeStatus.DRAINING, NodeStatus.REGISTERING)
+                or silent <= limit
+            ):
+                continue
+            reason = (
+                f"no heartbeat for {silent:.0f} s ({missed} missed intervals of "
+                f"{node.heartbeat_interval} s)"
+            )
+            node_transition(node=node, to=NodeStatus.OFFLINE, reason=reason)
+            transaction.on_commit(
+                partial(
+                    signals.node_went_offline.send,
+                    sender=Node,
+                    node=node,
+                    last_heartbeat_at=seen,
+                    reason=reason,
+                )
+            )
+            marked.append(node.pk)
+    if marked:
+        logger.warning("marked %d silent node(s) offline: %s", len(marked), marked)
+    return marked
+
+
+@transaction.atomic
+def node_drain(*, node: Node, reason: str = "drained by operator") -> Node:
+    node = lock_node(node.pk)
+    node_transition(node=node, to=NodeStatus.DRAINING, reason=reason)
+    return node
+
+
+@transaction.atomic
+def node_undrain(*, node: Node, reason: str = "undrained by operator") -> Node:
+    node = lock_node(node.pk)
+    node_transition(node=node, to=NodeStatus.ONLINE, reason=reason)
+    return node
+
+
+@transaction.atomic
+def node_retire(*, node: Node, reason: str = "retired by operator") -> Node:
+    """Retire for good: the token stops working and the node never takes work again."""
+    node = lock_node(node.pk)
+    node_transition(node=node, to=NodeStatus.RETIRED, reason=reason)
+    return node

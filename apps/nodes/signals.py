@@ -1,0 +1,10 @@
+"""What other apps (pods, billing) listen to. Sent after the database transaction commits."""
+
+from django.dispatch import Signal
+
+# sender=Node; kwargs: node, last_heartbeat_at, reason
+node_went_offline = Signal()
+# sender=Workload; kwargs: workload, previous_state
+workload_observed = Signal()
+# sender=NodeCommand; kwargs: command
+command_finished = Signal()
