@@ -28,9 +28,16 @@ migrate: install
 	$(MANAGE) migrate --noinput
 	$(MANAGE) sync_schedule
 
-run: migrate
+# The local agent registers with a bootstrap token generated once per checkout.
+var/dev.env:
+	mkdir -p var
+	token="bt_$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))')"; \
+	  printf 'NODE_BOOTSTRAP_TOKEN=%s\nGPU_AGENT_BOOTSTRAP_TOKEN=%s\n' "$$token" "$$token" > $@
+	chmod 600 $@
+
+run: migrate var/dev.env
 	$(MANAGE) create_demo_operator
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -e var/dev.env -f Procfile.dev start
 
 test: install-dev
 	$(BIN)/python -m pytest

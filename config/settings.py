@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.accounts",
     "apps.nodes",
+    "apps.billing",
 ]
 
 MIDDLEWARE = [
@@ -233,6 +234,8 @@ GPU_DEFAULT_PRICES = {
     "RTX 3090": 390_000,
     "default": 1_000_000,
 }
+
+# --- Billing (owned by the billing app; keep its settings in this block) -----------------------
 
 # --- Edge protection ----------------------------------------------------------------------------
 RATE_LIMITS = env.list("RATE_LIMITS", default=["60/m", "1000/h"])

@@ -8,6 +8,7 @@ from apps.core.health import healthz, readyz
 api_v1 = [
     path("", include("apps.accounts.urls")),
     path("", include("apps.nodes.urls")),
+    path("", include("apps.billing.urls")),
 ]
 
 urlpatterns = [
@@ -17,6 +18,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("api/v1/", include(api_v1)),
+    path("webhooks/", include("apps.billing.webhook_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]
