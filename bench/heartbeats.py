@@ -36,6 +36,9 @@ def setup_nodes(count: int) -> list[str]:
     import django
 
     django.setup()
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one log line per request otherwise
     from django.core.management import call_command
     from django.utils import timezone
 

@@ -184,6 +184,7 @@ def _record_containers(
             workload.observed_at = now
             changed.append((workload, previous))
     if changed:
+        # bulk_update runs in its own transaction; announcements wait for its commit.
         Workload.objects.bulk_update(
             [w for w, _ in changed],
             [
@@ -230,8 +231,7 @@ def node_heartbeat(
     )
     if gpus:
         _record_gpu_telemetry(node=node, gpus=gpus, now=now)
-    with transaction.atomic():
-        workloads = _record_containers(node=node, containers=containers, now=now)
+    workloads = _record_containers(node=node, containers=containers, now=now)
     return HeartbeatAnswer(
         heartbeat_interval=node.heartbeat_interval,
         commands=_deliver_commands(node=node, now=now),
@@ -253,17 +253,14 @@ def _come_online(*, node: Node, now: datetime) -> None:
     node.status = locked.status
 
 
-@transaction.atomic
 def _deliver_commands(*, node: Node, now: datetime) -> list[NodeCommand]:
     """Commands not yet acked, oldest first, marked delivered. Unacked ones are delivered
     again on every heartbeat: the agent acts on each id once."""
-    pending = list(
-        NodeCommand.objects.filter(
-            node=node, status__in=(CommandStatus.QUEUED, CommandStatus.DELIVERED)
-        ).order_by("created_at")
-    )
+    unacked = (CommandStatus.QUEUED, CommandStatus.DELIVERED)
+    pending = list(NodeCommand.objects.filter(node=node, status__in=unacked).order_by("created_at"))
     if pending:
-        NodeCommand.objects.filter(pk__in=[c.pk for c in pending]).update(
+        # Re-checking the status keeps an ack that lands in between from being overwritten.
+        NodeCommand.objects.filter(pk__in=[c.pk for c in pending], status__in=unacked).update(
             status=CommandStatus.DELIVERED, delivered_at=now, deliveries=F("deliveries") + 1
         )
     return pending
