@@ -1,3 +1,10 @@
-from django.urls import URLPattern
+from django.urls import path
 
-urlpatterns: list[URLPattern] = []
+from apps.billing import api
+
+urlpatterns = [
+    path("users/me", api.MeView.as_view(), name="users-me"),
+    path("users/balance", api.BalanceView.as_view(), name="users-balance"),
+    path("users/transactions", api.TransactionListView.as_view(), name="users-transactions"),
+    path("users/deposit", api.DepositView.as_view(), name="users-deposit"),
+]

@@ -1,3 +1,7 @@
-from django.urls import URLPattern
+from django.urls import path
 
-urlpatterns: list[URLPattern] = []
+from apps.billing.webhooks import stripe_webhook
+
+urlpatterns = [
+    path("stripe", stripe_webhook, name="stripe-webhook"),
+]

@@ -1,0 +1,46 @@
+"""Every write of the billing app. Callers import from here:
+
+from apps.billing.services import ledger_post, wallet_for, InsufficientFundsError
+"""
+
+from apps.billing.services.ledger import (
+    InsufficientFundsError,
+    LedgerError,
+    LedgerMismatch,
+    UnbalancedPostingError,
+    ledger_check,
+    ledger_post,
+    platform_account,
+    provider_payable,
+    wallet_floor,
+    wallet_for,
+)
+from apps.billing.services.operator import OperatorError, wallet_credit, wallet_refund
+from apps.billing.services.topups import (
+    CheckoutSession,
+    StripeEventError,
+    StripeNotConfiguredError,
+    checkout_session_create,
+    topup_from_checkout_event,
+)
+
+__all__ = [
+    "CheckoutSession",
+    "InsufficientFundsError",
+    "LedgerError",
+    "LedgerMismatch",
+    "OperatorError",
+    "StripeEventError",
+    "StripeNotConfiguredError",
+    "UnbalancedPostingError",
+    "checkout_session_create",
+    "ledger_check",
+    "ledger_post",
+    "platform_account",
+    "provider_payable",
+    "topup_from_checkout_event",
+    "wallet_credit",
+    "wallet_floor",
+    "wallet_for",
+    "wallet_refund",
+]

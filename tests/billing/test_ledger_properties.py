@@ -1,0 +1,205 @@
+"""A stateful property test of the ledger: random interleavings of Stripe webhook deliveries
+(fresh, duplicated, replayed, forged), operator credits and refunds, and usage debits guarded by
+the floor, with idempotency keys drawn from a small pool so retries and collisions are common.
+After every step the money invariants must hold."""
+
+import json
+
+import pytest
+from django.db import transaction
+from django.test import Client, override_settings
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from apps.accounts.models import User
+from apps.billing.models import AccountKind, LedgerAccount, TransactionKind
+from apps.billing.services import (
+    InsufficientFundsError,
+    ledger_check,
+    ledger_post,
+    platform_account,
+    wallet_credit,
+    wallet_for,
+    wallet_refund,
+)
+from tests.billing.conftest import WEBHOOK_SECRET, deliver, paid_session, stale
+from tests.fakes.stripe_server import checkout_event, sign_payload
+
+USERS = 2
+amounts = st.integers(min_value=1, max_value=40_000_000)
+keys = st.integers(min_value=0, max_value=7)
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    sessions = Bundle("sessions")
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Each example runs in a savepoint that teardown rolls back: examples never mix.
+        self._atomic = transaction.atomic()
+        self._atomic.__enter__()
+        self._overridden = None
+        self.client = Client()
+        self.operator = User.objects.create_user(email="ops@example.com", is_staff=True)
+        self.users = [User.objects.create_user(email=f"u{i}@example.com") for i in range(USERS)]
+        self.expected = [0] * USERS
+        self.used_keys: set[str] = set()
+        self.credited_sessions: set[str] = set()
+        self.events: dict[str, list[dict]] = {}
+        self.overdraft = 0
+
+    def teardown(self) -> None:
+        if self._overridden is not None:
+            self._overridden.disable()
+        transaction.set_rollback(True)
+        self._atomic.__exit__(None, None, None)
+
+    @initialize(overdraft=st.sampled_from([0, 0, 5_000_000]))
+    def choose_overdraft(self, overdraft: int) -> None:
+        self.overdraft = overdraft
+        self._overridden = override_settings(BILLING_OVERDRAFT_MICROS=overdraft)
+        self._overridden.enable()
+
+    # -- the model's view of a posting -------------------------------------------------------
+
+    def _post_through_key(self, who: int, delta: int, key: str, act) -> None:
+        """Apply `act()` (a posting that moves user `who` by `delta` under `key`) and the same
+        to the model: a used key changes nothing; a guarded debit past the floor is refused."""
+        before = self.expected[who]
+        if key in self.used_keys:
+            _, created = act()
+            assert not created
+            return
+        if delta < 0 and before + delta < -self.overdraft:
+            with pytest.raises(InsufficientFundsError):
+                act()
+            return  # refused: the key stays unused, as nothing was stored
+        _, created = act()
+        assert created
+        self.used_keys.add(key)
+        self.expected[who] += delta
+
+    # -- rules ------------------------------------------------------------------------------
+
+    @rule(target=sessions, who=st.integers(0, USERS - 1), cents=st.integers(500, 1_000_000))
+    def customer_pays(self, who: int, cents: int) -> dict:
+        return paid_session(user=self.users[who], cents=cents)
+
+    @rule(session=sessions, replay=st.booleans())
+    def stripe_delivers(self, session: dict, replay: bool) -> None:
+        sent = self.events.setdefault(session["id"], [])
+        event = sent[0] if replay and sent else checkout_event(session)
+        sent.append(event)
+        response = deliver(self.client, event)
+        assert response.status_code == 200, response.content
+        first_time = session["id"] not in self.credited_sessions
+        assert response.json()["credited"] is first_time
+        if first_time:
+            self.credited_sessions.add(session["id"])
+            who = next(
+                i for i, u in enumerate(self.users) if str(u.pk) == session["metadata"]["user_id"]
+            )
+            self.expected[who] += session["amount_total"] * 10_000
+
+    @rule(session=sessions, how=st.sampled_from(["tampered", "stale", "wrong_secret"]))
+    def forger_delivers(self, session: dict, how: str) -> None:
+        event = checkout_event(session)
+        raw = json.dumps(event).encode()
+        if how == "tampered":
+            header = sign_payload(raw, WEBHOOK_SECRET)
+            raw = raw.replace(b'"amount_total": ', b'"amount_total": 9')
+        elif how == "stale":
+            header = sign_payload(raw, WEBHOOK_SECRET, stale(3600))
+        else:
+            header = sign_payload(raw, "whsec_forged")
+        response = deliver(self.client, None, body=raw, signature=header)
+        assert response.status_code == 400
+
+    @rule(who=st.integers(0, USERS - 1), amount=amounts, k=keys)
+    def operator_credits(self, who: int, amount: int, k: int) -> None:
+        key = f"k{k}"
+        self._post_through_key(
+            who,
+            amount,
+            key,
+            lambda: wallet_credit(
+                user=self.users[who],
+                amount=amount,
+                reason="r",
+                operator=self.operator,
+                idempotency_key=key,
+            ),
+        )
+
+    @rule(who=st.integers(0, USERS - 1), amount=amounts, k=keys)
+    def operator_refunds(self, who: int, amount: int, k: int) -> None:
+        key = f"k{k}"
+        self._post_through_key(
+            who,
+            -amount,
+            key,
+            lambda: wallet_refund(
+                user=self.users[who],
+                amount=amount,
+                reason="r",
+                operator=self.operator,
+                idempotency_key=key,
+            ),
+        )
+
+    @rule(who=st.integers(0, USERS - 1), amount=amounts, k=keys)
+    def usage_is_billed(self, who: int, amount: int, k: int) -> None:
+        key = f"k{k}"
+        self._post_through_key(
+            who,
+            -amount,
+            key,
+            lambda: ledger_post(
+                kind=TransactionKind.USAGE,
+                idempotency_key=key,
+                memo="usage",
+                lines=[
+                    (wallet_for(self.users[who]), -amount),
+                    (platform_account(AccountKind.PLATFORM_REVENUE), amount),
+                ],
+                floor=True,
+            ),
+        )
+
+    # -- invariants -------------------------------------------------------------------------
+
+    @invariant()
+    def every_transaction_balances_and_every_cache_matches_its_entries(self) -> None:
+        assert ledger_check() == []
+
+    @invariant()
+    def wallets_hold_what_the_model_says_and_never_pass_the_floor(self) -> None:
+        balances = dict(
+            LedgerAccount.objects.filter(kind=AccountKind.USER_WALLET).values_list(
+                "user_id", "balance"
+            )
+        )
+        for who, user in enumerate(self.users):
+            assert balances.get(user.pk, 0) == self.expected[who]
+            assert self.expected[who] >= -self.overdraft
+
+    @invariant()
+    def all_balances_sum_to_zero(self) -> None:
+        assert sum(LedgerAccount.objects.values_list("balance", flat=True)) == 0
+
+
+@pytest.mark.django_db
+def test_ledger_invariants_hold_under_random_operations(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    run_state_machine_as_test(
+        LedgerMachine,
+        settings=hypothesis_settings(max_examples=50, stateful_step_count=25, deadline=None),
+    )
