@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.nodes",
     "apps.billing",
+    "apps.pods",
 ]
 
 MIDDLEWARE = [
@@ -213,6 +214,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "PodStatusEnum": "apps.pods.models.PodStatus",
+        "NodeStatusEnum": "apps.nodes.models.NodeStatus",
+    },
 }
 
 # --- GPU hosts ----------------------------------------------------------------------------------
@@ -232,15 +237,46 @@ GPU_DEFAULT_PRICES = {
     "L40S": 990_000,
     "RTX 4090": 690_000,
     "RTX 3090": 390_000,
+    "CPU": 50_000,  # a pod without GPUs, per hour
     "default": 1_000_000,
 }
 
 # --- Billing (owned by the billing app; keep its settings in this block) -----------------------
+# How far (micro-dollars) usage may take a wallet below zero before it is refused.
+BILLING_OVERDRAFT_MICROS = env.int("BILLING_OVERDRAFT_MICROS", default=0)
+# Stripe Checkout top-ups. Without a secret key, deposits answer 503 naming STRIPE_SECRET_KEY.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com")
+# Webhook deliveries signed longer ago than this are refused (replay protection).
+STRIPE_WEBHOOK_TOLERANCE_S = env.int("STRIPE_WEBHOOK_TOLERANCE_S", default=300)
+STRIPE_TIMEOUT_S = env.float("STRIPE_TIMEOUT_S", default=10.0)
+# The SDK retries connection errors and 409/5xx with the same Idempotency-Key.
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+STRIPE_CHECKOUT_SUCCESS_URL = env.str(
+    "STRIPE_CHECKOUT_SUCCESS_URL",
+    default=SITE_URL + "/?deposit=success&session_id={CHECKOUT_SESSION_ID}",
+)
+STRIPE_CHECKOUT_CANCEL_URL = env.str(
+    "STRIPE_CHECKOUT_CANCEL_URL", default=SITE_URL + "/?deposit=cancelled"
+)
+if STRIPE_SECRET_KEY and not STRIPE_WEBHOOK_SECRET:
+    # Checkout without the webhook would take money and never credit it.
+    raise ImproperlyConfigured("STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not.")
+
+# --- Pods ---------------------------------------------------------------------------------------
+# Where pending pods can be placed, tried in order (the sourcing app adds upstream clouds).
+POD_CAPACITY_SOURCES = ["apps.pods.scheduler.community_nodes"]
+POD_LOGS_WAIT_S = env.float("POD_LOGS_WAIT_S", default=15)
+# The platform's cut of community providers' earnings until provider tiers exist (Basic: 20%).
+PROVIDER_DEFAULT_FEE_PERCENT = 20
+LOW_BALANCE_WARNING_MINUTES = env.int("LOW_BALANCE_WARNING_MINUTES", default=60)
 
 # --- Edge protection ----------------------------------------------------------------------------
 RATE_LIMITS = env.list("RATE_LIMITS", default=["60/m", "1000/h"])
 RATE_LIMIT_ENABLED = env.bool("RATE_LIMIT_ENABLED", default=True)
-RATE_LIMIT_EXEMPT_PATHS = ["/healthz", "/readyz", "/static/"]
+# Stripe retries webhooks from shared IPs; they are authenticated by signature instead.
+RATE_LIMIT_EXEMPT_PATHS = ["/healthz", "/readyz", "/static/", "/webhooks/"]
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 # Number of proxies in front of us whose X-Forwarded-For entries we trust (0: use REMOTE_ADDR).

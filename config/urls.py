@@ -9,6 +9,7 @@ api_v1 = [
     path("", include("apps.accounts.urls")),
     path("", include("apps.nodes.urls")),
     path("", include("apps.billing.urls")),
+    path("", include("apps.pods.urls")),
 ]
 
 urlpatterns = [

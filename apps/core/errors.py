@@ -13,6 +13,12 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
 def error_body(
     *, status_code: int, code: str, message: str, fields: dict[str, Any] | None = None
 ) -> dict[str, Any]:

@@ -4,6 +4,9 @@ driver reports. Upstream clouds' spellings map onto the same names in the sourci
 import re
 from dataclasses import dataclass
 
+# What a pod without GPUs asks for: it runs on any online node, CPU-only nodes first.
+CPU_MODEL = "CPU"
+
 
 @dataclass(frozen=True)
 class GpuModel:

@@ -2,97 +2,16 @@
 Docker engine: register → heartbeat → start_pod → RUNNING → stop_pod → gone → agent killed →
 node OFFLINE. Also: an agent restart reconciles away containers the server does not want."""
 
-import os
 import signal
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from apps.nodes import services
 from apps.nodes.models import CommandStatus, Node, NodeCommand, NodeStatus, Workload
+from tests.e2e.conftest import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
-
-ROOT = Path(__file__).resolve().parents[2]
-BOOTSTRAP = "bt_e2e-bootstrap-token"
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class AgentProcess:
-    def __init__(self, server: str, state_dir: Path, log_path: Path) -> None:
-        self.log_path = log_path
-        self.log = log_path.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent",
-                "--server",
-                server,
-                "--bootstrap-token",
-                BOOTSTRAP,
-                "--state-dir",
-                str(state_dir),
-                "--network-mode",
-                "none",
-                "--log-level",
-                "DEBUG",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=60)
-        self.log.close()
-        return code
-
-
-@pytest.fixture
-def agent_env(live_server, settings, tmp_path) -> Iterator[Callable[[], AgentProcess]]:
-    settings.NODE_BOOTSTRAP_TOKEN = BOOTSTRAP
-    settings.NODE_HEARTBEAT_INTERVAL = 1
-    started: list[AgentProcess] = []
-
-    def start() -> AgentProcess:
-        agent = AgentProcess(live_server.url, tmp_path / "state", tmp_path / "agent.log")
-        started.append(agent)
-        return agent
-
-    yield start
-    for agent in started:
-        if agent.proc.poll() is None:
-            agent.stop(signal.SIGKILL)
-
-
-@pytest.fixture
-def cleanup_containers(docker_client) -> Iterator[None]:
-    yield
-    for container in docker_client.containers.list(all=True, filters={"label": "gco.managed=true"}):
-        container.remove(force=True)
 
 
 def pod_container(docker_client, pod_id: uuid.UUID):

@@ -1,0 +1,54 @@
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from apps.pods import services
+from apps.pods.models import Pod, PodEvent, UsageRecord
+
+
+class PodEventInline(admin.TabularInline):
+    model = PodEvent
+    extra = 0
+    can_delete = False
+    fields = ("at", "from_status", "to_status", "reason")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Pod)
+class PodAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "status", "gpu_count", "gpu_model", "node", "created_at")
+    list_filter = ("status", "gpu_model")
+    search_fields = ("id", "name", "owner__email", "image")
+    list_select_related = ("owner", "node")
+    readonly_fields = [f.name for f in Pod._meta.fields]
+    inlines = (PodEventInline,)
+    actions = ("force_stop",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Force stop (bill to now, remove the container)")
+    def force_stop(self, request: HttpRequest, queryset: QuerySet[Pod]) -> None:
+        for pod in queryset:
+            services.pod_stop(pod=pod, reason=f"force-stopped by operator {request.user}")
+        self.message_user(request, f"Stopping {queryset.count()} pod(s).")
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    list_display = ("pod", "owner", "period_start", "seconds", "amount", "provider_share")
+    list_select_related = ("pod", "owner")
+    search_fields = ("pod__id", "owner__email")
+    readonly_fields = [f.name for f in UsageRecord._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -1,0 +1,148 @@
+"""`/api/v1/pods/*`: one view per operation, every query scoped to the owner."""
+
+import time
+
+from django.conf import settings
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.core.errors import Conflict
+from apps.nodes.models import CommandStatus, NodeCommand
+from apps.pods import serializers as s
+from apps.pods import services
+from apps.pods.models import Pod
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Same key and body → the same pod; same key, other body → 409.",
+)
+
+
+def owned_pod(request: Request, pod_id: str) -> Pod:
+    return get_object_or_404(Pod.objects.for_user(request.user).select_related("node"), pk=pod_id)
+
+
+class PodListView(APIView):
+    @extend_schema(responses={200: s.PodOutput(many=True)}, tags=["pods"])
+    def get(self, request: Request) -> Response:
+        pods = Pod.objects.for_user(request.user).select_related("node")
+        status_filter = request.query_params.get("status")
+        if status_filter:
+            pods = pods.filter(status=status_filter.upper())
+        return Response(s.PodOutput(pods[:500], many=True).data)
+
+    @extend_schema(
+        request=s.PodCreateInput,
+        responses={201: s.PodOutput, 200: s.PodOutput},
+        parameters=[IDEMPOTENCY_HEADER],
+        tags=["pods"],
+    )
+    def post(self, request: Request) -> Response:
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if len(key) > 255:
+            raise exceptions.ValidationError({"Idempotency-Key": "At most 255 characters."})
+        data = s.PodCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            created = services.pod_create(
+                owner=request.user,  # type: ignore[arg-type]
+                spec=data.validated_data,
+                idempotency_key=key,
+            )
+        except services.IdempotencyConflictError as exc:
+            raise Conflict(
+                detail="This Idempotency-Key was used with a different request body.",
+                code="idempotency_conflict",
+            ) from exc
+        code = status.HTTP_201_CREATED if created.created else status.HTTP_200_OK
+        return Response(s.PodOutput(created.pod).data, status=code)
+
+
+class PodDetailView(APIView):
+    @extend_schema(responses={200: s.PodOutput}, tags=["pods"])
+    def get(self, request: Request, pod_id: str) -> Response:
+        return Response(s.PodOutput(owned_pod(request, pod_id)).data)
+
+    @extend_schema(responses={200: s.PodOutput}, tags=["pods"])
+    def delete(self, request: Request, pod_id: str) -> Response:
+        pod = services.pod_terminate(pod=owned_pod(request, pod_id))
+        return Response(s.PodOutput(pod).data)
+
+
+class PodStopView(APIView):
+    @extend_schema(request=None, responses={200: s.PodOutput}, tags=["pods"])
+    def post(self, request: Request, pod_id: str) -> Response:
+        pod = services.pod_stop(pod=owned_pod(request, pod_id))
+        return Response(s.PodOutput(pod).data)
+
+
+class PodEventsView(APIView):
+    @extend_schema(responses={200: s.PodEventOutput(many=True)}, tags=["pods"])
+    def get(self, request: Request, pod_id: str) -> Response:
+        pod = owned_pod(request, pod_id)
+        return Response(s.PodEventOutput(pod.events.all(), many=True).data)
+
+
+class PodLogsView(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("tail", int, description="Lines (1–5000, default 200).")],
+        responses={200: None},
+        tags=["pods"],
+    )
+    def get(self, request: Request, pod_id: str) -> Response:
+        pod = owned_pod(request, pod_id)
+        try:
+            tail = int(request.query_params.get("tail", "200"))
+        except ValueError as exc:
+            raise exceptions.ValidationError({"tail": "A whole number is required."}) from exc
+        if not 1 <= tail <= 5000:
+            raise exceptions.ValidationError({"tail": "Must be between 1 and 5000."})
+        command = services.pod_fetch_logs(pod=pod, tail=tail)
+        if command is None:
+            raise exceptions.ValidationError(
+                {"non_field_errors": f"Pod is {pod.status}: it has no container to read."}
+            )
+        # The agent answers on its next heartbeat; wait for it a bounded time.
+        deadline = time.monotonic() + settings.POD_LOGS_WAIT_S
+        while time.monotonic() < deadline:
+            done = NodeCommand.objects.filter(
+                pk=command.pk, status__in=(CommandStatus.ACKED, CommandStatus.FAILED)
+            ).first()
+            if done is not None:
+                if done.status == CommandStatus.FAILED:
+                    raise exceptions.APIException(f"The node could not read logs: {done.error}")
+                return Response({"pod_id": str(pod.pk), "logs": done.result.get("logs", "")})
+            time.sleep(0.25)
+        return Response(
+            {
+                "error": {
+                    "status": 504,
+                    "code": "logs_timeout",
+                    "message": "The node did not answer in time; try again.",
+                }
+            },
+            status=status.HTTP_504_GATEWAY_TIMEOUT,
+        )
+
+
+class UsageView(APIView):
+    @extend_schema(responses={200: s.UsageOutput(many=True)}, tags=["billing"])
+    def get(self, request: Request) -> Response:
+        from apps.pods.models import UsageRecord
+
+        records = UsageRecord.objects.filter(owner=request.user.pk).order_by("-period_start")
+        pod_id = request.query_params.get("pod")
+        if pod_id:
+            records = records.filter(pod_id=pod_id)
+        from rest_framework.pagination import LimitOffsetPagination
+
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(records, request, view=self)
+        return paginator.get_paginated_response(s.UsageOutput(page, many=True).data)

@@ -1,0 +1,160 @@
+"""Pods: a user's container on GPUs, its state machine (lifecycle.py), the GPUs it holds and
+what it was billed."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class PodStatus(models.TextChoices):
+    PENDING = "PENDING"
+    PROVISIONING = "PROVISIONING"
+    SCHEDULED = "SCHEDULED"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    FAILED = "FAILED"
+    TERMINATED = "TERMINATED"
+
+
+ACTIVE_STATUSES = (
+    PodStatus.PENDING,
+    PodStatus.PROVISIONING,
+    PodStatus.SCHEDULED,
+    PodStatus.STARTING,
+    PodStatus.RUNNING,
+    PodStatus.STOPPING,
+)
+ON_NODE_STATUSES = (
+    PodStatus.SCHEDULED,
+    PodStatus.STARTING,
+    PodStatus.RUNNING,
+    PodStatus.STOPPING,
+)
+
+
+class PodQuerySet(models.QuerySet):
+    def for_user(self, user: object) -> "PodQuerySet":
+        return self.filter(owner=user)
+
+
+class Pod(models.Model):
+    """A container a user asked for: what it runs, what GPUs it needs, and where it landed.
+    `price_per_gpu_hour` is fixed when the pod is placed; `billed_until` is how far it has
+    been charged."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="pods"
+    )
+    name = models.CharField(max_length=100)
+    image = models.CharField(max_length=255)
+    command = models.JSONField(null=True, blank=True)
+    env = models.JSONField(default=dict, blank=True)
+    ports = models.JSONField(default=list, blank=True)
+    gpu_model = models.CharField(max_length=64)
+    gpu_count = models.PositiveSmallIntegerField()
+    min_vram_mb = models.PositiveIntegerField(default=0)
+    disk_gb = models.PositiveIntegerField(default=20)
+    price_cap_per_gpu_hour = models.BigIntegerField(null=True, blank=True)
+    restartable = models.BooleanField(default=False)
+
+    status = models.CharField(max_length=16, choices=PodStatus.choices, default=PodStatus.PENDING)
+    status_reason = models.CharField(max_length=500, blank=True)
+    node = models.ForeignKey(
+        "nodes.Node", on_delete=models.PROTECT, null=True, blank=True, related_name="pods"
+    )
+    gpu_indices = models.JSONField(default=list, blank=True)
+    price_per_gpu_hour = models.BigIntegerField(null=True, blank=True)
+    endpoints = models.JSONField(default=dict, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    billed_until = models.DateTimeField(null=True, blank=True)
+    # Billing never runs past this (the stop request, the node's last heartbeat).
+    billing_ends_at = models.DateTimeField(null=True, blank=True)
+
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True)
+
+    objects = PodQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-created_at",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="pod_unique_idempotency_key_per_owner",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "billed_until"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+    @property
+    def hourly_rate(self) -> int:
+        """Micro-dollars per hour: per GPU, or the node's CPU rate for a pod without GPUs."""
+        return (self.price_per_gpu_hour or 0) * max(self.gpu_count, 1)
+
+
+class PodEvent(models.Model):
+    """A status transition of a pod, shown to its owner."""
+
+    pod = models.ForeignKey(Pod, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True)
+    from_status = models.CharField(max_length=16, choices=PodStatus.choices)
+    to_status = models.CharField(max_length=16, choices=PodStatus.choices)
+    reason = models.CharField(max_length=500)
+
+    class Meta:
+        ordering = ("at", "id")
+
+    def __str__(self) -> str:
+        return f"{self.from_status} → {self.to_status}: {self.reason}"
+
+
+class GpuAllocation(models.Model):
+    """A GPU held by a pod. One row per GPU at most (the primary key is the GPU), so the
+    database itself refuses to give one GPU to two pods."""
+
+    gpu = models.OneToOneField(
+        "nodes.Gpu", on_delete=models.CASCADE, primary_key=True, related_name="allocation"
+    )
+    pod = models.ForeignKey(Pod, on_delete=models.CASCADE, related_name="allocations")
+    allocated_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"GPU {self.gpu_id} → pod {self.pod_id}"
+
+
+class UsageRecord(models.Model):
+    """One billed interval of one pod. Unique per (pod, period_start): a retried or duplicated
+    billing tick cannot charge the same interval twice."""
+
+    id = models.BigAutoField(primary_key=True)
+    pod = models.ForeignKey(Pod, on_delete=models.PROTECT, related_name="usage")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    node = models.ForeignKey("nodes.Node", on_delete=models.PROTECT, related_name="+")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    seconds = models.PositiveIntegerField()
+    gpu_count = models.PositiveSmallIntegerField()
+    price_per_gpu_hour = models.BigIntegerField()
+    amount = models.BigIntegerField()
+    provider_share = models.BigIntegerField(default=0)
+    transaction_id = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-period_start",)
+        constraints = [
+            models.UniqueConstraint(fields=["pod", "period_start"], name="usage_unique_interval")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pod_id} {self.period_start:%H:%M:%S}+{self.seconds}s {self.amount}µ$"

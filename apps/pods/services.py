@@ -1,0 +1,222 @@
+"""Writes for pods: create (idempotent), stop, delete, and reacting to what nodes report."""
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.accounts.models import User
+from apps.nodes import services as node_services
+from apps.nodes.models import CommandType, Node, NodeCommand, Workload
+from apps.pods import metering
+from apps.pods.lifecycle import FINAL, pod_transition
+from apps.pods.models import ON_NODE_STATUSES, GpuAllocation, Pod, PodStatus
+
+logger = logging.getLogger(__name__)
+
+
+class IdempotencyConflictError(Exception):
+    """The Idempotency-Key was used before with a different request body."""
+
+
+@dataclass(frozen=True)
+class CreatedPod:
+    pod: Pod
+    created: bool  # False: an earlier request with the same Idempotency-Key
+
+
+def _request_hash(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def pod_create(*, owner: User, spec: dict[str, Any], idempotency_key: str = "") -> CreatedPod:
+    """Create a PENDING pod and try to place it at once (a periodic pass retries the rest).
+    Same key and body → the same pod; same key, other body → IdempotencyConflictError."""
+    digest = _request_hash(spec)
+    if idempotency_key:
+        existing = Pod.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            if existing.request_hash != digest:
+                raise IdempotencyConflictError(idempotency_key)
+            return CreatedPod(pod=existing, created=False)
+    try:
+        with transaction.atomic():
+            pod = Pod.objects.create(
+                owner=owner, idempotency_key=idempotency_key, request_hash=digest, **spec
+            )
+            pod.events.create(
+                from_status=PodStatus.PENDING, to_status=PodStatus.PENDING, reason="created"
+            )
+    except IntegrityError:
+        # A concurrent request with the same key won the unique constraint.
+        if idempotency_key:
+            existing = Pod.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
+            if existing is not None:
+                if existing.request_hash != digest:
+                    raise IdempotencyConflictError(idempotency_key) from None
+                return CreatedPod(pod=existing, created=False)
+        raise
+    from apps.pods.scheduler import schedule_pending
+
+    schedule_pending(pod_ids=[pod.pk])
+    pod.refresh_from_db()
+    return CreatedPod(pod=pod, created=True)
+
+
+def _release_gpus(pod: Pod) -> None:
+    GpuAllocation.objects.filter(pod=pod).delete()
+
+
+def _lock(pod_id: uuid.UUID | str) -> Pod | None:
+    return Pod.objects.select_for_update().filter(pk=pod_id).first()
+
+
+@transaction.atomic
+def pod_stop(*, pod: Pod, reason: str = "stopped by its owner") -> Pod:
+    """Stop a pod: billing ends now; the agent stops and removes the container."""
+    locked = _lock(pod.pk)
+    if locked is None or locked.status in FINAL or locked.status == PodStatus.STOPPING:
+        return locked or pod
+    if locked.status in (PodStatus.PENDING, PodStatus.PROVISIONING):
+        pod_transition(pod=locked, to=PodStatus.STOPPED, reason=reason)
+        return locked
+    now = timezone.now()
+    metering.meter_pod_until(pod=locked, until=now)
+    locked.billing_ends_at = now
+    pod_transition(
+        pod=locked, to=PodStatus.STOPPING, reason=reason, extra_fields=("billing_ends_at",)
+    )
+    if locked.node is not None:  # always set for a pod on a node
+        node_services.workload_stop(node=locked.node, pod_id=locked.pk, timeout_s=10)
+    return locked
+
+
+@transaction.atomic
+def pod_terminate(*, pod: Pod) -> Pod:
+    """DELETE: stop if needed; a stopped or failed pod becomes TERMINATED."""
+    locked = _lock(pod.pk)
+    if locked is None:
+        return pod
+    if locked.status in (PodStatus.STOPPED, PodStatus.FAILED):
+        pod_transition(pod=locked, to=PodStatus.TERMINATED, reason="deleted by its owner")
+        return locked
+    return pod_stop(pod=locked, reason="deleted by its owner")
+
+
+def _finish_on_node(*, pod: Pod, to: str, reason: str, ended_at: datetime) -> None:
+    """The pod's container is gone or done: bill to `ended_at`, free its GPUs."""
+    metering.meter_pod_until(pod=pod, until=ended_at)
+    pod_transition(pod=pod, to=to, reason=reason)
+    _release_gpus(pod)
+
+
+@transaction.atomic
+def pod_observe_workload(*, workload: Workload) -> None:
+    """Drive the pod's state from what its node's agent reports of its container."""
+    pod = _lock(workload.pod_id)
+    if pod is None or pod.node_id != workload.node_id or pod.status in FINAL:
+        return
+    state = workload.state
+    now = timezone.now()
+    if state == "running" and pod.status in (PodStatus.SCHEDULED, PodStatus.STARTING):
+        started = workload.started_at or now
+        pod.started_at = started
+        pod.billed_until = started
+        pod_transition(
+            pod=pod,
+            to=PodStatus.RUNNING,
+            reason="container running",
+            extra_fields=("started_at", "billed_until"),
+        )
+    elif state == "removed" and pod.status == PodStatus.STOPPING:
+        _finish_on_node(
+            pod=pod,
+            to=PodStatus.STOPPED,
+            reason="container removed",
+            ended_at=pod.billing_ends_at or now,
+        )
+    elif state in ("exited", "dead", "missing") and pod.status in ON_NODE_STATUSES:
+        ended = workload.finished_at or now
+        if pod.status == PodStatus.STOPPING:
+            return  # the stop we asked for is in progress; "removed" follows
+        code = workload.exit_code
+        if state == "exited" and code == 0:
+            _finish_on_node(
+                pod=pod, to=PodStatus.STOPPED, reason="container exited with code 0", ended_at=ended
+            )
+        else:
+            what = f"exited with code {code}" if state == "exited" else f"is {state}"
+            _finish_on_node(
+                pod=pod, to=PodStatus.FAILED, reason=f"container {what}", ended_at=ended
+            )
+        if pod.node is not None:
+            node_services.workload_stop(node=pod.node, pod_id=pod.pk, timeout_s=5)
+
+
+@transaction.atomic
+def pod_observe_command(*, command: NodeCommand) -> None:
+    """A start_pod the agent could not carry out fails the pod."""
+    if command.type != CommandType.START_POD or command.status != "FAILED":
+        return
+    pod = _lock(command.payload.get("pod_id", ""))
+    if pod is None or pod.status not in (PodStatus.SCHEDULED, PodStatus.STARTING):
+        return
+    _finish_on_node(
+        pod=pod,
+        to=PodStatus.FAILED,
+        reason=f"node could not start the container: {command.error}"[:500],
+        ended_at=timezone.now(),
+    )
+    Workload.objects.filter(node_id=command.node_id, pod_id=pod.pk).update(wanted=False)
+
+
+def pods_on_offline_node(*, node: Node, last_heartbeat_at: datetime, reason: str) -> None:
+    """A node went silent: bill its pods up to its last heartbeat, then reschedule the
+    restartable ones and fail the rest."""
+    for pod_id in Pod.objects.filter(node=node, status__in=ON_NODE_STATUSES).values_list(
+        "pk", flat=True
+    ):
+        with transaction.atomic():
+            pod = _lock(pod_id)
+            if pod is None or pod.status not in ON_NODE_STATUSES:
+                continue
+            metering.meter_pod_until(pod=pod, until=last_heartbeat_at)
+            Workload.objects.filter(node=node, pod_id=pod.pk).update(wanted=False)
+            _release_gpus(pod)
+            if pod.restartable and pod.status != PodStatus.STOPPING:
+                pod.node = None
+                pod.gpu_indices = []
+                pod.billed_until = None
+                pod_transition(
+                    pod=pod,
+                    to=PodStatus.PENDING,
+                    reason=f"node {node.hostname} went offline ({reason}); rescheduling",
+                    extra_fields=("node", "gpu_indices", "billed_until"),
+                )
+            elif pod.status == PodStatus.STOPPING:
+                pod_transition(
+                    pod=pod,
+                    to=PodStatus.STOPPED,
+                    reason=f"node {node.hostname} went offline while stopping",
+                )
+            else:
+                pod_transition(
+                    pod=pod,
+                    to=PodStatus.FAILED,
+                    reason=f"node {node.hostname} went offline ({reason})",
+                )
+
+
+def pod_fetch_logs(*, pod: Pod, tail: int = 200) -> NodeCommand | None:
+    """Ask the pod's agent for the container's last `tail` log lines (answered in its ack)."""
+    if pod.node is None or pod.status not in ON_NODE_STATUSES:
+        return None
+    return node_services.command_enqueue(
+        node=pod.node, type=CommandType.FETCH_LOGS, payload={"pod_id": str(pod.pk), "tail": tail}
+    )

@@ -1,0 +1,14 @@
+from celery import shared_task
+
+from apps.pods.metering import meter_tick
+from apps.pods.scheduler import schedule_pending
+
+
+@shared_task(name="pods.schedule_pending", ignore_result=True)
+def schedule_pending_pods() -> int:
+    return schedule_pending().placed
+
+
+@shared_task(name="pods.bill_running", ignore_result=True)
+def bill_running_pods() -> int:
+    return meter_tick().records
