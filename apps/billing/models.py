@@ -154,3 +154,23 @@ class Entry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount:+d} on account {self.account_id}"
+
+
+class SpendLimit(models.Model):
+    """A user's own spend controls: a monthly cap on usage charges (warning at 80%; at 100%
+    new work is refused and running pods are stopped) and a maximum hourly burn rate across
+    running pods. Enforced by the metering tick, the same path that charges."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="spend_limit",
+    )
+    monthly_cap = models.BigIntegerField(null=True, blank=True, help_text="Micro-dollars.")
+    max_hourly_burn = models.BigIntegerField(null=True, blank=True, help_text="Micro-dollars.")
+    warned_month = models.CharField(max_length=7, blank=True, help_text="YYYY-MM of the 80% mail.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"spend limits of {self.user_id}"

@@ -66,3 +66,19 @@ class WalletTransactionOutput(serializers.Serializer):
 
     def get_effect(self, entry: Entry) -> str:
         return "credit" if entry.amount > 0 else "debit"
+
+
+class SpendLimitsInput(StrictSerializer):
+    monthly_cap_usd = serializers.DecimalField(
+        max_digits=10, decimal_places=2, min_value=Decimal("1"), allow_null=True
+    )
+    max_hourly_burn_usd = serializers.DecimalField(
+        max_digits=10, decimal_places=2, min_value=Decimal("0.01"), allow_null=True
+    )
+
+
+class SpendLimitsOutput(serializers.Serializer):
+    monthly_cap_usd = serializers.CharField(allow_null=True)
+    max_hourly_burn_usd = serializers.CharField(allow_null=True)
+    month_spent_usd = serializers.CharField()
+    warning_at_percent = serializers.IntegerField()

@@ -7,4 +7,5 @@ urlpatterns = [
     path("users/balance", api.BalanceView.as_view(), name="users-balance"),
     path("users/transactions", api.TransactionListView.as_view(), name="users-transactions"),
     path("users/deposit", api.DepositView.as_view(), name="users-deposit"),
+    path("users/spend-limits", api.SpendLimitsView.as_view(), name="users-spend-limits"),
 ]

@@ -25,6 +25,11 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 )
 
 
+class PaymentRequired(exceptions.APIException):
+    status_code = status.HTTP_402_PAYMENT_REQUIRED
+    default_code = "payment_required"
+
+
 def owned_pod(request: Request, pod_id: str) -> Pod:
     return get_object_or_404(Pod.objects.for_user(request.user).select_related("node"), pk=pod_id)
 
@@ -56,6 +61,8 @@ class PodListView(APIView):
                 spec=data.validated_data,
                 idempotency_key=key,
             )
+        except services.SpendRefusedError as exc:
+            raise PaymentRequired(detail=str(exc)) from exc
         except services.IdempotencyConflictError as exc:
             raise Conflict(
                 detail="This Idempotency-Key was used with a different request body.",

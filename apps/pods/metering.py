@@ -9,8 +9,10 @@ payable and revenue balances, and the pods' new `billed_until`. A tick killed ha
 its chunk back; a tick run twice finds `billed_until` already advanced (and the unique
 (pod, period_start) of UsageRecord as a backstop), so no interval is charged twice.
 
-A wallet is never taken below the overdraft floor: the charge is capped at what is left, and
-that user's pods are stopped after the chunk commits."""
+A wallet is never taken below the overdraft floor, nor a user's month past their spend cap:
+the charge is capped at what is left, and that user's pods are stopped after the chunk
+commits. The same pass warns at 80% of the cap and stops the newest pods of a user over their
+maximum hourly burn (apps.billing.spend holds the rules; pod creation reads the same ones)."""
 
 import logging
 import uuid
@@ -27,13 +29,21 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.billing.locks import lock_accounts
-from apps.billing.models import AccountKind, Entry, LedgerAccount, Transaction, TransactionKind
+from apps.billing.models import (
+    AccountKind,
+    Entry,
+    LedgerAccount,
+    SpendLimit,
+    Transaction,
+    TransactionKind,
+)
 from apps.billing.services import platform_account, provider_payable, wallet_for
 from apps.billing.services.ledger import wallet_floor
+from apps.billing.spend import WARN_AT_PERCENT, spend_states
 from apps.core.bulk_sql import update_from_values
 from apps.core.money import micros_to_usd, prorate
 from apps.nodes.models import Node
-from apps.pods.models import Pod, PodStatus, UsageRecord
+from apps.pods.models import ON_NODE_STATUSES, Pod, PodStatus, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +55,16 @@ class MeterResult:
     pods: int = 0
     charged: int = 0  # micro-dollars
     records: int = 0
-    exhausted_pod_ids: list[uuid.UUID] = field(default_factory=list)
+    # owner → why their pods must stop (balance at the floor, or monthly cap reached)
+    stops: dict[uuid.UUID, str] = field(default_factory=dict)
+    cap_warnings: list[uuid.UUID] = field(default_factory=list)
+
+    def add(self, other: "MeterResult") -> None:
+        self.pods += other.pods
+        self.charged += other.charged
+        self.records += other.records
+        self.stops.update(other.stops)
+        self.cap_warnings += other.cap_warnings
 
 
 def provider_fee_percent(provider_id: object) -> int:
@@ -94,8 +113,11 @@ def _bill(pods: list[Pod], now: datetime) -> MeterResult:
     locked = lock_accounts(
         [*(w.pk for w in wallets.values()), revenue.pk, *(p.pk for p in payables.values())]
     )
-    floor = wallet_floor()
-    available = {owner: locked[wallets[owner].pk].balance - floor for owner in owners}
+    states = spend_states(
+        owners, now=now, balances={o: locked[wallets[o].pk].balance for o in owners}
+    )
+    available = {owner: states[owner].chargeable for owner in owners}
+    charged_by_owner: dict[uuid.UUID, int] = defaultdict(int)
 
     deltas: dict[int, int] = defaultdict(int)
     records: list[UsageRecord] = []
@@ -108,8 +130,15 @@ def _bill(pods: list[Pod], now: datetime) -> MeterResult:
         left = max(0, available[pod.owner_id])
         if amount > left:
             amount = left
-            result.exhausted_pod_ids.append(pod.pk)
+            state = states[pod.owner_id]
+            cap_binds = state.cap_left is not None and state.cap_left <= max(0, state.balance_left)
+            result.stops[pod.owner_id] = (
+                "stopped: monthly spend cap reached"
+                if cap_binds
+                else "stopped: balance exhausted (overdraft floor reached)"
+            )
         available[pod.owner_id] -= amount
+        charged_by_owner[pod.owner_id] += amount
         provider_id = node.provider_id
         share = 0
         if provider_id is not None and amount:
@@ -178,6 +207,12 @@ def _bill(pods: list[Pod], now: datetime) -> MeterResult:
     )
     update_from_values(model=Pod, rows=pod_updates, set=["billed_until"])
     result.records = len(records)
+    month = f"{now:%Y-%m}"
+    for owner, state in states.items():
+        cap = state.monthly_cap
+        spent = state.month_spent + charged_by_owner[owner]
+        if cap and spent * 100 >= cap * WARN_AT_PERCENT and state.warned_month != month:
+            result.cap_warnings.append(owner)
     return result
 
 
@@ -186,10 +221,9 @@ def meter_pod_until(*, pod: Pod, until: datetime) -> MeterResult:
     fails or moves."""
     if pod.status not in BILLABLE:
         return MeterResult()
-    result = _bill([pod], until)
-    if result.exhausted_pod_ids:
-        _warn_exhausted({pod.owner_id})
-    return result
+    # A capped charge here needs no stop of its own (this pod is stopping or moving); the next
+    # tick stops the owner's other pods.
+    return _bill([pod], until)
 
 
 def meter_tick(*, now: datetime | None = None, chunk: int = 10_000) -> MeterResult:
@@ -211,38 +245,65 @@ def meter_tick(*, now: datetime | None = None, chunk: int = 10_000) -> MeterResu
                 break
             last_pk = pods[-1].pk
             result = _bill(pods, now)
-        total.pods += result.pods
-        total.charged += result.charged
-        total.records += result.records
-        total.exhausted_pod_ids += result.exhausted_pod_ids
-    if total.exhausted_pod_ids:
-        _stop_exhausted(total.exhausted_pod_ids)
+        total.add(result)
+    _after_charges(total)
+    _enforce_burn_limits()
     _warn_low_balances(now)
     return total
 
 
-def _stop_exhausted(pod_ids: list[uuid.UUID]) -> None:
+def _after_charges(result: MeterResult) -> None:
+    """Stop the pods of users whose charges hit the floor or their cap, and send the
+    80%-of-cap warnings."""
     from apps.pods.services import pod_stop
 
-    owners = set(Pod.objects.filter(pk__in=pod_ids).values_list("owner_id", flat=True))
-    for pod in Pod.objects.filter(
-        owner_id__in=owners, status__in=BILLABLE + (PodStatus.SCHEDULED, PodStatus.STARTING)
-    ):
-        pod_stop(pod=pod, reason="stopped: balance exhausted (overdraft floor reached)")
-    _warn_exhausted(owners)
-
-
-def _warn_exhausted(owner_ids: set[uuid.UUID]) -> None:
-    for email in User.objects.filter(pk__in=owner_ids).values_list("email", flat=True):
-        logger.warning("balance exhausted for %s: pods stopped", email)
-        send_mail(
-            "Your GPU Cloud pods were stopped: balance exhausted",
-            "Your balance reached its floor, so your running pods were stopped. Top up to start "
-            "them again.",
-            None,
-            [email],
-            fail_silently=True,
+    for owner_id, reason in result.stops.items():
+        for pod in Pod.objects.filter(owner_id=owner_id, status__in=ON_NODE_STATUSES):
+            pod_stop(pod=pod, reason=reason)
+        _mail(owner_id, "Your GPU Cloud pods were stopped", f"{reason.capitalize()}.")
+    for owner_id in result.cap_warnings:
+        limit = SpendLimit.objects.filter(user_id=owner_id).first()
+        month = f"{timezone.now():%Y-%m}"
+        if limit is None or limit.warned_month == month:
+            continue
+        SpendLimit.objects.filter(user_id=owner_id).update(warned_month=month)
+        _mail(
+            owner_id,
+            "You have used 80% of your monthly GPU Cloud spend cap",
+            f"Your monthly cap is ${micros_to_usd(limit.monthly_cap or 0)}. At the cap, new work "
+            "is refused and running pods are stopped.",
         )
+
+
+def _enforce_burn_limits() -> None:
+    """Keep each user's running pods within their maximum hourly burn: the oldest pods keep
+    running, the newest that do not fit are stopped."""
+    from apps.pods.services import pod_stop
+
+    for limit in SpendLimit.objects.filter(max_hourly_burn__isnull=False):
+        burn = 0
+        for pod in (
+            Pod.objects.filter(owner_id=limit.user_id, status__in=ON_NODE_STATUSES)
+            .exclude(status=PodStatus.STOPPING)
+            .order_by("created_at")
+        ):
+            if burn + pod.hourly_rate > (limit.max_hourly_burn or 0):
+                pod_stop(
+                    pod=pod,
+                    reason=(
+                        f"stopped: over your maximum hourly burn of "
+                        f"${micros_to_usd(limit.max_hourly_burn or 0)}/h"
+                    ),
+                )
+            else:
+                burn += pod.hourly_rate
+
+
+def _mail(owner_id: uuid.UUID, subject: str, body: str) -> None:
+    email = User.objects.filter(pk=owner_id).values_list("email", flat=True).first()
+    if email:
+        logger.warning("notify %s: %s", email, subject)
+        send_mail(subject, body, None, [email], fail_silently=True)
 
 
 def _warn_low_balances(now: datetime) -> None:

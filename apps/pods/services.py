@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.billing.spend import spend_refusal
 from apps.nodes import services as node_services
 from apps.nodes.models import CommandType, Node, NodeCommand, Workload
 from apps.pods import metering
@@ -19,6 +20,10 @@ from apps.pods.lifecycle import FINAL, pod_transition
 from apps.pods.models import ON_NODE_STATUSES, GpuAllocation, Pod, PodStatus
 
 logger = logging.getLogger(__name__)
+
+
+class SpendRefusedError(Exception):
+    """New work is refused: no balance left, monthly cap reached, or at the hourly burn limit."""
 
 
 class IdempotencyConflictError(Exception):
@@ -45,6 +50,15 @@ def pod_create(*, owner: User, spec: dict[str, Any], idempotency_key: str = "") 
             if existing.request_hash != digest:
                 raise IdempotencyConflictError(idempotency_key)
             return CreatedPod(pod=existing, created=False)
+    burn = sum(
+        p.hourly_rate
+        for p in Pod.objects.filter(owner=owner, status__in=ON_NODE_STATUSES)
+        .exclude(status=PodStatus.STOPPING)  # billing has ended for these
+        .only("price_per_gpu_hour", "gpu_count")
+    )
+    refusal = spend_refusal(user_id=owner.pk, current_burn=burn)
+    if refusal:
+        raise SpendRefusedError(refusal)
     try:
         with transaction.atomic():
             pod = Pod.objects.create(

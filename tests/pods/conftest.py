@@ -109,5 +109,6 @@ POD = {
 
 @pytest.fixture
 def owner_client(api_client, user):
+    fund(user, 100_000_000)  # new work needs a balance
     api_client.force_authenticate(user)
     return api_client
