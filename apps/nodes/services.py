@@ -266,27 +266,53 @@ def _deliver_commands(*, node: Node, now: datetime) -> list[NodeCommand]:
     return pending
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def command_enqueue(*, node: Node, type: str, payload: dict[str, Any]) -> NodeCommand:
     return NodeCommand.objects.create(node=node, type=type, payload=payload)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def workload_start(*, node: Node, pod_id: uuid.UUID, spec: dict[str, Any]) -> NodeCommand:
     """Want pod `pod_id` on `node` and tell the agent to start it. `spec` is the start_pod
     payload of docs/agent-protocol.md without `pod_id`."""
     gpu_indices = list(spec.get("gpu_indices") or [])
-    Workload.objects.update_or_create(
-        node=node,
-        pod_id=pod_id,
-        defaults={"wanted": True, "gpu_indices": gpu_indices, "state": "", "error": ""},
-    )
+    wanted = {"wanted": True, "gpu_indices": gpu_indices, "state": "", "error": ""}
+    if not Workload.objects.filter(node=node, pod_id=pod_id).update(**wanted):
+        Workload.objects.create(node=node, pod_id=pod_id, **wanted)
     return command_enqueue(
         node=node, type=CommandType.START_POD, payload={**spec, "pod_id": str(pod_id)}
     )
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
+def workloads_start(*, starts: list[tuple[Node, uuid.UUID, dict[str, Any]]]) -> None:
+    """`workload_start` for many pods at once (the scheduler's batches): one upsert of the
+    workloads, one insert of the start commands."""
+    if not starts:
+        return
+    Workload.objects.bulk_create(
+        [
+            Workload(
+                node=node,
+                pod_id=pod_id,
+                wanted=True,
+                gpu_indices=list(spec.get("gpu_indices") or []),
+                state="",
+                error="",
+            )
+            for node, pod_id, spec in starts
+        ],
+        update_conflicts=True,
+        unique_fields=["node", "pod_id"],
+        update_fields=["wanted", "gpu_indices", "state", "error"],
+    )
+    NodeCommand.objects.bulk_create(
+        NodeCommand(node=node, type=CommandType.START_POD, payload={**spec, "pod_id": str(pod_id)})
+        for node, pod_id, spec in starts
+    )
+
+
+@transaction.atomic(savepoint=False)
 def workload_stop(*, node: Node, pod_id: uuid.UUID, timeout_s: int = 10) -> NodeCommand:
     """Stop wanting pod `pod_id` on `node` and tell the agent to stop and remove it."""
     Workload.objects.filter(node=node, pod_id=pod_id).update(wanted=False)

@@ -23,13 +23,20 @@ class IllegalPodTransitionError(Exception):
     pass
 
 
-def pod_transition(*, pod: Pod, to: str, reason: str, extra_fields: tuple[str, ...] = ()) -> None:
-    """Move `pod` to `to` (the caller holds its row lock) and record the event."""
+def pod_transition_event(*, pod: Pod, to: str, reason: str) -> PodEvent:
+    """Check and apply the move on the object, and return its (unsaved) event: for callers that
+    save many pods and events in bulk. The caller holds the pods' row locks."""
     if to not in ALLOWED[pod.status]:
         raise IllegalPodTransitionError(f"pod {pod.pk}: {pod.status} → {to} is not allowed")
-    PodEvent.objects.create(pod=pod, from_status=pod.status, to_status=to, reason=reason[:500])
+    event = PodEvent(pod=pod, from_status=pod.status, to_status=to, reason=reason[:500])
     pod.status = to
     pod.status_reason = reason[:500]
     if to in FINAL and pod.stopped_at is None:
         pod.stopped_at = timezone.now()
+    return event
+
+
+def pod_transition(*, pod: Pod, to: str, reason: str, extra_fields: tuple[str, ...] = ()) -> None:
+    """Move `pod` to `to` (the caller holds its row lock) and record the event."""
+    pod_transition_event(pod=pod, to=to, reason=reason).save()
     pod.save(update_fields=["status", "status_reason", "stopped_at", "updated_at", *extra_fields])

@@ -19,12 +19,14 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q, Sum
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from apps.accounts.models import User
@@ -40,9 +42,8 @@ from apps.billing.models import (
 from apps.billing.services import platform_account, provider_payable, wallet_for
 from apps.billing.services.ledger import wallet_floor
 from apps.billing.spend import WARN_AT_PERCENT, spend_states
-from apps.core.bulk_sql import update_from_values
+from apps.core.bulk_sql import insert_rows, insert_rows_returning_ids, update_from_values
 from apps.core.money import micros_to_usd, prorate
-from apps.nodes.models import Node
 from apps.pods.models import ON_NODE_STATUSES, Pod, PodStatus, UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -73,133 +74,208 @@ def provider_fee_percent(provider_id: object) -> int:
     return int(settings.PROVIDER_DEFAULT_FEE_PERCENT)
 
 
-def _end_of(pod: Pod, now: datetime) -> datetime:
-    ends = [now]
-    if pod.node is not None and pod.node.last_heartbeat_at is not None:
-        ends.append(pod.node.last_heartbeat_at)
-    if pod.billing_ends_at is not None:
-        ends.append(pod.billing_ends_at)
-    return min(ends)
+class Billable(NamedTuple):
+    """What billing needs of a pod, read in bulk (no model instances on the hot path)."""
+
+    pk: uuid.UUID
+    owner_id: uuid.UUID
+    node_id: uuid.UUID
+    provider_id: uuid.UUID | None
+    last_heartbeat_at: datetime | None
+    billing_ends_at: datetime | None
+    billed_until: datetime | None
+    price_per_gpu_hour: int | None
+    gpu_count: int
+    name: str
+    gpu_model: str
+
+    @classmethod
+    def of(cls, pod: Pod) -> "Billable":
+        node = pod.node
+        return cls(
+            pod.pk,
+            pod.owner_id,
+            pod.node_id,  # type: ignore[arg-type]  # billable pods are on a node
+            node.provider_id if node else None,
+            node.last_heartbeat_at if node else None,
+            pod.billing_ends_at,
+            pod.billed_until,
+            pod.price_per_gpu_hour,
+            pod.gpu_count,
+            pod.name,
+            pod.gpu_model,
+        )
+
+    @property
+    def hourly_rate(self) -> int:
+        return (self.price_per_gpu_hour or 0) * max(self.gpu_count, 1)
+
+    def end(self, now: datetime) -> datetime:
+        ends = [now]
+        if self.last_heartbeat_at is not None:
+            ends.append(self.last_heartbeat_at)
+        if self.billing_ends_at is not None:
+            ends.append(self.billing_ends_at)
+        return min(ends)
 
 
-def _bill(pods: list[Pod], now: datetime) -> MeterResult:
+BILLABLE_FIELDS = (
+    "pk",
+    "owner_id",
+    "node_id",
+    "node__provider_id",
+    "node__last_heartbeat_at",
+    "billing_ends_at",
+    "billed_until",
+    "price_per_gpu_hour",
+    "gpu_count",
+    "name",
+    "gpu_model",
+)
+
+
+def _lock_accounts_for(
+    due: list[tuple[Billable, datetime, int]],
+) -> tuple[dict[uuid.UUID, int], int, dict[uuid.UUID, int], dict[int, LedgerAccount]]:
+    """Every account a chunk touches, created if missing, then locked together in pk order
+    (the ledger's one lock order, so a concurrent top-up or credit cannot deadlock with us).
+    Returns wallet ids by owner, the revenue account id, payable ids by provider, locked rows."""
+    owners = {b.owner_id for b, _, _ in due}
+    wallets = dict(
+        LedgerAccount.objects.filter(kind=AccountKind.USER_WALLET, user_id__in=owners).values_list(
+            "user_id", "pk"
+        )
+    )
+    for owner_id in owners - set(wallets):
+        wallets[owner_id] = wallet_for(User(pk=owner_id)).pk
+    providers = {b.provider_id for b, _, _ in due if b.provider_id is not None}
+    payables: dict[uuid.UUID, int] = {
+        provider_id: pk
+        for provider_id, pk in LedgerAccount.objects.filter(
+            kind=AccountKind.PROVIDER_PAYABLE, provider_id__in=providers
+        ).values_list("provider_id", "pk")
+        if provider_id is not None
+    }
+    for provider_id in providers - set(payables):
+        payables[provider_id] = provider_payable(provider_id).pk
+    revenue = platform_account(AccountKind.PLATFORM_REVENUE).pk
+    locked = lock_accounts([*wallets.values(), revenue, *payables.values()])
+    return wallets, revenue, payables, locked
+
+
+def _bill(pods: list[Billable], now: datetime) -> MeterResult:
     """Charge `pods` (locked by the caller, in the caller's transaction) up to `now`."""
     result = MeterResult(pods=len(pods))
-    due: list[tuple[Pod, Node, datetime, int]] = []
-    for pod in pods:
-        if pod.billed_until is None or pod.node is None:
+    due: list[tuple[Billable, datetime, int]] = []
+    for b in pods:
+        if b.billed_until is None:
             continue
-        seconds = int((_end_of(pod, now) - pod.billed_until).total_seconds())
+        seconds = int((b.end(now) - b.billed_until).total_seconds())
         if seconds >= 1:
-            due.append((pod, pod.node, pod.billed_until, seconds))
+            due.append((b, b.billed_until, seconds))
     if not due:
         return result
 
-    owners = {pod.owner_id for pod, _, _, _ in due}
-    # Every account this chunk touches, created if missing, then locked together in pk order
-    # (the ledger's one lock order, so a concurrent top-up or credit cannot deadlock with us).
-    wallets = {
-        w.user_id: w
-        for w in LedgerAccount.objects.filter(kind=AccountKind.USER_WALLET, user_id__in=owners)
-    }
-    for owner_id in owners - set(wallets):
-        wallets[owner_id] = wallet_for(User(pk=owner_id))
-    revenue = platform_account(AccountKind.PLATFORM_REVENUE)
-    payables = {
-        provider_id: provider_payable(provider_id)
-        for provider_id in {node.provider_id for _, node, _, _ in due}
-        if provider_id is not None
-    }
-    locked = lock_accounts(
-        [*(w.pk for w in wallets.values()), revenue.pk, *(p.pk for p in payables.values())]
-    )
-    states = spend_states(
-        owners, now=now, balances={o: locked[wallets[o].pk].balance for o in owners}
-    )
+    wallets, revenue, payables, locked = _lock_accounts_for(due)
+    owners = set(wallets)
+    states = spend_states(owners, now=now, balances={o: locked[wallets[o]].balance for o in owners})
     available = {owner: states[owner].chargeable for owner in owners}
     charged_by_owner: dict[uuid.UUID, int] = defaultdict(int)
+    fees: dict[uuid.UUID, int] = {}
 
     deltas: dict[int, int] = defaultdict(int)
-    records: list[UsageRecord] = []
-    transactions: list[Transaction] = []
+    records: list[list[object]] = []
+    record_tx: list[int | None] = []  # each record's index into `transactions`
+    transactions: list[list[object]] = []
     legs: list[list[tuple[int, int]]] = []
     pod_updates = []
-    for pod, node, start, seconds in due:
+    for b, start, seconds in due:
         end = start + timedelta(seconds=seconds)
-        amount = prorate(per_hour=pod.hourly_rate, seconds=seconds)
-        left = max(0, available[pod.owner_id])
+        amount = prorate(per_hour=b.hourly_rate, seconds=seconds)
+        left = max(0, available[b.owner_id])
         if amount > left:
             amount = left
-            state = states[pod.owner_id]
+            state = states[b.owner_id]
             cap_binds = state.cap_left is not None and state.cap_left <= max(0, state.balance_left)
-            result.stops[pod.owner_id] = (
+            result.stops[b.owner_id] = (
                 "stopped: monthly spend cap reached"
                 if cap_binds
                 else "stopped: balance exhausted (overdraft floor reached)"
             )
-        available[pod.owner_id] -= amount
-        charged_by_owner[pod.owner_id] += amount
-        provider_id = node.provider_id
+        available[b.owner_id] -= amount
+        charged_by_owner[b.owner_id] += amount
         share = 0
-        if provider_id is not None and amount:
-            share = amount * (100 - provider_fee_percent(provider_id)) // 100
+        if b.provider_id is not None and amount:
+            if b.provider_id not in fees:
+                fees[b.provider_id] = provider_fee_percent(b.provider_id)
+            share = amount * (100 - fees[b.provider_id]) // 100
+        pod_updates.append((b.pk, {"billed_until": end}))
+        # pod, owner, node, period_start, period_end, seconds, gpu_count, price, amount, share
         records.append(
-            UsageRecord(
-                pod=pod,
-                owner_id=pod.owner_id,
-                node=node,
-                period_start=start,
-                period_end=end,
-                seconds=seconds,
-                gpu_count=pod.gpu_count,
-                price_per_gpu_hour=pod.price_per_gpu_hour or 0,
-                amount=amount,
-                provider_share=share,
-            )
+            [
+                b.pk,
+                b.owner_id,
+                b.node_id,
+                start,
+                end,
+                seconds,
+                b.gpu_count,
+                b.price_per_gpu_hour or 0,
+                amount,
+                share,
+            ]
         )
-        pod_updates.append((pod.pk, {"billed_until": end}))
-        pod.billed_until = end
+        record_tx.append(None)
         if not amount:
-            legs.append([])
-            transactions.append(None)  # type: ignore[arg-type]
             continue
-        wallet = wallets[pod.owner_id]
-        lines = [(wallet.pk, -amount)]
-        if provider_id is not None and share:
-            lines.append((payables[provider_id].pk, share))
+        lines = [(wallets[b.owner_id], -amount)]
+        if b.provider_id is not None and share:
+            lines.append((payables[b.provider_id], share))
         if amount - share:
-            lines.append((revenue.pk, amount - share))
+            lines.append((revenue, amount - share))
         for account_id, change in lines:
             deltas[account_id] += change
         legs.append(lines)
+        record_tx[-1] = len(transactions)
         transactions.append(
-            Transaction(
-                kind=TransactionKind.USAGE,
-                idempotency_key=f"usage:{pod.pk}:{start.isoformat()}",
-                memo=(
-                    f"{pod.name}: {seconds} s × {pod.gpu_count}× {pod.gpu_model} at "
-                    f"${micros_to_usd(pod.price_per_gpu_hour or 0)}/GPU-h"
+            [
+                TransactionKind.USAGE,
+                f"usage:{b.pk}:{start.isoformat()}",
+                (
+                    f"{b.name}: {seconds} s × {max(b.gpu_count, 1)}× {b.gpu_model} at "
+                    f"${micros_to_usd(b.price_per_gpu_hour or 0)}/h"
                 )[:255],
-                metadata={
-                    "pod_id": str(pod.pk),
-                    "period_start": start.isoformat(),
-                    "seconds": seconds,
-                },
-            )
+            ]
         )
         result.charged += amount
 
-    posted = Transaction.objects.bulk_create([t for t in transactions if t is not None])
-    by_key = {t.idempotency_key: t for t in posted}
-    entries: list[Entry] = []
-    for record, tx, lines in zip(records, transactions, legs, strict=True):
-        if tx is None:
-            continue
-        saved = by_key[tx.idempotency_key]
-        record.transaction_id = saved.pk
-        entries.extend(Entry(transaction=saved, account_id=a, amount=x) for a, x in lines)
-    Entry.objects.bulk_create(entries, batch_size=5000)
-    UsageRecord.objects.bulk_create(records, batch_size=5000)
+    tx_ids = insert_rows_returning_ids(
+        model=Transaction, fields=["kind", "idempotency_key", "memo"], rows=transactions
+    )
+    insert_rows(
+        model=Entry,
+        fields=["transaction", "account", "amount"],
+        rows=[[tx_ids[i], a, x] for i, lines in enumerate(legs) for a, x in lines],
+    )
+    insert_rows(
+        model=UsageRecord,
+        fields=[
+            "pod",
+            "owner",
+            "node",
+            "period_start",
+            "period_end",
+            "seconds",
+            "gpu_count",
+            "price_per_gpu_hour",
+            "amount",
+            "provider_share",
+            "transaction_id",
+        ],
+        rows=[
+            [*r, None if i is None else tx_ids[i]] for r, i in zip(records, record_tx, strict=True)
+        ],
+    )
     update_from_values(
         model=LedgerAccount,
         rows=[(pk, {"balance": d}) for pk, d in deltas.items() if d],
@@ -223,7 +299,9 @@ def meter_pod_until(*, pod: Pod, until: datetime) -> MeterResult:
         return MeterResult()
     # A capped charge here needs no stop of its own (this pod is stopping or moving); the next
     # tick stops the owner's other pods.
-    return _bill([pod], until)
+    result = _bill([Billable.of(pod)], until)
+    pod.billed_until = Pod.objects.filter(pk=pod.pk).values_list("billed_until", flat=True).first()
+    return result
 
 
 def meter_tick(*, now: datetime | None = None, chunk: int = 10_000) -> MeterResult:
@@ -236,11 +314,12 @@ def meter_tick(*, now: datetime | None = None, chunk: int = 10_000) -> MeterResu
             query = Pod.objects.filter(status__in=BILLABLE, billed_until__lt=now)
             if last_pk is not None:
                 query = query.filter(pk__gt=last_pk)
-            pods = list(
-                query.select_for_update(skip_locked=True, of=("self",))
-                .select_related("node")
-                .order_by("pk")[:chunk]
-            )
+            pods = [
+                Billable(*row)
+                for row in query.select_for_update(skip_locked=True, of=("self",))
+                .order_by("pk")
+                .values_list(*BILLABLE_FIELDS)[:chunk]
+            ]
             if not pods:
                 break
             last_pk = pods[-1].pk
@@ -310,11 +389,12 @@ def _warn_low_balances(now: datetime) -> None:
     """Email each user whose balance covers less than LOW_BALANCE_WARNING_MINUTES of their
     running pods, at most once a day."""
     minutes = settings.LOW_BALANCE_WARNING_MINUTES
-    burn: dict[object, int] = defaultdict(int)
-    for owner_id, price, count in Pod.objects.filter(status=PodStatus.RUNNING).values_list(
-        "owner_id", "price_per_gpu_hour", "gpu_count"
-    ):
-        burn[owner_id] += (price or 0) * count
+    burn: dict[object, int] = dict(
+        Pod.objects.filter(status=PodStatus.RUNNING)
+        .values("owner_id")
+        .annotate(rate=Sum(Coalesce(F("price_per_gpu_hour"), 0) * Greatest(F("gpu_count"), 1)))
+        .values_list("owner_id", "rate")
+    )
     if not burn:
         return
     wallets = LedgerAccount.objects.filter(

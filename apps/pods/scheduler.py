@@ -1,9 +1,10 @@
 """Placement (DESIGN.md §6): fit a pending pod's GPU model, count, VRAM and price cap onto the
 GPUs of ONLINE nodes, cheapest first, best fit among equals.
 
-Claims are made with `SELECT … FOR UPDATE SKIP LOCKED` on the node's free GPU rows, and the
-claim itself is a `GpuAllocation` row whose primary key is the GPU: two schedulers running at
-once skip each other's locked rows, and even a logic error could not give one GPU to two pods.
+Pods are placed in batches, one transaction each. Claims are made with `SELECT … FOR UPDATE
+SKIP LOCKED` on the pods and on the chosen nodes' free GPU rows, and the claim itself is a
+`GpuAllocation` row whose primary key is the GPU: two schedulers running at once skip each
+other's locked rows, and even a logic error could not give one GPU to two pods.
 
 Capacity sources are tried in order (`POD_CAPACITY_SOURCES`): our own nodes first; the sourcing
 app adds upstream clouds as a second source (a source that rents a machine moves the pod to
@@ -12,12 +13,13 @@ PROVISIONING and places it when the machine's agent registers)."""
 import logging
 import random
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.db.models import Count
 from django.utils.module_loading import import_string
 
@@ -26,8 +28,8 @@ from apps.core.money import micros_to_usd
 from apps.nodes import services as node_services
 from apps.nodes.models import Gpu, Node, NodeStatus
 from apps.nodes.selectors import gpu_price_per_hour
-from apps.pods.lifecycle import pod_transition
-from apps.pods.models import GpuAllocation, Pod, PodStatus
+from apps.pods.lifecycle import pod_transition_event
+from apps.pods.models import GpuAllocation, Pod, PodEvent, PodStatus
 
 logger = logging.getLogger(__name__)
 
@@ -105,73 +107,80 @@ class CapacityView:
         return [c for c in self._cpu_nodes if cap is None or c.price <= cap]
 
 
-@dataclass(frozen=True)
-class Placement:
-    node: Node
-    gpu_indices: list[int]
-    price_per_gpu_hour: int
+@dataclass
+class BatchOutcome:
+    placed: set[uuid.UUID] = field(default_factory=set)
 
 
-class PodGoneError(Exception):
-    """The pod is no longer ours to place: another scheduler holds or placed it, or it
-    was stopped."""
+def _take_gpus(
+    free: list[tuple[int, int, str, int]], pod: Pod
+) -> list[tuple[int, int, str, int]] | None:
+    """Remove and return `pod.gpu_count` fitting GPUs (id, index, model, MiB) from `free`."""
+    fits = [g for g in free if g[2] == pod.gpu_model and g[3] >= pod.min_vram_mb]
+    if len(fits) < pod.gpu_count:
+        return None
+    chosen = fits[: pod.gpu_count]
+    for g in chosen:
+        free.remove(g)
+    return chosen
 
 
-def _claim(pod_id: uuid.UUID, candidate: NodeCapacity) -> Placement | None:
-    """In one transaction: lock the pod (still PENDING), lock `gpu_count` free GPUs of the node,
-    record the allocation, move the pod to SCHEDULED and queue its start command. None: the
-    node had no room after all."""
-    with transaction.atomic():
-        pod = (
-            Pod.objects.select_for_update(skip_locked=True)
-            .filter(pk=pod_id, status=PodStatus.PENDING)
-            .first()
+def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
+    """Capacity source: our platform and community nodes.
+
+    Gets a batch of PENDING pods that the caller has locked, in the caller's transaction. Plans
+    each onto the cheapest fitting node of the in-memory capacity view, locks the planned
+    nodes' free GPU rows in one query (SKIP LOCKED: GPUs being claimed by another scheduler
+    are not ours), assigns them, and writes allocations, events, pods, workloads and start
+    commands with one statement each. A pod whose node turned out fuller than the view said
+    stays PENDING for the next pass."""
+    outcome = BatchOutcome()
+    plan: list[tuple[Pod, NodeCapacity]] = []
+    for pod in pods:
+        candidates = capacity.candidates(pod)
+        if candidates:
+            candidates[0].free -= pod.gpu_count
+            plan.append((pod, candidates[0]))
+    if not plan:
+        return outcome
+    free: dict[uuid.UUID, list[tuple[int, int, str, int]]] = defaultdict(list)
+    gpu_nodes = {c.node.pk for pod, c in plan if pod.gpu_count}
+    if gpu_nodes:
+        for gpu_id, node_id, index, model, memory in (
+            Gpu.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(node_id__in=gpu_nodes, node__status=NodeStatus.ONLINE, allocation__isnull=True)
+            .order_by("node_id", "index")
+            .values_list("id", "node_id", "index", "model", "memory_total_mb")
+        ):
+            free[node_id].append((gpu_id, index, model, memory))
+    allocations: list[GpuAllocation] = []
+    events: list[PodEvent] = []
+    placed_pods: list[Pod] = []
+    starts: list[tuple[Node, uuid.UUID, dict[str, object]]] = []
+    for pod, candidate in plan:
+        chosen = _take_gpus(free[candidate.node.pk], pod) if pod.gpu_count else []
+        if chosen is None:
+            candidate.free = 0  # fuller than the view said: someone else got there first
+            continue
+        reason = (
+            f"placed on {candidate.node.hostname}: {pod.gpu_count}× {pod.gpu_model} "
+            f"at ${micros_to_usd(candidate.price)}/GPU-h"
         )
-        if pod is None:
-            raise PodGoneError(pod_id)
-        gpus = (
-            []
-            if pod.gpu_count == 0
-            else list(
-                Gpu.objects.select_for_update(skip_locked=True, of=("self",))
-                .filter(
-                    node=candidate.node,
-                    node__status=NodeStatus.ONLINE,
-                    model=pod.gpu_model,
-                    memory_total_mb__gte=pod.min_vram_mb,
-                    allocation__isnull=True,
-                )
-                .order_by("index")[: pod.gpu_count]
-            )
-        )
-        if len(gpus) < pod.gpu_count:
-            candidate.free = len(gpus)
-            return None
-        try:
-            with transaction.atomic():
-                GpuAllocation.objects.bulk_create(GpuAllocation(gpu=g, pod=pod) for g in gpus)
-        except IntegrityError:
-            return None  # lost a race for one of these GPUs; try the next node
-        placement = Placement(
-            node=candidate.node,
-            gpu_indices=[g.index for g in gpus],
-            price_per_gpu_hour=candidate.price,
-        )
-        pod.node = placement.node
-        pod.gpu_indices = placement.gpu_indices
-        pod.price_per_gpu_hour = placement.price_per_gpu_hour
-        pod_transition(
-            pod=pod,
-            to=PodStatus.SCHEDULED,
-            reason=(
-                f"placed on {placement.node.hostname}: {pod.gpu_count}× {pod.gpu_model} "
-                f"at ${micros_to_usd(placement.price_per_gpu_hour)}/GPU-h"
-            ),
-            extra_fields=("node", "gpu_indices", "price_per_gpu_hour"),
-        )
-        node_services.workload_start(node=placement.node, pod_id=pod.pk, spec=start_spec(pod))
-    candidate.free -= pod.gpu_count
-    return placement
+        allocations += [GpuAllocation(gpu_id=g[0], pod=pod) for g in chosen]
+        events.append(pod_transition_event(pod=pod, to=PodStatus.SCHEDULED, reason=reason))
+        pod.node = candidate.node
+        pod.gpu_indices = [g[1] for g in chosen]
+        pod.price_per_gpu_hour = candidate.price
+        placed_pods.append(pod)
+        starts.append((candidate.node, pod.pk, start_spec(pod)))
+    GpuAllocation.objects.bulk_create(allocations)
+    PodEvent.objects.bulk_create(events)
+    Pod.objects.bulk_update(
+        placed_pods, ["status", "status_reason", "node", "gpu_indices", "price_per_gpu_hour"]
+    )
+    node_services.workloads_start(starts=starts)
+    outcome.placed = {p.pk for p in placed_pods}
+    return outcome
 
 
 def start_spec(pod: Pod) -> dict[str, object]:
@@ -209,23 +218,15 @@ def unplaceable_reason(pod: Pod) -> str:
     )
 
 
-def community_nodes(pod: Pod, capacity: CapacityView) -> Placement | None:
-    """Capacity source: our platform and community nodes."""
-    for candidate in capacity.candidates(pod):
-        placement = _claim(pod.pk, candidate)
-        if placement is not None:
-            return placement
-    return None
-
-
 @dataclass
 class PassResult:
     placed: int = 0
     waiting: int = 0
-    skipped: int = 0  # taken by another scheduler or stopped meanwhile
 
 
-CapacitySource = Callable[[Pod, CapacityView], Placement | None]
+# A source gets the pods still unplaced (locked, inside the pass's transaction: it must not do
+# slow I/O there, only record what to do) and the capacity view, and says which it placed.
+CapacitySource = Callable[[list[Pod], CapacityView], BatchOutcome]
 
 
 @cache
@@ -233,30 +234,48 @@ def _sources(paths: tuple[str, ...]) -> tuple[CapacitySource, ...]:
     return tuple(import_string(path) for path in paths)
 
 
-def schedule_pending(*, limit: int = 1000, pod_ids: list[uuid.UUID] | None = None) -> PassResult:
-    """One scheduling pass over up to `limit` PENDING pods, oldest first. Safe to run in several
-    processes at once."""
-    pending = Pod.objects.filter(status=PodStatus.PENDING)
-    if pod_ids is not None:
-        pending = pending.filter(pk__in=pod_ids)
-    pods = list(pending.order_by("created_at")[:limit])
+def schedule_pending(
+    *, limit: int = 1000, pod_ids: list[uuid.UUID] | None = None, batch: int = 100
+) -> PassResult:
+    """One scheduling pass over up to `limit` PENDING pods, oldest first, `batch` pods per
+    transaction. Each batch is locked with SKIP LOCKED, so schedulers running at once take
+    disjoint batches instead of racing for the same pods."""
     result = PassResult()
-    if not pods:
-        return result
-    capacity = CapacityView.load()
+    capacity: CapacityView | None = None
     sources = _sources(tuple(settings.POD_CAPACITY_SOURCES))
-    for pod in pods:
-        try:
-            if any(source(pod, capacity) is not None for source in sources):
-                result.placed += 1
-                continue
-        except PodGoneError:
-            result.skipped += 1
-            continue
-        result.waiting += 1
-        reason = unplaceable_reason(pod)
-        if pod.status_reason != reason:
-            Pod.objects.filter(pk=pod.pk, status=PodStatus.PENDING).update(status_reason=reason)
+    seen: set[uuid.UUID] = set()
+    while len(seen) < limit:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                # Nothing leaves the database before this commits (agents fetch the start
+                # commands later): a crash that loses the commit only leaves the pods PENDING
+                # to be placed again, so the WAL flush need not be waited for.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit = off")
+            pending = Pod.objects.filter(status=PodStatus.PENDING).exclude(pk__in=seen)
+            if pod_ids is not None:
+                pending = pending.filter(pk__in=pod_ids)
+            pods = list(
+                pending.select_for_update(skip_locked=True).order_by("created_at")[
+                    : min(batch, limit - len(seen))
+                ]
+            )
+            if not pods:
+                break
+            seen.update(p.pk for p in pods)
+            capacity = capacity or CapacityView.load()
+            remaining = pods
+            for source in sources:
+                if not remaining:
+                    break
+                outcome = source(remaining, capacity)
+                result.placed += len(outcome.placed)
+                remaining = [p for p in remaining if p.pk not in outcome.placed]
+            result.waiting += len(remaining)
+            for pod in remaining:
+                reason = unplaceable_reason(pod)
+                if pod.status_reason != reason:
+                    Pod.objects.filter(pk=pod.pk).update(status_reason=reason)
     return result
 
 
