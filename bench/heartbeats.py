@@ -8,11 +8,13 @@ It migrates the database, creates N nodes with known tokens directly (registrati
 what is measured), starts `--servers` daphne processes on 127.0.0.1 (the client spreads nodes
 over them, as a load balancer would), runs for `--duration` seconds after a warm-up interval, and
 prints sustained heartbeats/s against the target N/interval, p50/p95/p99 latency and errors.
-Every request goes to 127.0.0.1; the script stops on its own.
+Each simulated agent keeps its own keep-alive connection, as a real one does. Every request
+goes to 127.0.0.1; the script stops on its own.
 """
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import signal
@@ -116,15 +118,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def agent(client, url, token, interval, start_at, stop_at, warm_until, latencies, errors):
+class Connection:
+    """One agent's keep-alive HTTP/1.1 connection, as a real agent has its own (a shared
+    client pool in one process would measure the pool, not the server)."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.port = port
+        self.head = (
+            "POST /api/v1/nodes/heartbeat HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"X-Agent-API-Key: {token}\r\nContent-Type: application/json\r\n"
+        )
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, body: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        self.writer.write(f"{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        await self.writer.drain()
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def agent(conn, interval, start_at, stop_at, warm_until, latencies, errors):
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     tick = time.monotonic()
     while tick < stop_at:
+        body = json.dumps(payload()).encode()
         sent = time.monotonic()
         try:
-            response = await client.post(url, json=payload(), headers={"X-Agent-API-Key": token})
-            ok = response.status_code == 200
-        except httpx.HTTPError:
+            ok = await asyncio.wait_for(conn.post(body), timeout=30) == 200
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+            conn.close()
             ok = False
         elapsed = time.monotonic() - sent
         if sent >= warm_until:
@@ -134,23 +171,19 @@ async def agent(client, url, token, interval, start_at, stop_at, warm_until, lat
                 errors.append(sent)
         tick += interval  # drift-corrected, like the real agent
         await asyncio.sleep(max(0.0, tick - time.monotonic()))
+    conn.close()
 
 
 async def run(args, tokens, ports) -> None:
     latencies: list[float] = []
     errors: list[float] = []
-    limits = httpx.Limits(
-        max_connections=args.connections, max_keepalive_connections=args.connections
-    )
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        now = time.monotonic()
-        warm_until = now + args.interval
-        stop_at = warm_until + args.duration
-        tasks = [
+    now = time.monotonic()
+    warm_until = now + args.interval
+    stop_at = warm_until + args.duration
+    await asyncio.gather(
+        *(
             agent(
-                client,
-                f"http://127.0.0.1:{ports[i % len(ports)]}/api/v1/nodes/heartbeat",
-                token,
+                Connection(ports[i % len(ports)], token),
                 args.interval,
                 now + random.uniform(0, args.interval),
                 stop_at,
@@ -159,8 +192,8 @@ async def run(args, tokens, ports) -> None:
                 errors,
             )
             for i, token in enumerate(tokens)
-        ]
-        await asyncio.gather(*tasks)
+        )
+    )
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -189,7 +222,6 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=10)
     parser.add_argument("--duration", type=float, default=60)
     parser.add_argument("--servers", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=256)
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("set DATABASE_URL to a Postgres database (see the docstring)")

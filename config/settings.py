@@ -98,12 +98,15 @@ TEMPLATES = [
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
+# HTTP requests one web process serves at once; the rest wait in its event loop. Each holds a
+# database connection while it runs, so keep this below DB_POOL_MAX.
+WEB_MAX_CONCURRENT_REQUESTS = env.int("WEB_MAX_CONCURRENT_REQUESTS", default=16)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Under ASGI, Django's persistent connections are per request: a pool keeps them warm.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN", default=2),
-        "max_size": env.int("DB_POOL_MAX", default=20),
+        "max_size": env.int("DB_POOL_MAX", default=WEB_MAX_CONCURRENT_REQUESTS + 4),
         "timeout": 10,
     }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -6,12 +6,16 @@ pipelined round trip, so every web process sees the same counts; without Redis t
 process's local-memory cache (the embedded default, one process)."""
 
 import hashlib
+import logging
+import threading
 import time
 from dataclasses import dataclass
 from functools import cache
 
 from django.conf import settings
 from django.core.cache import cache as django_cache
+
+logger = logging.getLogger(__name__)
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -47,11 +51,21 @@ def configured_limits() -> tuple[Limit, ...]:
     return _parse_limits(tuple(settings.RATE_LIMITS))
 
 
-@cache
-def _redis():
-    import redis
+_local = threading.local()
 
-    return redis.Redis.from_url(settings.REDIS_URL)
+
+def _redis():
+    """One client (and connection pool) per thread: under ASGI each request's sync code runs
+    in a thread of its own, and a pool shared across those threads was seen to hand a
+    half-connected socket to a second thread (AttributeError inside redis-py) under load."""
+    client = getattr(_local, "client", None)
+    if client is None:
+        import redis
+
+        client = _local.client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1
+        )
+    return client
 
 
 def _queue(pipe, keys: list[tuple[str, int]]):
@@ -61,9 +75,18 @@ def _queue(pipe, keys: list[tuple[str, int]]):
     return pipe
 
 
-def _bump(keys: list[tuple[str, int]]) -> list[int]:
+def _bump(keys: list[tuple[str, int]]) -> list[int] | None:
+    """The counts after this request, or None when the shared counter store is unreachable
+    (the request is then let through: a limiter outage must not take the API down)."""
     if settings.REDIS_URL:
-        results = _queue(_redis().pipeline(transaction=False), keys).execute()
+        import redis
+
+        try:
+            results = _queue(_redis().pipeline(transaction=False), keys).execute()
+        except (redis.RedisError, OSError, AttributeError) as exc:
+            logger.error("rate limiter: Redis unavailable, not limiting: %s", exc)
+            _local.client = None
+            return None
         return [int(n) for n in results[0::2]]
     return _bump_local(keys)
 
@@ -97,7 +120,10 @@ def rate_limit_hit(bucket: str, now: float | None = None) -> Verdict:
     """Count one request for `bucket` against every configured window."""
     now = time.time() if now is None else now
     limits = configured_limits()
-    return _verdict(now, limits, _bump(_window_keys(bucket, now, limits)))
+    counts = _bump(_window_keys(bucket, now, limits))
+    if counts is None:
+        counts = [0] * len(limits)
+    return _verdict(now, limits, counts)
 
 
 def _verdict(now: float, limits: tuple[Limit, ...], counts: list[int]) -> Verdict:
