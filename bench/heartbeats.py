@@ -48,14 +48,14 @@ def setup_nodes(count: int) -> list[str]:
     from apps.nodes.models import Gpu, Node, NodeStatus
 
     call_command("migrate", verbosity=0)
-    Node.objects.filter(hostname__startswith="bench-").delete()
+    Node.objects.filter(hostname__startswith="hb-").delete()
     tokens, nodes, gpus = [], [], []
     now = timezone.now()
     for i in range(count):
         issued = secret_issue(prefix="nt_")
         tokens.append(issued.raw)
         node = Node(
-            hostname=f"bench-{i}",
+            hostname=f"hb-{i}",
             status=NodeStatus.ONLINE,
             token_prefix=issued.display_prefix,
             token_digest=issued.digest,

@@ -32,6 +32,17 @@ logger = logging.getLogger(__name__)
 
 NODE_TOKEN_PREFIX = "nt_"  # noqa: S105 - a prefix, not a secret
 TELEMETRY_FIELDS = ("memory_used_mb", "utilization_pct", "temperature_c", "power_w")
+# A (re)start forgets what was observed of the pod's previous container on this node: a pod
+# placed again on the same node must not inherit the old start time (it would be billed from it).
+FRESH_START: dict[str, Any] = {
+    "state": "",
+    "error": "",
+    "container_id": "",
+    "exit_code": None,
+    "started_at": None,
+    "finished_at": None,
+    "observed_at": None,
+}
 
 
 class CommandNotFoundError(Exception):
@@ -222,6 +233,9 @@ def node_heartbeat(
     now = timezone.now()
     if node.status in (NodeStatus.REGISTERING, NodeStatus.OFFLINE):
         _come_online(node=node, now=now)
+    # Container reports first: an exit they carry ends the pod's billing, and a metering tick
+    # running between the two writes must not bill that pod up to this newer heartbeat.
+    workloads = _record_containers(node=node, containers=containers, now=now)
     Node.objects.filter(pk=node.pk).update(
         last_heartbeat_at=now,
         cpu_percent=system.get("cpu_percent"),
@@ -231,7 +245,6 @@ def node_heartbeat(
     )
     if gpus:
         _record_gpu_telemetry(node=node, gpus=gpus, now=now)
-    workloads = _record_containers(node=node, containers=containers, now=now)
     return HeartbeatAnswer(
         heartbeat_interval=node.heartbeat_interval,
         commands=_deliver_commands(node=node, now=now),
@@ -276,7 +289,7 @@ def workload_start(*, node: Node, pod_id: uuid.UUID, spec: dict[str, Any]) -> No
     """Want pod `pod_id` on `node` and tell the agent to start it. `spec` is the start_pod
     payload of docs/agent-protocol.md without `pod_id`."""
     gpu_indices = list(spec.get("gpu_indices") or [])
-    wanted = {"wanted": True, "gpu_indices": gpu_indices, "state": "", "error": ""}
+    wanted = {"wanted": True, "gpu_indices": gpu_indices, **FRESH_START}
     if not Workload.objects.filter(node=node, pod_id=pod_id).update(**wanted):
         Workload.objects.create(node=node, pod_id=pod_id, **wanted)
     return command_enqueue(
@@ -297,14 +310,13 @@ def workloads_start(*, starts: list[tuple[Node, uuid.UUID, dict[str, Any]]]) -> 
                 pod_id=pod_id,
                 wanted=True,
                 gpu_indices=list(spec.get("gpu_indices") or []),
-                state="",
-                error="",
+                **FRESH_START,
             )
             for node, pod_id, spec in starts
         ],
         update_conflicts=True,
         unique_fields=["node", "pod_id"],
-        update_fields=["wanted", "gpu_indices", "state", "error"],
+        update_fields=["wanted", "gpu_indices", *FRESH_START],
     )
     NodeCommand.objects.bulk_create(
         NodeCommand(node=node, type=CommandType.START_POD, payload={**spec, "pod_id": str(pod_id)})

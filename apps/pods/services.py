@@ -158,7 +158,12 @@ def pod_observe_workload(*, workload: Workload) -> None:
     elif state in ("exited", "dead", "missing") and pod.status in ON_NODE_STATUSES:
         ended = workload.finished_at or now
         if pod.status == PodStatus.STOPPING:
-            return  # the stop we asked for is in progress; "removed" follows
+            # The stop we asked for is in progress ("removed" follows); if the container ended
+            # before the stop was asked for, billing ends there instead.
+            if pod.billing_ends_at is None or ended < pod.billing_ends_at:
+                pod.billing_ends_at = ended
+                pod.save(update_fields=["billing_ends_at", "updated_at"])
+            return
         code = workload.exit_code
         if state == "exited" and code == 0:
             _finish_on_node(
