@@ -163,3 +163,39 @@ def test_node_offline_bills_to_last_heartbeat_then_reschedules_or_fails(user):
     keep.refresh_from_db()
     assert keep.status == PodStatus.SCHEDULED and keep.node.hostname == "fresh"
     assert_ledger_consistent()
+
+
+def test_pod_placed_again_on_the_same_node_bills_from_its_new_start(user):
+    """Regression: the workload kept the first run's started_at, so the restarted pod was
+    billed from it (or every later tick failed on the usage idempotency key)."""
+    from django.test import TestCase
+
+    from apps.nodes.models import CommandType, NodeCommand
+    from apps.nodes.services import node_heartbeat, nodes_mark_silent_offline
+    from apps.pods.scheduler import schedule_pending
+    from tests.pods.conftest import ack
+
+    fund(user, 10_000_000)
+    node = make_node(price=360_000)
+    pod = running_pod(user, node, started_ago_s=3600, restartable=True)
+    t0 = pod.billed_until
+    Node.objects.filter(pk=node.pk).update(last_heartbeat_at=t0 + timedelta(minutes=10))
+    meter_tick(now=t0 + timedelta(minutes=10))
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        nodes_mark_silent_offline(now=t0 + timedelta(minutes=11))
+    node_heartbeat(node=Node.objects.get(pk=node.pk), gpus=[], system={}, containers=[])
+    schedule_pending()
+    pod.refresh_from_db()
+    assert pod.status == PodStatus.SCHEDULED and pod.node_id == node.pk
+    start = NodeCommand.objects.filter(node=node, type=CommandType.START_POD).latest("created_at")
+    restarted_at = timezone.now()
+
+    ack(node, start.pk, succeeded=True, result={"container_id": "c" * 12, "state": "running"})
+    pod.refresh_from_db()
+    assert pod.started_at >= restarted_at  # not the first run's start
+    meter_tick(now=timezone.now() + timedelta(seconds=30))  # must not raise
+
+    first_run, *second_run = UsageRecord.objects.filter(pod=pod).order_by("period_start")
+    assert first_run.period_start == t0 and first_run.seconds == 600
+    assert all(r.period_start >= restarted_at for r in second_run)
+    assert_ledger_consistent()
