@@ -44,7 +44,7 @@ from apps.billing.services.ledger import wallet_floor
 from apps.billing.spend import WARN_AT_PERCENT, spend_states
 from apps.core.bulk_sql import insert_rows, insert_rows_returning_ids, update_from_values
 from apps.core.money import micros_to_usd, prorate
-from apps.pods.models import ON_NODE_STATUSES, Pod, PodStatus, UsageRecord
+from apps.pods.models import ON_NODE_STATUSES, Pod, PodStatus, UsageRecord, hourly_rate
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class Billable(NamedTuple):
 
     @property
     def hourly_rate(self) -> int:
-        return (self.price_per_gpu_hour or 0) * max(self.gpu_count, 1)
+        return hourly_rate(self.price_per_gpu_hour, self.gpu_count)
 
     def end(self, now: datetime) -> datetime:
         ends = [now]

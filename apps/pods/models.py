@@ -35,6 +35,11 @@ ON_NODE_STATUSES = (
 )
 
 
+def hourly_rate(price_per_gpu_hour: int | None, gpu_count: int) -> int:
+    """Micro-dollars per hour: per GPU, or the node's CPU rate for a pod without GPUs."""
+    return (price_per_gpu_hour or 0) * max(gpu_count, 1)
+
+
 class PodQuerySet(models.QuerySet):
     def for_user(self, user: object) -> "PodQuerySet":
         return self.filter(owner=user)
@@ -100,7 +105,7 @@ class Pod(models.Model):
     @property
     def hourly_rate(self) -> int:
         """Micro-dollars per hour: per GPU, or the node's CPU rate for a pod without GPUs."""
-        return (self.price_per_gpu_hour or 0) * max(self.gpu_count, 1)
+        return hourly_rate(self.price_per_gpu_hour, self.gpu_count)
 
 
 class PodEvent(models.Model):
