@@ -84,6 +84,12 @@ def agent_env(live_server, settings, tmp_path) -> Iterator[Callable[[], AgentPro
 
 @pytest.fixture
 def cleanup_containers(docker_client) -> Iterator[None]:  # noqa: F811 - the fixture
+    """Remove the containers this test's agents started (only theirs: other test runs on the
+    same Docker engine, e.g. another checkout's suite, keep their own)."""
+    from apps.nodes.models import Node
+
     yield
+    ours = {str(pk) for pk in Node.objects.values_list("pk", flat=True)}
     for container in docker_client.containers.list(all=True, filters={"label": "gco.managed=true"}):
-        container.remove(force=True)
+        if container.labels.get("gco.node_id") in ours:
+            container.remove(force=True)
