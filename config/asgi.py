@@ -16,7 +16,11 @@ from config.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": BoundedConcurrency(django_asgi_app, settings.WEB_MAX_CONCURRENT_REQUESTS),
+        "http": BoundedConcurrency(
+            django_asgi_app,
+            settings.WEB_MAX_CONCURRENT_REQUESTS,
+            queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+        ),
         "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -101,6 +101,8 @@ DATABASES = {
 # HTTP requests one web process serves at once; the rest wait in its event loop. Each holds a
 # database connection while it runs, so keep this below DB_POOL_MAX.
 WEB_MAX_CONCURRENT_REQUESTS = env.int("WEB_MAX_CONCURRENT_REQUESTS", default=16)
+# A request that waits longer than this for one of those slots is shed: 503 with Retry-After.
+WEB_QUEUE_TIMEOUT_S = env.float("WEB_QUEUE_TIMEOUT_S", default=5.0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Under ASGI, Django's persistent connections are per request: a pool keeps them warm.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
