@@ -165,7 +165,9 @@ class ServerClient:
             if attempt + 1 >= self.max_attempts:
                 break
             delay = (
-                retry_after
+                # Retry-After is the earliest moment; spread a shed fleet over the next
+                # interval instead of having it come back all at once.
+                retry_after * (1 + random.random())  # noqa: S311 - jitter, not a secret
                 if retry_after is not None
                 else backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
             )
