@@ -152,21 +152,23 @@ class Connection:
         self.reader = self.writer = None
 
 
-async def agent(conn, interval, start_at, stop_at, warm_until, latencies, errors):
+async def agent(conn, interval, start_at, stop_at, warm_until, latencies, errors, shed):
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     tick = time.monotonic()
     while tick < stop_at:
         body = json.dumps(payload()).encode()
         sent = time.monotonic()
         try:
-            ok = await asyncio.wait_for(conn.post(body), timeout=30) == 200
+            status = await asyncio.wait_for(conn.post(body), timeout=30)
         except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
             conn.close()
-            ok = False
+            status = 0
         elapsed = time.monotonic() - sent
         if sent >= warm_until:
-            if ok:
+            if status == 200:
                 latencies.append(elapsed)
+            elif status == 503:  # shed by the server's queue bound; the next beat retries
+                shed.append(elapsed)
             else:
                 errors.append(sent)
         tick += interval  # drift-corrected, like the real agent
@@ -177,6 +179,7 @@ async def agent(conn, interval, start_at, stop_at, warm_until, latencies, errors
 async def run(args, tokens, ports) -> None:
     latencies: list[float] = []
     errors: list[float] = []
+    shed: list[float] = []
     now = time.monotonic()
     warm_until = now + args.interval
     stop_at = warm_until + args.duration
@@ -190,6 +193,7 @@ async def run(args, tokens, ports) -> None:
                 warm_until,
                 latencies,
                 errors,
+                shed,
             )
             for i, token in enumerate(tokens)
         )
@@ -207,8 +211,10 @@ async def run(args, tokens, ports) -> None:
     print(f"target heartbeats/s: {target:.0f}")
     print(
         f"sustained heartbeats/s: {len(latencies) / args.duration:.0f} ok, "
-        f"{len(errors) / args.duration:.1f} errors/s"
+        f"{len(shed) / args.duration:.1f} shed/s (503), {len(errors) / args.duration:.1f} errors/s"
     )
+    if shed:
+        print(f"shed answers: max {max(shed) * 1000:.0f} ms (bounded by WEB_QUEUE_TIMEOUT_S)")
     if latencies:
         print(
             f"latency ms: p50={pct(0.50):.1f} p95={pct(0.95):.1f} p99={pct(0.99):.1f} "
