@@ -255,7 +255,7 @@ def payout_mark_paid(
                 reference = check_tx_hash(locked.details["chain"], reference)
             except AddressError as exc:
                 raise PayoutError(str(exc), field="tx_hash") from exc
-            locked.tx_hash = reference
+        locked.tx_hash = reference[:128]  # the chain's hash, or PayPal's transaction id
         payout_transition(
             locked,
             PayoutStatus.PAID,
