@@ -292,6 +292,9 @@ PAYPAL_CLIENT_ID = env.str("PAYPAL_CLIENT_ID", default="")
 PAYPAL_CLIENT_SECRET = env.str("PAYPAL_CLIENT_SECRET", default="")
 PAYPAL_API_BASE = env.str("PAYPAL_API_BASE", default="https://api-m.paypal.com")
 PAYPAL_TIMEOUT_S = env.float("PAYPAL_TIMEOUT_S", default=20.0)
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["PayoutMethodEnum"] = (  # type: ignore[index]
+    "apps.providers.models.PayoutMethod"
+)
 if PAYPAL_CLIENT_ID and not PAYPAL_CLIENT_SECRET:
     raise ImproperlyConfigured("PAYPAL_CLIENT_ID is set but PAYPAL_CLIENT_SECRET is not.")
 

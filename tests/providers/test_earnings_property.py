@@ -3,7 +3,8 @@ node), at different tiers and prices, with tier changes part-way through and met
 in chunks of random size, every usage record's provider share is
 floor(charge × (100 − fee) / 100) at the fee in force when its interval started, each
 provider's payable holds exactly the sum of its shares, and the platform's revenue is the
-rest — to the micro-dollar."""
+rest — to the micro-dollar. Each share is credited in the same ledger transaction as the
+charge it comes from."""
 
 import uuid
 from datetime import timedelta
@@ -15,7 +16,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from apps.billing.models import AccountKind, LedgerAccount
+from apps.billing.models import AccountKind, Entry, LedgerAccount
 from apps.billing.services import ledger_check
 from apps.core.money import prorate
 from apps.nodes.models import Node
@@ -138,6 +139,18 @@ def _run(django_user_model, providers, pods, ticks, chunk):
         share = r.amount * (100 - fee) // 100
         assert r.provider_share == share, (r, fee)
         expected[provider_id] += share
+        if r.amount == 0:  # nothing charged (a tiny price for a second): nothing posted
+            assert r.transaction_id is None and share == 0
+            continue
+        # The share is credited in the charge's own transaction: wallet → payable + revenue.
+        legs = dict(
+            Entry.objects.filter(transaction_id=r.transaction_id).values_list(
+                "account__kind", "amount"
+            )
+        )
+        assert legs[AccountKind.USER_WALLET] == -r.amount
+        assert legs.get(AccountKind.PROVIDER_PAYABLE, 0) == share
+        assert legs.get(AccountKind.PLATFORM_REVENUE, 0) == r.amount - share
     for provider_id, total in expected.items():
         payable = LedgerAccount.objects.filter(
             kind=AccountKind.PROVIDER_PAYABLE, provider_id=provider_id
