@@ -24,6 +24,7 @@ SCHEDULE: tuple[PeriodicEntry, ...] = (
     PeriodicEntry("ledger consistency check", "billing.ledger_check", 3600),
     PeriodicEntry("send approved payouts", "providers.send_payouts", 60),
     PeriodicEntry("settle sent payouts", "providers.settle_payouts", 300),
+    PeriodicEntry("payouts clearing check", "providers.check_payouts_clearing", 3600),
 )
 
 NAME_PREFIX = "gco: "

@@ -168,3 +168,18 @@ def provider_dashboard(provider: Provider, *, now: datetime | None = None) -> di
             for node in nodes
         ],
     }
+
+
+def payouts_clearing_difference() -> int:
+    """Payouts clearing's ledger balance less the payouts still pending: 0 when every payout
+    that left a payable is either still pending or settled (paid or returned). Anything else
+    is a missing or wrong posting (the Stripe-ledger "clearing returns to zero" check)."""
+    clearing = (
+        LedgerAccount.objects.filter(kind=AccountKind.PAYOUTS_CLEARING)
+        .values_list("balance", flat=True)
+        .first()
+    ) or 0
+    pending = Payout.objects.filter(status__in=PENDING_STATUSES).aggregate(
+        s=Coalesce(Sum("amount"), 0)
+    )["s"]
+    return clearing - pending

@@ -1,8 +1,13 @@
 """Thin Celery wrappers around the payout services (each safe to run twice)."""
 
+import logging
+
 from celery import shared_task
 
+from apps.providers.selectors import payouts_clearing_difference
 from apps.providers.services import payout_send, payouts_send_due, payouts_settle_due
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="providers.send_payout", ignore_result=True)
@@ -18,3 +23,12 @@ def send_payouts() -> int:
 @shared_task(name="providers.settle_payouts", ignore_result=True)
 def settle_payouts() -> int:
     return payouts_settle_due()
+
+
+@shared_task(name="providers.check_payouts_clearing", ignore_result=True)
+def check_payouts_clearing() -> int:
+    """Hourly proof that payouts clearing holds exactly the pending payouts. Read only."""
+    difference = payouts_clearing_difference()
+    if difference:
+        logger.error("payouts clearing is off by %s micro-dollars", difference)
+    return difference

@@ -6,7 +6,12 @@ from django.test import TestCase
 from apps.core.schedule import SCHEDULE
 from apps.providers.models import PayoutStatus
 from apps.providers.services import payout_approve, payout_request
-from apps.providers.tasks import send_payout, send_payouts, settle_payouts
+from apps.providers.tasks import (
+    check_payouts_clearing,
+    send_payout,
+    send_payouts,
+    settle_payouts,
+)
 from config.celery import app
 from tests.providers.conftest import earn
 
@@ -28,9 +33,11 @@ def test_the_tasks_send_and_settle(provider, operator, paypal):
     with TestCase.captureOnCommitCallbacks(execute=False):
         payout_approve(payout=payout, operator=operator)
 
+    assert check_payouts_clearing.apply().get() == 0  # clearing holds the pending payout
     assert send_payout.apply(args=[str(payout.pk)]).get() == PayoutStatus.SENT
     assert send_payouts.apply().get() == 0  # nothing left to send
     paypal.settle(paypal.batch_for(str(payout.pk))["batch_header"]["payout_batch_id"], "SUCCESS")
     assert settle_payouts.apply().get() == 1
     payout.refresh_from_db()
     assert payout.status == PayoutStatus.PAID
+    assert check_payouts_clearing.apply().get() == 0  # and returns to zero once paid
