@@ -272,7 +272,8 @@ if STRIPE_SECRET_KEY and not STRIPE_WEBHOOK_SECRET:
 # Where pending pods can be placed, tried in order (the sourcing app adds upstream clouds).
 POD_CAPACITY_SOURCES = ["apps.pods.scheduler.community_nodes"]
 POD_LOGS_WAIT_S = env.float("POD_LOGS_WAIT_S", default=15)
-# The platform's cut of community providers' earnings until provider tiers exist (Basic: 20%).
+# The platform's cut for nodes whose provider has no profile or fee history (Basic: 20%);
+# providers' own fees come from their tier (PROVIDER_TIER_FEE_PERCENT, below).
 PROVIDER_DEFAULT_FEE_PERCENT = 20
 LOW_BALANCE_WARNING_MINUTES = env.int("LOW_BALANCE_WARNING_MINUTES", default=60)
 
