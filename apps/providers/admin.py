@@ -184,7 +184,7 @@ class PayoutAdmin(admin.ModelAdmin):
     @admin.action(description="Send approved payouts now")
     def send_now(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
         for payout in queryset.filter(status=PayoutStatus.APPROVED):
-            sent = services.payout_send(payout_id=payout.pk)
+            sent = services.payout_send(payout_id=payout.pk, force=True)
             self.message_user(request, f"{sent.pk}: {sent.status} ({sent.status_reason})")
 
     @admin.action(description="Check settlement with the gateway")

@@ -3,8 +3,11 @@ payout (our payout id as sender_batch_id), settlement by polling the batch; retr
 5xx or an expired token; a duplicate send finds the first batch; a failed item returns the
 money to the provider's available balance."""
 
+from datetime import timedelta
+
 import pytest
 from django.test import TestCase
+from django.utils import timezone
 
 from apps.billing.models import AccountKind, LedgerAccount
 from apps.billing.services import ledger_check
@@ -85,7 +88,8 @@ def test_a_5xx_leaves_it_approved_and_the_next_sweep_sends_it(approved, paypal):
     assert first.status == PayoutStatus.APPROVED
     assert "will retry" in first.status_reason
 
-    assert payouts_send_due() == 1
+    assert payouts_send_due() == 0  # it waits a minute before trying again
+    assert payouts_send_due(now=timezone.now() + timedelta(minutes=2)) == 1
     approved.refresh_from_db()
     assert approved.status == PayoutStatus.SENT and approved.attempts == 2
     assert len(paypal.batches) == 1
@@ -140,3 +144,12 @@ def test_wrong_credentials_keep_it_approved(approved, paypal, settings):
     settings.PAYPAL_CLIENT_SECRET = "wrong"
     assert payout_send(payout_id=approved.pk).status == PayoutStatus.APPROVED
     assert not paypal.batches
+
+
+def test_without_paypal_settings_it_waits_without_spending_attempts(approved, settings):
+    settings.PAYPAL_CLIENT_ID = settings.PAYPAL_CLIENT_SECRET = ""
+    for _ in range(2):
+        waiting = payout_send(payout_id=approved.pk)
+    assert (waiting.status, waiting.attempts) == (PayoutStatus.APPROVED, 0)
+    assert "PAYPAL_CLIENT_ID" in waiting.status_reason
+    assert waiting.events.count() == 1  # only the approval

@@ -43,6 +43,10 @@ class Settlement:
 class PayoutGateway(ABC):
     name: str
 
+    def unconfigured(self) -> str:
+        """Why this gateway cannot send now (a missing setting), or "" when it can."""
+        return ""
+
     @abstractmethod
     def send(self, payout: Payout) -> Sent:
         """Hand the payout to the gateway. Safe to call again for the same payout."""

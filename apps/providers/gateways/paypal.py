@@ -214,6 +214,16 @@ class PayPalGateway(PayoutGateway):
     def __init__(self, client: PayPalPayoutsClient | None = None) -> None:
         self._client = client
 
+    def unconfigured(self) -> str:
+        if self._client is None and not (
+            settings.PAYPAL_CLIENT_ID and settings.PAYPAL_CLIENT_SECRET
+        ):
+            return (
+                "waiting: PayPal payouts are not configured "
+                "(PAYPAL_CLIENT_ID, PAYPAL_CLIENT_SECRET)"
+            )
+        return ""
+
     @property
     def client(self) -> PayPalPayoutsClient:
         return self._client or paypal_client()

@@ -267,18 +267,42 @@ def payout_mark_paid(
     return locked
 
 
-def payout_send(*, payout_id: uuid.UUID | str) -> Payout:
+def retry_delay(attempts: int) -> timedelta:
+    """How long a payout whose last send failed waits before the next: 1, 2, 4 … minutes,
+    at most an hour."""
+    return timedelta(seconds=min(60 * 2 ** max(attempts - 1, 0), 3600))
+
+
+def payout_send(
+    *, payout_id: uuid.UUID | str, now: datetime | None = None, force: bool = False
+) -> Payout:
     """Send an approved payout through its gateway. Safe to run twice: the first run moves it
     to PROCESSING under its lock; the gateway call happens outside any transaction; the result
-    is recorded under the lock again. A retryable gateway error puts it back to APPROVED for
-    the next sweep; any other error fails it (its money returns)."""
-    now = timezone.now()
+    is recorded under the lock again. A retryable gateway error puts it back to APPROVED, to
+    be sent again after `retry_delay` (or at once with `force`, an operator's "send now");
+    any other error fails it (its money returns). A gateway that is not configured leaves it
+    APPROVED and says why, without spending an attempt."""
+    now = now or timezone.now()
     with transaction.atomic():
         payout = lock_payout(payout_id)
         stale = payout.status == PayoutStatus.PROCESSING and (
             payout.sent_at is None or payout.sent_at < now - STALE_PROCESSING
         )
         if payout.status != PayoutStatus.APPROVED and not stale:
+            return payout
+        backing_off = (
+            payout.status == PayoutStatus.APPROVED
+            and payout.attempts
+            and payout.sent_at is not None
+            and now < payout.sent_at + retry_delay(payout.attempts)
+        )
+        if backing_off and not force:
+            return payout
+        unready = gateway_for(payout.method).unconfigured()
+        if unready:
+            if payout.status_reason != unready:
+                payout.status_reason = unready
+                payout.save(update_fields=["status_reason"])
             return payout
         payout.attempts += 1
         payout.sent_at = now  # the start of this attempt, until it is sent
@@ -354,15 +378,17 @@ def _settled(payout: Payout, apply: Any) -> Payout:
         return Payout.objects.get(pk=payout.pk)
 
 
-def payouts_send_due() -> int:
-    """Send every approved payout (and retry ones stuck mid-send); returns how many were sent."""
+def payouts_send_due(*, now: datetime | None = None) -> int:
+    """Send every approved payout whose retry delay has passed (and retry ones stuck
+    mid-send); returns how many were sent."""
+    now = now or timezone.now()
     sent = 0
-    stale_before = timezone.now() - STALE_PROCESSING
+    stale_before = now - STALE_PROCESSING
     due = Payout.objects.filter(status=PayoutStatus.APPROVED) | Payout.objects.filter(
         status=PayoutStatus.PROCESSING, sent_at__lt=stale_before
     )
     for payout_id in due.order_by("created_at").values_list("pk", flat=True)[:500]:
-        if payout_send(payout_id=payout_id).status == PayoutStatus.SENT:
+        if payout_send(payout_id=payout_id, now=now).status == PayoutStatus.SENT:
             sent += 1
     return sent
 
