@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.nodes",
     "apps.billing",
     "apps.pods",
+    "apps.providers",
 ]
 
 MIDDLEWARE = [
@@ -273,9 +274,32 @@ if STRIPE_SECRET_KEY and not STRIPE_WEBHOOK_SECRET:
 # Where pending pods can be placed, tried in order (the sourcing app adds upstream clouds).
 POD_CAPACITY_SOURCES = ["apps.pods.scheduler.community_nodes"]
 POD_LOGS_WAIT_S = env.float("POD_LOGS_WAIT_S", default=15)
-# The platform's cut of community providers' earnings until provider tiers exist (Basic: 20%).
+# The platform's cut for nodes whose provider has no profile or fee history (Basic: 20%);
+# providers' own fees come from their tier (PROVIDER_TIER_FEE_PERCENT, below).
 PROVIDER_DEFAULT_FEE_PERCENT = 20
 LOW_BALANCE_WARNING_MINUTES = env.int("LOW_BALANCE_WARNING_MINUTES", default=60)
+
+# --- Community providers (owned by the providers app; keep its settings in this block) ---------
+# `pk_…` provider keys register nodes under their provider.
+NODE_REGISTRATION_RESOLVERS += ["apps.providers.registration.provider_key_grant"]
+# The platform's cut of a provider's earnings by tier (percent); a change applies from then on.
+PROVIDER_TIER_FEE_PERCENT = {"BASIC": 20, "VERIFIED": 15, "PRO": 10}
+# Without an operator-set GpuPriceBand, providers may ask from/to these percentages of the
+# platform's default price for the GPU model (GPU_DEFAULT_PRICES).
+PROVIDER_DEFAULT_PRICE_BAND_PERCENT = (25, 400)
+# Payouts: the smallest one, and how long fresh earnings are held before they can be paid out.
+PAYOUT_MINIMUM_MICROS = env.int("PAYOUT_MINIMUM_MICROS", default=10_000_000)
+PAYOUT_HOLD_SECONDS = env.int("PAYOUT_HOLD_SECONDS", default=3 * 24 * 3600)
+# PayPal Payouts (OAuth2 client credentials). Unset: PayPal payouts stay approved, unsent.
+PAYPAL_CLIENT_ID = env.str("PAYPAL_CLIENT_ID", default="")
+PAYPAL_CLIENT_SECRET = env.str("PAYPAL_CLIENT_SECRET", default="")
+PAYPAL_API_BASE = env.str("PAYPAL_API_BASE", default="https://api-m.paypal.com")
+PAYPAL_TIMEOUT_S = env.float("PAYPAL_TIMEOUT_S", default=20.0)
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["PayoutMethodEnum"] = (  # type: ignore[index]
+    "apps.providers.models.PayoutMethod"
+)
+if PAYPAL_CLIENT_ID and not PAYPAL_CLIENT_SECRET:
+    raise ImproperlyConfigured("PAYPAL_CLIENT_ID is set but PAYPAL_CLIENT_SECRET is not.")
 
 # --- Edge protection ----------------------------------------------------------------------------
 RATE_LIMITS = env.list("RATE_LIMITS", default=["60/m", "1000/h"])

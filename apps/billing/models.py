@@ -20,6 +20,8 @@ class AccountKind(models.TextChoices):
     UPSTREAM_COST = "UPSTREAM_COST", "Upstream cost"
     STRIPE_CLEARING = "STRIPE_CLEARING", "Stripe clearing"
     PAYOUTS_CLEARING = "PAYOUTS_CLEARING", "Payouts clearing"
+    # Money that left the platform to providers (PayPal, on-chain): the cash side of payouts.
+    PAYOUTS_SENT = "PAYOUTS_SENT", "Payouts sent"
 
 
 # Kinds with exactly one account for the whole platform.
@@ -28,6 +30,7 @@ PLATFORM_KINDS = (
     AccountKind.UPSTREAM_COST,
     AccountKind.STRIPE_CLEARING,
     AccountKind.PAYOUTS_CLEARING,
+    AccountKind.PAYOUTS_SENT,
 )
 
 

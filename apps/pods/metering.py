@@ -45,6 +45,7 @@ from apps.billing.spend import WARN_AT_PERCENT, spend_states
 from apps.core.bulk_sql import insert_rows, insert_rows_returning_ids, update_from_values
 from apps.core.money import micros_to_usd, prorate
 from apps.pods.models import ON_NODE_STATUSES, Pod, PodStatus, UsageRecord, hourly_rate
+from apps.providers.fees import fee_percent_at, fee_schedules
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +69,11 @@ class MeterResult:
         self.cap_warnings += other.cap_warnings
 
 
-def provider_fee_percent(provider_id: object) -> int:
-    """The platform's cut of a community provider's earnings (Basic tier until the providers
-    app assigns tiers)."""
-    return int(settings.PROVIDER_DEFAULT_FEE_PERCENT)
+def provider_fee_percent(provider_id: uuid.UUID, at: datetime) -> int:
+    """The platform's cut (percent) of a community provider's earnings for usage starting at
+    `at`: the provider's tier fee in force then (apps.providers.fees). Billing reads the fees
+    of a whole chunk at once through `fee_schedules`; this is the one-off form."""
+    return fee_percent_at(fee_schedules([provider_id]), provider_id, at)
 
 
 class Billable(NamedTuple):
@@ -181,7 +183,9 @@ def _bill(pods: list[Billable], now: datetime) -> MeterResult:
     states = spend_states(owners, now=now, balances={o: locked[wallets[o]].balance for o in owners})
     available = {owner: states[owner].chargeable for owner in owners}
     charged_by_owner: dict[uuid.UUID, int] = defaultdict(int)
-    fees: dict[uuid.UUID, int] = {}
+    # Every provider's fee history in one query per chunk; each interval pays the fee in force
+    # when it started, so a tier change never reaches back.
+    fees = fee_schedules({b.provider_id for b, _, _ in due if b.provider_id is not None})
 
     deltas: dict[int, int] = defaultdict(int)
     records: list[list[object]] = []
@@ -206,9 +210,7 @@ def _bill(pods: list[Billable], now: datetime) -> MeterResult:
         charged_by_owner[b.owner_id] += amount
         share = 0
         if b.provider_id is not None and amount:
-            if b.provider_id not in fees:
-                fees[b.provider_id] = provider_fee_percent(b.provider_id)
-            share = amount * (100 - fees[b.provider_id]) // 100
+            share = amount * (100 - fee_percent_at(fees, b.provider_id, start)) // 100
         pod_updates.append((b.pk, {"billed_until": end}))
         # pod, owner, node, period_start, period_end, seconds, gpu_count, price, amount, share
         records.append(

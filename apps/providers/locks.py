@@ -1,0 +1,13 @@
+"""Row locks of the providers app, in one order: a payout row before ledger accounts (which
+apps.billing.locks takes in pk order)."""
+
+import uuid
+
+from apps.providers.models import Payout
+
+
+def lock_payout(payout_id: uuid.UUID | str) -> Payout:
+    # Serialises a payout's status changes: the sending task, the settling task and an
+    # operator's action must not each move it from the same stale status (which would, say,
+    # both pay it and return its money).
+    return Payout.objects.select_for_update().select_related("provider").get(pk=payout_id)
