@@ -256,7 +256,7 @@ class ProviderAdapter(ABC):
         self.api_key = api_key
         self.policy = policy or RetryPolicy()
         self.budget = budget or RetryBudget()
-        self._sleep = sleep or asyncio.sleep
+        self._sleep = sleep if sleep is not None else asyncio.sleep
         self.calls = 0  # upstream HTTP requests sent by this adapter
         self._client = httpx.AsyncClient(
             base_url=self.base_url,

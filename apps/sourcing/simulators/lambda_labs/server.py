@@ -55,6 +55,7 @@ class LambdaSimulator(Simulator):
         self.route("POST", r"/api/v1/instance-operations/terminate", "terminate", self.terminate_op)
 
     def build_market(self, *, offers: int, seed: int) -> None:
+        self._last_launch = 0.0
         self.rng = random.Random(seed)
         self.types: dict[str, dict[str, Any]] = {}
         self.capacity: dict[tuple[str, str], int] = {}
