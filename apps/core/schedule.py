@@ -22,6 +22,10 @@ SCHEDULE: tuple[PeriodicEntry, ...] = (
     PeriodicEntry("schedule pending pods", "pods.schedule_pending", 15),
     PeriodicEntry("bill running pods", "pods.bill_running", 60),
     PeriodicEntry("ledger consistency check", "billing.ledger_check", 3600),
+    PeriodicEntry("refresh upstream offers", "sourcing.refresh_offers", 60),
+    PeriodicEntry("drive provisioned instances", "sourcing.provisioning_tick", 10),
+    PeriodicEntry("reconcile provisioned instances with providers", "sourcing.reconcile", 60),
+    PeriodicEntry("book upstream costs", "sourcing.accrue_upstream_costs", 60),
 )
 
 NAME_PREFIX = "gco: "

@@ -54,3 +54,28 @@ def make_adapter(
         budget=budget,
         sleep=sleeps if sleeps is not None else Sleeps(),
     )
+
+
+@pytest.fixture
+def sourcing(settings, sims):
+    """Settings pointing the clients at the simulators, flags on, and a clean process-wide
+    breaker/budget registry."""
+    from django.core.cache import cache
+
+    from apps.sourcing import registry
+
+    registry._breakers.clear()
+    registry._budgets.clear()
+    registry._last_known.clear()
+    cache.clear()
+    settings.SOURCING_PROVIDERS = {
+        name: {"base_url": sim.url, "api_key": sim.api_key} for name, sim in sims.items()
+    }
+    settings.SOURCING_ENABLED = True
+    settings.AUTO_PROVISIONING_ENABLED = True
+    settings.SOURCING_HTTP_TIMEOUT_S = 3.0
+    settings.SOURCING_SEARCH_DEADLINE_S = 3.0
+    settings.SOURCING_AGENT_BOOTSTRAP = "echo {token} > token.txt; sleep 120"
+    yield sims
+    registry._breakers.clear()
+    registry._budgets.clear()
