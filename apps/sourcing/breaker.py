@@ -108,7 +108,11 @@ class CircuitBreaker:
         errors = sum(self.errors.values())
 
         def pct(p: float) -> float | None:
-            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 1) if ordered else None
+            return (
+                round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 1)
+                if ordered
+                else None
+            )
 
         return {
             "provider": self.provider,

@@ -20,9 +20,10 @@ def upstream_clouds(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
     gpu_pods = [p for p in pods if p.gpu_count > 0]
     if not gpu_pods:
         return outcome
-    room = settings.SOURCING_MAX_INSTANCES - ProvisionedInstance.objects.filter(
-        status__in=LIVE_STATUSES
-    ).count()
+    room = (
+        settings.SOURCING_MAX_INSTANCES
+        - ProvisionedInstance.objects.filter(status__in=LIVE_STATUSES).count()
+    )
     waiting = set(
         ProvisionedInstance.objects.filter(pod__in=gpu_pods, status__in=LIVE_STATUSES).values_list(
             "pod_id", flat=True

@@ -87,7 +87,9 @@ class ProvisionedInstance(models.Model):
 class InstanceEvent(models.Model):
     """A status transition of a provisioned instance, with the reason."""
 
-    instance = models.ForeignKey(ProvisionedInstance, on_delete=models.CASCADE, related_name="events")
+    instance = models.ForeignKey(
+        ProvisionedInstance, on_delete=models.CASCADE, related_name="events"
+    )
     at = models.DateTimeField(auto_now_add=True)
     from_status = models.CharField(max_length=24, choices=InstanceStatus.choices)
     to_status = models.CharField(max_length=24, choices=InstanceStatus.choices)
@@ -124,7 +126,9 @@ class OfferBookEntry(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["provider", "offer_id"], name="offer_unique_per_provider")
+            models.UniqueConstraint(
+                fields=["provider", "offer_id"], name="offer_unique_per_provider"
+            )
         ]
         indexes = [
             models.Index(fields=["gpu_model", "gpu_count", "price_per_gpu_hour"]),
@@ -185,8 +189,12 @@ class UpstreamCharge(models.Model):
     twice. With UsageRecord (revenue) this makes margin per pod, provider and GPU a query."""
 
     id = models.BigAutoField(primary_key=True)
-    instance = models.ForeignKey(ProvisionedInstance, on_delete=models.PROTECT, related_name="charges")
-    pod = models.ForeignKey("pods.Pod", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    instance = models.ForeignKey(
+        ProvisionedInstance, on_delete=models.PROTECT, related_name="charges"
+    )
+    pod = models.ForeignKey(
+        "pods.Pod", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     provider = models.CharField(max_length=32)
     gpu_model = models.CharField(max_length=64)
     period_start = models.DateTimeField()
@@ -199,7 +207,9 @@ class UpstreamCharge(models.Model):
     class Meta:
         ordering = ("-period_start",)
         constraints = [
-            models.UniqueConstraint(fields=["instance", "period_start"], name="upstream_charge_unique")
+            models.UniqueConstraint(
+                fields=["instance", "period_start"], name="upstream_charge_unique"
+            )
         ]
 
     def __str__(self) -> str:

@@ -91,9 +91,15 @@ class MultiProviderService:
     async def aclose(self) -> None:
         await asyncio.gather(*(a.aclose() for a in self.adapters.values()))
 
-    def priced(self, offers: Sequence[Offer], *, stale: bool = False, age: float = 0.0) -> list[PricedOffer]:
+    def priced(
+        self, offers: Sequence[Offer], *, stale: bool = False, age: float = 0.0
+    ) -> list[PricedOffer]:
         return price(
-            offers, default=self.markup_percent, overrides=self.markup_overrides, stale=stale, age_seconds=age
+            offers,
+            default=self.markup_percent,
+            overrides=self.markup_overrides,
+            stale=stale,
+            age_seconds=age,
         )
 
     # --- search ---
@@ -148,7 +154,9 @@ class MultiProviderService:
                     when, offers = self.last_known[name]
                     result.stale_providers.add(name)
                     priced += self.priced(
-                        [o for o in offers if _matches(o, filters)], stale=True, age=time.time() - when
+                        [o for o in offers if _matches(o, filters)],
+                        stale=True,
+                        age=time.time() - when,
                     )
                 continue
             priced += self.priced(answer)
@@ -188,14 +196,18 @@ class MultiProviderService:
         started = time.monotonic()
         if offers is None:
             found = await self.search(
-                OfferFilters(gpu_model=gpu_type, gpu_count=gpu_count), strategy, preferred_providers or None
+                OfferFilters(gpu_model=gpu_type, gpu_count=gpu_count),
+                strategy,
+                preferred_providers or None,
             )
             if preferred_providers:
                 others = [n for n in self.adapters if n not in preferred_providers]
                 if others:
-                    found.offers += (await self.search(
-                        OfferFilters(gpu_model=gpu_type, gpu_count=gpu_count), strategy, others
-                    )).offers
+                    found.offers += (
+                        await self.search(
+                            OfferFilters(gpu_model=gpu_type, gpu_count=gpu_count), strategy, others
+                        )
+                    ).offers
             candidates = list(found.offers)
         else:
             candidates = list(offers)
@@ -216,7 +228,9 @@ class MultiProviderService:
         avoid: str | None = None  # after a capacity error, try another provider first
         tries = 0
         while candidates and tries < max_attempts:
-            pick = next((p for p in candidates if p.provider != avoid and p.provider not in left_out), None)
+            pick = next(
+                (p for p in candidates if p.provider != avoid and p.provider not in left_out), None
+            )
             if pick is None:
                 pick = next((p for p in candidates if p.provider not in left_out), None)
             if pick is None:
@@ -251,7 +265,9 @@ class MultiProviderService:
                     continue
                 if adopted is not None:
                     breaker.record_success()
-                    attempts.append(Attempt(name, pick.offer.offer_id, "adopted", adopted.instance_id))
+                    attempts.append(
+                        Attempt(name, pick.offer.offer_id, "adopted", adopted.instance_id)
+                    )
                     return FailoverResult(adopted, pick, attempts, time.monotonic() - started)
                 breaker.record_failure(str(exc))  # nothing was created: safe to go on
                 continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -18,9 +18,20 @@ from apps.sourcing.ranking import PricedOffer, Strategy, rank
 from apps.sourcing.registry import launch_history, make_service, publish_health
 
 FIELDS = (
-    "gpu_model", "gpu_count", "vram_gb", "upstream_price_per_hour", "upstream_price_per_gpu_hour",
-    "price_per_gpu_hour", "markup_percent", "region", "reliability", "spot", "provider_gpu_name",
-    "extra", "fetched_at", "stale",
+    "gpu_model",
+    "gpu_count",
+    "vram_gb",
+    "upstream_price_per_hour",
+    "upstream_price_per_gpu_hour",
+    "price_per_gpu_hour",
+    "markup_percent",
+    "region",
+    "reliability",
+    "spot",
+    "provider_gpu_name",
+    "extra",
+    "fetched_at",
+    "stale",
 )
 
 
@@ -46,7 +57,9 @@ def offer_book_refresh(*, limit: int = 20_000) -> RefreshResult:
     found = asyncio.run(_search(make_service(), limit))
     publish_health()
     now = timezone.now()
-    result = RefreshResult(stale_providers=found.stale_providers, errors=found.errors, seconds=found.seconds)
+    result = RefreshResult(
+        stale_providers=found.stale_providers, errors=found.errors, seconds=found.seconds
+    )
     fresh: dict[str, list[PricedOffer]] = {}
     for priced in found.offers:
         if not priced.stale:
@@ -78,7 +91,7 @@ def make_providers_answered(found: SearchResult) -> set[str]:
     return set(configured_providers()) - set(found.errors) - found.skipped
 
 
-def _row(priced: PricedOffer, now: object) -> OfferBookEntry:
+def _row(priced: PricedOffer, now: datetime) -> OfferBookEntry:
     o = priced.offer
     return OfferBookEntry(
         provider=o.provider,
@@ -100,7 +113,7 @@ def _row(priced: PricedOffer, now: object) -> OfferBookEntry:
     )
 
 
-def entry_to_priced(entry: OfferBookEntry, now: object = None) -> PricedOffer:
+def entry_to_priced(entry: OfferBookEntry, now: datetime | None = None) -> PricedOffer:
     now = now or timezone.now()
     offer = Offer(
         provider=entry.provider,
@@ -120,7 +133,7 @@ def entry_to_priced(entry: OfferBookEntry, now: object = None) -> PricedOffer:
         markup_percent=entry.markup_percent,
         our_price_per_gpu_hour=entry.price_per_gpu_hour,
         stale=entry.stale,
-        age_seconds=(now - entry.fetched_at).total_seconds(),  # type: ignore[operator]
+        age_seconds=(now - entry.fetched_at).total_seconds(),
     )
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from apps.sourcing.adapters.base import Offer
@@ -41,7 +41,9 @@ class PricedOffer:
         return self.offer.provider
 
 
-def markup_percent(provider: str, gpu_model: str, *, default: int, overrides: Mapping[str, int]) -> int:
+def markup_percent(
+    provider: str, gpu_model: str, *, default: int, overrides: Mapping[str, int]
+) -> int:
     """Most specific wins: "provider:GPU", then "GPU", then "provider", then the default."""
     for key in (f"{provider}:{gpu_model}", gpu_model, provider):
         if key in overrides:
@@ -55,12 +57,18 @@ def with_markup(upstream_per_gpu_hour: int, percent: int) -> int:
 
 
 def price(
-    offers: Iterable[Offer], *, default: int, overrides: Mapping[str, int], stale: bool = False,
+    offers: Iterable[Offer],
+    *,
+    default: int,
+    overrides: Mapping[str, int],
+    stale: bool = False,
     age_seconds: float = 0.0,
 ) -> list[PricedOffer]:
     out = []
     for offer in offers:
-        percent = markup_percent(offer.provider, offer.gpu_model, default=default, overrides=overrides)
+        percent = markup_percent(
+            offer.provider, offer.gpu_model, default=default, overrides=overrides
+        )
         out.append(
             PricedOffer(
                 offer=offer,
@@ -90,17 +98,27 @@ def rank(
     history = history or {}
     if not offers:
         return []
+    key: Callable[[PricedOffer], tuple[float, ...]]
     if strategy == Strategy.LOWEST_PRICE:
-        key = lambda p: (p.our_price_per_gpu_hour, -p.offer.reliability)  # noqa: E731
+
+        def key(p: PricedOffer) -> tuple[float, ...]:
+            return (p.our_price_per_gpu_hour, -p.offer.reliability)
+
     elif strategy == Strategy.BEST_VALUE:
-        key = lambda p: (p.our_price_per_gpu_hour / max(p.offer.vram_gb, 1), p.our_price_per_gpu_hour)  # noqa: E731
+
+        def key(p: PricedOffer) -> tuple[float, ...]:
+            return (p.our_price_per_gpu_hour / max(p.offer.vram_gb, 1), p.our_price_per_gpu_hour)
+
     elif strategy == Strategy.HIGHEST_RELIABILITY:
-        key = lambda p: (-reliability(p.offer, history), p.our_price_per_gpu_hour)  # noqa: E731
+
+        def key(p: PricedOffer) -> tuple[float, ...]:
+            return (-reliability(p.offer, history), p.our_price_per_gpu_hour)
+
     else:
         cheapest = min(p.our_price_per_gpu_hour for p in offers) or 1
         best_value = min(p.our_price_per_gpu_hour / max(p.offer.vram_gb, 1) for p in offers) or 1
 
-        def key(p: PricedOffer) -> tuple[float, int]:
+        def key(p: PricedOffer) -> tuple[float, ...]:
             price_norm = p.our_price_per_gpu_hour / cheapest  # 1.0 = cheapest
             value_norm = (p.our_price_per_gpu_hour / max(p.offer.vram_gb, 1)) / best_value
             risk = 1 - reliability(p.offer, history)

@@ -100,7 +100,7 @@ def price_comparison(gpu_model: str | None = None) -> list[dict[str, Any]]:
         grouped.setdefault(gpu, {}).setdefault(provider, []).append(price)
     out = []
     for gpu in sorted(grouped):
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "provider": provider,
                 "offers": len(prices),
@@ -110,21 +110,33 @@ def price_comparison(gpu_model: str | None = None) -> list[dict[str, Any]]:
             for provider, prices in sorted(grouped[gpu].items())
         ]
         cheapest = min(r["min_price_per_gpu_hour"] for r in rows)
-        out.append({"gpu_model": gpu, "cheapest_provider": next(r["provider"] for r in rows if r["min_price_per_gpu_hour"] == cheapest), "providers": rows})
+        out.append(
+            {
+                "gpu_model": gpu,
+                "cheapest_provider": next(
+                    r["provider"] for r in rows if r["min_price_per_gpu_hour"] == cheapest
+                ),
+                "providers": rows,
+            }
+        )
     return out
 
 
 def provider_health() -> list[dict[str, Any]]:
     stats: dict[str, dict[str, Any]] = {}
     for s in LaunchStat.objects.all():
-        row = stats.setdefault(s.provider, {"attempts": 0, "successes": 0, "activations": 0, "seconds": 0.0})
+        row = stats.setdefault(
+            s.provider, {"attempts": 0, "successes": 0, "activations": 0, "seconds": 0.0}
+        )
         row["attempts"] += s.attempts
         row["successes"] += s.successes
         row["activations"] += s.activations
         row["seconds"] += s.seconds_to_active_total
     out = []
     for snap in health():
-        launches = stats.get(snap["provider"], {"attempts": 0, "successes": 0, "activations": 0, "seconds": 0.0})
+        launches = stats.get(
+            snap["provider"], {"attempts": 0, "successes": 0, "activations": 0, "seconds": 0.0}
+        )
         out.append(
             {
                 **snap,
@@ -140,21 +152,29 @@ def provider_health() -> list[dict[str, Any]]:
 
 
 def overview(*, staff: bool) -> dict[str, Any]:
-    book = OfferBookEntry.objects.aggregate(offers=Count("id"), newest=Max("fetched_at"), oldest=Min("fetched_at"))
+    book = OfferBookEntry.objects.aggregate(
+        offers=Count("id"), newest=Max("fetched_at"), oldest=Min("fetched_at")
+    )
     now = timezone.now()
     body: dict[str, Any] = {
         "providers": configured_providers(),
         "offers": book["offers"],
         "gpu_models": OfferBookEntry.objects.values("gpu_model").distinct().count(),
-        "book_age_seconds": round((now - book["oldest"]).total_seconds(), 1) if book["oldest"] else None,
+        "book_age_seconds": round((now - book["oldest"]).total_seconds(), 1)
+        if book["oldest"]
+        else None,
         "cheapest": [
             {"gpu_model": r["gpu_model"], "min_price_per_gpu_hour": r["p"]}
-            for r in OfferBookEntry.objects.values("gpu_model").annotate(p=Min("price_per_gpu_hour")).order_by("gpu_model")
+            for r in OfferBookEntry.objects.values("gpu_model")
+            .annotate(p=Min("price_per_gpu_hour"))
+            .order_by("gpu_model")
         ],
     }
     if staff:
         by_status = dict(
-            ProvisionedInstance.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n")
+            ProvisionedInstance.objects.values_list("status")
+            .annotate(n=Count("id"))
+            .values_list("status", "n")
         )
         body["instances"] = {s: by_status.get(s, 0) for s in InstanceStatus.values}
         body["live_instances"] = sum(by_status.get(s, 0) for s in LIVE_STATUSES)
@@ -185,11 +205,17 @@ def cost_analytics(*, since: datetime) -> dict[str, Any]:
     ):
         key = node_map[node_id]
         revenue_by[key] = revenue_by.get(key, 0) + amount
-    rows = []
+    rows: list[dict[str, Any]] = []
     for key in sorted(set(spend_by) | set(revenue_by)):
         spend, revenue = spend_by.get(key, 0), revenue_by.get(key, 0)
         rows.append(
-            {"provider": key[0], "gpu_model": key[1], "spend": spend, "revenue": revenue, "margin": revenue - spend}
+            {
+                "provider": key[0],
+                "gpu_model": key[1],
+                "spend": spend,
+                "revenue": revenue,
+                "margin": revenue - spend,
+            }
         )
     totals = {
         "spend": sum(r["spend"] for r in rows),

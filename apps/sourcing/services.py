@@ -47,8 +47,9 @@ from apps.sourcing.models import (
     ProvisionedInstance,
     UpstreamCharge,
 )
-from apps.sourcing.multi import FailoverResult, NoOfferError
+from apps.sourcing.multi import FailoverResult, MultiProviderService, NoOfferError
 from apps.sourcing.offer_book import book_offers
+from apps.sourcing.ranking import PricedOffer
 from apps.sourcing.registration import INSTANCE_TOKEN_PREFIX
 from apps.sourcing.registry import configured_providers, make_service, publish_health
 
@@ -113,13 +114,17 @@ def _bump_stats(provider: str, gpu_model: str, **deltas: int | float) -> None:
 
 
 def bootstrap_script(*, token: str) -> str:
-    return (
-        settings.SOURCING_AGENT_BOOTSTRAP.replace("{server}", settings.SOURCING_SERVER_URL)
-        .replace("{token}", token)
-    )
+    return settings.SOURCING_AGENT_BOOTSTRAP.replace(
+        "{server}", settings.SOURCING_SERVER_URL
+    ).replace("{token}", token)
 
 
-async def _failover(service, instance: ProvisionedInstance, config: InstanceConfig, offers) -> FailoverResult:  # type: ignore[no-untyped-def]
+async def _failover(
+    service: MultiProviderService,
+    instance: ProvisionedInstance,
+    config: InstanceConfig,
+    offers: list[PricedOffer] | None,
+) -> FailoverResult:
     try:
         return await service.create_instance_with_failover(
             instance.gpu_model,
@@ -154,7 +159,12 @@ def instance_provision(*, instance_id: uuid.UUID) -> ProvisionedInstance | None:
             instance=instance,
             to=S.CREATING,
             reason="asking upstream clouds",
-            extra_fields=("token_prefix", "token_digest", "create_sent_at", "registration_deadline"),
+            extra_fields=(
+                "token_prefix",
+                "token_digest",
+                "create_sent_at",
+                "registration_deadline",
+            ),
         )
     config = InstanceConfig(
         label=instance.label,
@@ -163,12 +173,15 @@ def instance_provision(*, instance_id: uuid.UUID) -> ProvisionedInstance | None:
         ssh_key_name=settings.SOURCING_LAMBDA_SSH_KEY_NAME,
         env={"GCO_INSTANCE": instance.label},
     )
-    offers = book_offers(
-        gpu_model=instance.gpu_model,
-        gpu_count=instance.gpu_count,
-        max_price_per_gpu_hour=instance.max_price_per_gpu_hour,
-        limit=12,
-    ) or None  # an empty book: search live
+    offers = (
+        book_offers(
+            gpu_model=instance.gpu_model,
+            gpu_count=instance.gpu_count,
+            max_price_per_gpu_hour=instance.max_price_per_gpu_hour,
+            limit=12,
+        )
+        or None
+    )  # an empty book: search live
     try:
         result = asyncio.run(_failover(make_service(), instance, config, offers))
     except NoOfferError as exc:
@@ -197,15 +210,23 @@ def _record_created(instance_id: uuid.UUID, result: FailoverResult) -> Provision
         instance.provider = result.instance.provider
         instance.provider_instance_id = result.instance.instance_id
         instance.offer_id = offer.offer.offer_id[:255]
-        instance.upstream_price_per_hour = result.instance.price_per_hour or offer.offer.price_per_hour
+        instance.upstream_price_per_hour = (
+            result.instance.price_per_hour or offer.offer.price_per_hour
+        )
         instance.price_per_gpu_hour = offer.our_price_per_gpu_hour
         instance.markup_percent = offer.markup_percent
         instance.upstream_created_at = now
         instance.cost_accrued_until = now
         instance.attempts = [a.__dict__ for a in result.attempts]
         fields = (
-            "provider", "provider_instance_id", "offer_id", "upstream_price_per_hour",
-            "price_per_gpu_hour", "markup_percent", "upstream_created_at", "cost_accrued_until",
+            "provider",
+            "provider_instance_id",
+            "offer_id",
+            "upstream_price_per_hour",
+            "price_per_gpu_hour",
+            "markup_percent",
+            "upstream_created_at",
+            "cost_accrued_until",
             "attempts",
         )
         if instance.status == S.CREATING:
@@ -256,7 +277,9 @@ def instance_activate(*, node: Node) -> ProvisionedInstance | None:
             extra_fields=("node", "active_at"),
         )
         waited = (now - (instance.create_sent_at or now)).total_seconds()
-        _bump_stats(instance.provider, instance.gpu_model, activations=1, seconds_to_active_total=waited)
+        _bump_stats(
+            instance.provider, instance.gpu_model, activations=1, seconds_to_active_total=waited
+        )
     return instance
 
 
@@ -273,7 +296,9 @@ class TickResult:
     notes: list[str] = field(default_factory=list)
 
 
-async def _get_all(service, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], Instance | Exception]:  # type: ignore[no-untyped-def]
+async def _get_all(
+    service, wanted: list[tuple[str, str]]
+) -> dict[tuple[str, str], Instance | Exception]:
     async def one(provider: str, iid: str) -> Instance | Exception:
         try:
             return await service.adapters[provider].get_instance(iid)
@@ -291,7 +316,9 @@ def provisioning_tick(*, now: datetime | None = None) -> TickResult:
     """One pass: rent for PENDING instances, follow booting ones, fail the ones whose agent
     never registered, hand ACTIVE machines to their pods, retire idle ones."""
     result = TickResult()
-    for instance_id in ProvisionedInstance.objects.filter(status=S.PENDING).values_list("pk", flat=True)[:20]:
+    for instance_id in ProvisionedInstance.objects.filter(status=S.PENDING).values_list(
+        "pk", flat=True
+    )[:20]:
         instance = instance_provision(instance_id=instance_id)
         if instance is not None and instance.status != S.FAILED:
             result.provisioned += 1
@@ -322,7 +349,9 @@ def provisioning_tick(*, now: datetime | None = None) -> TickResult:
     _resolve_lost_creates(now)
     result.pods_released += _release_pods()
     result.terminated += _retire_idle(now)
-    for instance_id in ProvisionedInstance.objects.filter(status=S.TERMINATING).values_list("pk", flat=True):
+    for instance_id in ProvisionedInstance.objects.filter(status=S.TERMINATING).values_list(
+        "pk", flat=True
+    ):
         if instance_terminate(instance_id=instance_id, reason="retrying terminate"):
             result.terminated += 1
     return result
@@ -339,16 +368,22 @@ def _follow(instance: ProvisionedInstance, upstream: Instance) -> int:
         locked.save(update_fields=["upstream_status", "last_seen_upstream_at"])
         if upstream.state == InstanceState.RUNNING and locked.status in (S.CREATING, S.STARTING):
             instance_transition(
-                instance=locked, to=S.INSTALLING, reason="machine up: the startup script installs the agent"
+                instance=locked,
+                to=S.INSTALLING,
+                reason="machine up: the startup script installs the agent",
             )
             return 1
         if upstream.state == InstanceState.RUNNING and locked.status == S.INSTALLING:
             instance_transition(
-                instance=locked, to=S.WAITING_REGISTRATION, reason="waiting for the agent to register"
+                instance=locked,
+                to=S.WAITING_REGISTRATION,
+                reason="waiting for the agent to register",
             )
             return 1
     if upstream.state == InstanceState.FAILED:
-        instance_fail(instance_id=instance.pk, reason=f"the provider reports it failed: {upstream.message}")
+        instance_fail(
+            instance_id=instance.pk, reason=f"the provider reports it failed: {upstream.message}"
+        )
         return 1
     if upstream.state == InstanceState.TERMINATED:
         _close_out(instance.pk, "terminated upstream")
@@ -379,7 +414,9 @@ def _close_out(instance_id: uuid.UUID, reason: str) -> None:
         instance.terminated_at = instance.last_seen_upstream_at or timezone.now()
         if instance.cost_accrued_until and instance.terminated_at < instance.cost_accrued_until:
             instance.terminated_at = instance.cost_accrued_until
-        instance_transition(instance=instance, to=S.TERMINATED, reason=reason, extra_fields=("terminated_at",))
+        instance_transition(
+            instance=instance, to=S.TERMINATED, reason=reason, extra_fields=("terminated_at",)
+        )
         _pod_back_to_pending(instance.pod_id, f"upstream machine gone: {reason}")
         _retire_node(instance, reason)
     accrue_upstream_costs(instance_ids=[instance_id])
@@ -390,7 +427,9 @@ def _retire_node(instance: ProvisionedInstance, reason: str) -> None:
         return
     node = Node.objects.select_for_update().filter(pk=instance.node_id).first()
     if node is not None and node.status != NodeStatus.RETIRED:
-        node_transition(node=node, to=NodeStatus.RETIRED, reason=f"upstream instance ended: {reason}"[:255])
+        node_transition(
+            node=node, to=NodeStatus.RETIRED, reason=f"upstream instance ended: {reason}"[:255]
+        )
 
 
 def _release_pods() -> int:
@@ -402,6 +441,8 @@ def _release_pods() -> int:
     for instance in ProvisionedInstance.objects.filter(
         status=S.ACTIVE, node__status=NodeStatus.ONLINE, pod__status=PodStatus.PROVISIONING
     ):
+        if instance.pod_id is None:
+            continue
         with transaction.atomic():
             pod = Pod.objects.select_for_update().filter(pk=instance.pod_id).first()
             if pod is not None and pod.status == PodStatus.PROVISIONING:
@@ -417,8 +458,11 @@ def _retire_idle(now: datetime) -> int:
     SOURCING_IDLE_KEEP_S it is terminated."""
     count = 0
     keep = timedelta(seconds=settings.SOURCING_IDLE_KEEP_S)
-    for instance in ProvisionedInstance.objects.filter(status=S.ACTIVE):
-        busy = Pod.objects.filter(node_id=instance.node_id, status__in=ON_NODE_STATUSES).exists() or (
+    for instance in ProvisionedInstance.objects.filter(status=S.ACTIVE, node__isnull=False):
+        assert instance.node_id is not None  # noqa: S101 - filtered above
+        busy = Pod.objects.filter(
+            node_id=instance.node_id, status__in=ON_NODE_STATUSES
+        ).exists() or (
             instance.pod_id is not None
             and Pod.objects.filter(
                 pk=instance.pod_id, status__in=(PodStatus.PROVISIONING, PodStatus.PENDING)
@@ -436,13 +480,15 @@ def _retire_idle(now: datetime) -> int:
                 locked = _lock(instance.pk, skip_locked=True)
                 if locked is None or locked.status != S.ACTIVE:
                     continue
-                instance_transition(instance=locked, to=S.TERMINATING, reason="idle: no pod needs it")
+                instance_transition(
+                    instance=locked, to=S.TERMINATING, reason="idle: no pod needs it"
+                )
             if instance_terminate(instance_id=instance.pk, reason="idle"):
                 count += 1
     return count
 
 
-async def _terminate(service, provider: str, instance_id: str) -> None:  # type: ignore[no-untyped-def]
+async def _terminate(service: MultiProviderService, provider: str, instance_id: str) -> None:
     try:
         await service.adapters[provider].terminate_instance(instance_id)
     finally:
@@ -464,7 +510,13 @@ def instance_terminate(*, instance_id: uuid.UUID, reason: str, final: str = S.TE
             instance = locked
     if instance.provider_instance_id and instance.provider in configured_providers():
         try:
-            asyncio.run(_terminate(make_service([instance.provider]), instance.provider, instance.provider_instance_id))
+            asyncio.run(
+                _terminate(
+                    make_service([instance.provider]),
+                    instance.provider,
+                    instance.provider_instance_id,
+                )
+            )
         except ProviderError as exc:
             logger.warning("terminate %s failed: %s", instance.label, exc)
             return False
@@ -474,7 +526,10 @@ def instance_terminate(*, instance_id: uuid.UUID, reason: str, final: str = S.TE
             return False
         locked.terminated_at = timezone.now()
         instance_transition(
-            instance=locked, to=final, reason=f"terminated upstream: {reason}", extra_fields=("terminated_at",)
+            instance=locked,
+            to=final,
+            reason=f"terminated upstream: {reason}",
+            extra_fields=("terminated_at",),
         )
         _retire_node(locked, reason)
     accrue_upstream_costs(instance_ids=[instance_id])
@@ -504,11 +559,16 @@ def _resolve_lost_creates(now: datetime) -> None:
                 instance=locked,
                 to=S.STARTING,
                 reason="adopted by label after a lost create",
-                extra_fields=("provider", "provider_instance_id", "upstream_price_per_hour", "cost_accrued_until"),
+                extra_fields=(
+                    "provider",
+                    "provider_instance_id",
+                    "upstream_price_per_hour",
+                    "cost_accrued_until",
+                ),
             )
 
 
-async def _find_label(service, label: str) -> Instance | None:  # type: ignore[no-untyped-def]
+async def _find_label(service: MultiProviderService, label: str) -> Instance | None:
     try:
         for adapter in service.adapters.values():
             try:
@@ -534,7 +594,7 @@ class ReconcileResult:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-async def _list_all(service) -> dict[str, list[Instance] | Exception]:  # type: ignore[no-untyped-def]
+async def _list_all(service: MultiProviderService) -> dict[str, list[Instance] | Exception]:
     async def one(name: str) -> list[Instance] | Exception:
         try:
             return await service.adapters[name].list_instances()
@@ -568,8 +628,9 @@ def reconcile(*, now: datetime | None = None) -> ReconcileResult:
             .values_list("provider_instance_id", "status")
         )
         in_flight_labels = set(
-            ProvisionedInstance.objects.filter(status__in=(S.PENDING, S.CREATING), provider_instance_id="")
-            .values_list("label", flat=True)
+            ProvisionedInstance.objects.filter(
+                status__in=(S.PENDING, S.CREATING), provider_instance_id=""
+            ).values_list("label", flat=True)
         )
         for iid, inst in upstream.items():
             status = tracked.get(iid)
@@ -592,7 +653,8 @@ def reconcile(*, now: datetime | None = None) -> ReconcileResult:
                 OrphanInstance.objects.filter(pk=orphan.pk).update(terminated_at=timezone.now())
                 result.orphans_terminated += 1
         for instance in ProvisionedInstance.objects.filter(
-            provider=provider, status__in=[S.STARTING, S.INSTALLING, S.WAITING_REGISTRATION, S.ACTIVE]
+            provider=provider,
+            status__in=[S.STARTING, S.INSTALLING, S.WAITING_REGISTRATION, S.ACTIVE],
         ).exclude(provider_instance_id=""):
             if instance.provider_instance_id not in upstream:
                 _close_out(instance.pk, "no longer listed by the provider")
@@ -606,7 +668,9 @@ def reconcile(*, now: datetime | None = None) -> ReconcileResult:
 # --- upstream cost ---------------------------------------------------------------------------
 
 
-def accrue_upstream_costs(*, now: datetime | None = None, instance_ids: list[uuid.UUID] | None = None) -> int:
+def accrue_upstream_costs(
+    *, now: datetime | None = None, instance_ids: list[uuid.UUID] | None = None
+) -> int:
     """Book each rented instance's upstream cost since `cost_accrued_until` (up to now, or
     to its termination) against the platform's revenue: revenue −x, upstream cost +x. One
     UpstreamCharge per interval, unique per (instance, period_start); idempotent by key."""
@@ -682,7 +746,9 @@ def margins_by(*, key: str) -> dict[str, dict[str, int]]:
     cost: dict[str, int] = defaultdict(int)
     revenue: dict[str, int] = defaultdict(int)
     sourced_pods = {}
-    for row in UpstreamCharge.objects.values(key if key != "pod" else "pod_id").annotate(total=Sum("amount")):
+    for row in UpstreamCharge.objects.values(key if key != "pod" else "pod_id").annotate(
+        total=Sum("amount")
+    ):
         cost[str(row[key if key != "pod" else "pod_id"])] += row["total"]
     # revenue of pods that ran on rented machines, attributed to the instance's provider/GPU
     for pod_id, provider, gpu in ProvisionedInstance.objects.exclude(node=None).values_list(
@@ -690,7 +756,11 @@ def margins_by(*, key: str) -> dict[str, dict[str, int]]:
     ):
         if pod_id is not None:
             sourced_pods[pod_id] = {"pod": str(pod_id), "provider": provider, "gpu_model": gpu}[key]
-    for row in UsageRecord.objects.filter(pod_id__in=list(sourced_pods)).values("pod_id").annotate(total=Sum("amount")):
+    for row in (
+        UsageRecord.objects.filter(pod_id__in=list(sourced_pods))
+        .values("pod_id")
+        .annotate(total=Sum("amount"))
+    ):
         revenue[sourced_pods[row["pod_id"]]] += row["total"]
     keys = set(cost) | set(revenue)
     return {

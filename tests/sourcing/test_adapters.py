@@ -83,7 +83,9 @@ async def test_filters_by_gpu_model_and_price(sims, name):
     cap = min(o.price_per_gpu_hour for o in some)
     assert all(
         o.price_per_gpu_hour <= cap
-        for o in await adapter.list_offers(OfferFilters(gpu_model=model, max_price_per_gpu_hour=cap))
+        for o in await adapter.list_offers(
+            OfferFilters(gpu_model=model, max_price_per_gpu_hour=cap)
+        )
     )
     await adapter.aclose()
 
@@ -102,7 +104,9 @@ async def test_capacity_error(sims, name):
 @pytest.mark.parametrize("name", PROVIDERS)
 async def test_retryable_5xx_is_retried_with_backoff_then_succeeds(sims, name):
     sleeps = Sleeps()
-    adapter = make_adapter(sims[name], name, sleeps=sleeps, policy=RetryPolicy(timeout=2, max_attempts=3))
+    adapter = make_adapter(
+        sims[name], name, sleeps=sleeps, policy=RetryPolicy(timeout=2, max_attempts=3)
+    )
     sims[name].control.fault("list", "status", status=503, count=2)
     assert await adapter.list_instances() == []
     assert sims[name].control.stats()["list"] == 3
@@ -200,7 +204,9 @@ async def test_vast_stale_offer_listed_but_gone(sims):
     listed = await adapter.list_offers(OfferFilters())
     assert taken.offer_id in {o.offer_id for o in listed}  # the cached view still shows it
     with pytest.raises(CapacityError):
-        await adapter.create_instance(next(o for o in listed if o.offer_id == taken.offer_id), CONFIG)
+        await adapter.create_instance(
+            next(o for o in listed if o.offer_id == taken.offer_id), CONFIG
+        )
     await adapter.aclose()
 
 
@@ -218,7 +224,9 @@ async def test_vast_bad_args_is_fatal_and_low_credit_is_account(sims):
     offer = await _first_offer(adapter)
     with pytest.raises(FatalError):
         await adapter.create_instance(offer, InstanceConfig(label="x", image=""))
-    response = httpx.Response(400, json={"success": False, "error": "insufficient_credit", "msg": "low"})
+    response = httpx.Response(
+        400, json={"success": False, "error": "insufficient_credit", "msg": "low"}
+    )
     from apps.sourcing.adapters.vast_ai.mapping import classify
 
     assert isinstance(classify(response, "create"), AccountError)
@@ -254,10 +262,14 @@ async def test_runpod_graphql_accepts_inline_literals_and_rejects_unknown_fields
         assert created["env"] == ['A=b"c'] and set(created) == {"id", "env"}
         bad = await http.post(
             "/graphql",
-            json={"query": 'mutation { podFindAndDeployOnDemand(input: {bogus: 1}) { id } }'},
+            json={"query": "mutation { podFindAndDeployOnDemand(input: {bogus: 1}) { id } }"},
         )
         assert bad.status_code == 400
-        unauthorised = await http.post("/graphql", json={"query": "{ gpuTypes { id } }"}, headers={"Authorization": "Bearer nope"})
+        unauthorised = await http.post(
+            "/graphql",
+            json={"query": "{ gpuTypes { id } }"},
+            headers={"Authorization": "Bearer nope"},
+        )
         assert unauthorised.status_code == 401
 
 
@@ -274,7 +286,9 @@ async def test_runpod_spot_create_goes_through_pod_rent_interruptable(sims):
 async def test_runpod_403_is_account(sims):
     from apps.sourcing.adapters.runpod.mapping import classify
 
-    assert isinstance(classify(httpx.Response(403, json={"detail": "access denied"}), "get"), AccountError)
+    assert isinstance(
+        classify(httpx.Response(403, json={"detail": "access denied"}), "get"), AccountError
+    )
 
 
 async def test_lambda_needs_exactly_one_existing_ssh_key(sims):
@@ -324,14 +338,18 @@ async def test_startup_script_runs_when_the_machine_is_up(sims, name):
     )
     await _wait_running(adapter, created.instance_id)
     for _ in range(100):
-        view = next(i for i in sims[name].control.instances() if str(i["id"]) == created.instance_id)
+        view = next(
+            i for i in sims[name].control.instances() if str(i["id"]) == created.instance_id
+        )
         if view["process_alive"]:
             break
         await asyncio.sleep(0.05)
     assert view["process_alive"]
     await adapter.terminate_instance(created.instance_id)
     for _ in range(200):
-        view = next(i for i in sims[name].control.instances() if str(i["id"]) == created.instance_id)
+        view = next(
+            i for i in sims[name].control.instances() if str(i["id"]) == created.instance_id
+        )
         if not view["process_alive"]:
             break
         await asyncio.sleep(0.05)

@@ -19,7 +19,9 @@ OPERATORS = ["provider-health", "cost-analytics"]
 
 @pytest.fixture
 def staff(django_user_model):
-    return django_user_model.objects.create_user(email="ops@example.com", password="x-pass-1234", is_staff=True)
+    return django_user_model.objects.create_user(
+        email="ops@example.com", password="x-pass-1234", is_staff=True
+    )
 
 
 @pytest.fixture
@@ -60,12 +62,18 @@ def test_gpu_offers_filter_sort_paginate(api_client, user, book, django_assert_m
     assert body["count"] > 2 and len(body["results"]) == 2 and body["next"]
     prices = [o["price_per_gpu_hour"] for o in body["results"]]
     assert prices == sorted(prices) and {o["gpu_model"] for o in body["results"]} == {"RTX 4090"}
-    desc = api_client.get("/api/v1/dashboard/gpu-offers", {"sort": "-price", "provider": "vast_ai"}).json()
+    desc = api_client.get(
+        "/api/v1/dashboard/gpu-offers", {"sort": "-price", "provider": "vast_ai"}
+    ).json()
     prices = [o["price_per_gpu_hour"] for o in desc["results"]]
-    assert prices == sorted(prices, reverse=True) and {o["provider"] for o in desc["results"]} == {"vast_ai"}
+    assert prices == sorted(prices, reverse=True) and {o["provider"] for o in desc["results"]} == {
+        "vast_ai"
+    }
     cap = api_client.get("/api/v1/dashboard/gpu-offers", {"max_price": 400_000}).json()
     assert all(o["price_per_gpu_hour"] <= 400_000 for o in cap["results"])
-    big = api_client.get("/api/v1/dashboard/gpu-offers", {"min_vram_gb": 80, "sort": "price_per_gb"}).json()
+    big = api_client.get(
+        "/api/v1/dashboard/gpu-offers", {"min_vram_gb": 80, "sort": "price_per_gb"}
+    ).json()
     assert big["results"] and all(o["vram_gb"] >= 80 for o in big["results"])
 
 
@@ -79,10 +87,17 @@ def test_bad_filters_name_the_field(api_client, user):
 
 def test_price_comparison_and_availability(api_client, user, book):
     api_client.force_authenticate(user)
-    rows = api_client.get("/api/v1/dashboard/price-comparison", {"gpu_model": "RTX 4090"}).json()["results"]
+    rows = api_client.get("/api/v1/dashboard/price-comparison", {"gpu_model": "RTX 4090"}).json()[
+        "results"
+    ]
     assert len(rows) == 1 and {p["provider"] for p in rows[0]["providers"]} >= {"vast_ai", "runpod"}
     cheapest = min(p["min_price_per_gpu_hour"] for p in rows[0]["providers"])
-    assert next(p for p in rows[0]["providers"] if p["provider"] == rows[0]["cheapest_provider"])["min_price_per_gpu_hour"] == cheapest
+    assert (
+        next(p for p in rows[0]["providers"] if p["provider"] == rows[0]["cheapest_provider"])[
+            "min_price_per_gpu_hour"
+        ]
+        == cheapest
+    )
     availability = api_client.get("/api/v1/dashboard/gpu-availability").json()["results"]
     h100 = next(r for r in availability if r["gpu_model"] == "H100 SXM")
     assert h100["offers"] > 0 and h100["providers"]
@@ -91,8 +106,14 @@ def test_price_comparison_and_availability(api_client, user, book):
 def test_provider_health_shows_a_blocked_provider_and_the_reset(api_client, staff, sourcing):
     registry.breaker_for("vast_ai").block("CredentialsError: Invalid user key")
     api_client.force_authenticate(staff)
-    rows = {r["provider"]: r for r in api_client.get("/api/v1/dashboard/provider-health").json()["results"]}
-    assert rows["vast_ai"]["state"] == BreakerState.BLOCKED and "Invalid user key" in rows["vast_ai"]["reason"]
+    rows = {
+        r["provider"]: r
+        for r in api_client.get("/api/v1/dashboard/provider-health").json()["results"]
+    }
+    assert (
+        rows["vast_ai"]["state"] == BreakerState.BLOCKED
+        and "Invalid user key" in rows["vast_ai"]["reason"]
+    )
     assert rows["runpod"]["state"] == BreakerState.CLOSED
     reset = api_client.post("/api/v1/dashboard/provider-health/vast_ai/reset")
     assert reset.status_code == 200 and reset.json()["state"] == BreakerState.CLOSED
@@ -101,19 +122,41 @@ def test_provider_health_shows_a_blocked_provider_and_the_reset(api_client, staf
 
 def test_cost_analytics_spend_revenue_margin(api_client, staff, user):
     node = Node.objects.create(hostname="rented", token_digest="d" * 64, token_prefix="nt_x")
-    pod = Pod.objects.create(owner=user, name="p", image="i", gpu_model="H100 SXM", gpu_count=1, node=node)
+    pod = Pod.objects.create(
+        owner=user, name="p", image="i", gpu_model="H100 SXM", gpu_count=1, node=node
+    )
     instance = ProvisionedInstance.objects.create(
-        label="gco-a", provider="runpod", provider_instance_id="abc", gpu_model="H100 SXM",
-        status=InstanceStatus.ACTIVE, node=node, pod=pod, upstream_price_per_hour=2_000_000,
+        label="gco-a",
+        provider="runpod",
+        provider_instance_id="abc",
+        gpu_model="H100 SXM",
+        status=InstanceStatus.ACTIVE,
+        node=node,
+        pod=pod,
+        upstream_price_per_hour=2_000_000,
     )
     now = timezone.now()
     UpstreamCharge.objects.create(
-        instance=instance, pod=pod, provider="runpod", gpu_model="H100 SXM", period_start=now - timedelta(hours=1),
-        period_end=now, seconds=3600, price_per_hour=2_000_000, amount=2_000_000,
+        instance=instance,
+        pod=pod,
+        provider="runpod",
+        gpu_model="H100 SXM",
+        period_start=now - timedelta(hours=1),
+        period_end=now,
+        seconds=3600,
+        price_per_hour=2_000_000,
+        amount=2_000_000,
     )
     UsageRecord.objects.create(
-        pod=pod, owner=user, node=node, period_start=now - timedelta(hours=1), period_end=now, seconds=3600,
-        gpu_count=1, price_per_gpu_hour=2_500_000, amount=2_500_000,
+        pod=pod,
+        owner=user,
+        node=node,
+        period_start=now - timedelta(hours=1),
+        period_end=now,
+        seconds=3600,
+        gpu_count=1,
+        price_per_gpu_hour=2_500_000,
+        amount=2_500_000,
     )
     api_client.force_authenticate(staff)
     body = api_client.get("/api/v1/dashboard/cost-analytics", {"days": 7}).json()

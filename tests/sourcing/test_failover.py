@@ -24,17 +24,29 @@ class Clock:
         return self.now
 
 
-def service(sims, names=("vast_ai", "runpod"), *, policy=None, budget_ratio=0.1, clock=None,
-            threshold=5, sleeps=None) -> MultiProviderService:
+def service(
+    sims,
+    names=("vast_ai", "runpod"),
+    *,
+    policy=None,
+    budget_ratio=0.1,
+    clock=None,
+    threshold=5,
+    sleeps=None,
+) -> MultiProviderService:
     adapters = {
         n: make_adapter(
-            sims[n], n, policy=policy or RetryPolicy(timeout=2), sleeps=sleeps,
+            sims[n],
+            n,
+            policy=policy or RetryPolicy(timeout=2),
+            sleeps=sleeps,
             budget=RetryBudget(ratio=budget_ratio, initial=5 if budget_ratio else 0),
         )
         for n in names
     }
     breakers = {
-        n: CircuitBreaker(provider=n, failure_threshold=threshold, clock=clock or Clock()) for n in names
+        n: CircuitBreaker(provider=n, failure_threshold=threshold, clock=clock or Clock())
+        for n in names
     }
     return MultiProviderService(adapters, breakers=breakers, deadline=2.0)
 
@@ -98,7 +110,9 @@ async def test_capacity_at_preferred_provider_goes_to_the_other_within_two_attem
 
 async def test_three_503s_back_off_then_fail_over(sims):
     sleeps = Sleeps()
-    svc = service(sims, sleeps=sleeps, policy=RetryPolicy(timeout=2, max_attempts=3, base_delay=0.2))
+    svc = service(
+        sims, sleeps=sleeps, policy=RetryPolicy(timeout=2, max_attempts=3, base_delay=0.2)
+    )
     sims["vast_ai"].control.fault("create", "status", status=503, count=3)
     result = await svc.create_instance_with_failover(
         GPU, InstanceConfig(label="gco-503"), preferred_providers=["vast_ai", "runpod"]
@@ -137,8 +151,9 @@ async def test_auth_error_blocks_the_provider_until_reset(sims):
 
 async def test_breaker_opens_then_half_opens_with_one_probe(sims):
     clock = Clock()
-    svc = service(sims, ("vast_ai",), clock=clock, threshold=3,
-                  policy=RetryPolicy(timeout=2, max_attempts=1))
+    svc = service(
+        sims, ("vast_ai",), clock=clock, threshold=3, policy=RetryPolicy(timeout=2, max_attempts=1)
+    )
     breaker = svc.breakers["vast_ai"]
     sims["vast_ai"].control.fault("offers", "status", status=502, count=3)
     for _ in range(3):
@@ -195,8 +210,12 @@ async def test_price_cap_is_never_exceeded(sims):
     found = await svc.search(OfferFilters(gpu_model=GPU, gpu_count=1))
     cheapest = min(p.our_price_per_gpu_hour for p in found.offers)
     with pytest.raises(NoOfferError):
-        await svc.create_instance_with_failover(GPU, InstanceConfig(label="x"), max_price=cheapest - 1)
-    result = await svc.create_instance_with_failover(GPU, InstanceConfig(label="y"), max_price=cheapest)
+        await svc.create_instance_with_failover(
+            GPU, InstanceConfig(label="x"), max_price=cheapest - 1
+        )
+    result = await svc.create_instance_with_failover(
+        GPU, InstanceConfig(label="y"), max_price=cheapest
+    )
     assert result.offer.our_price_per_gpu_hour <= cheapest
     await svc.aclose()
 
@@ -214,8 +233,9 @@ async def _outage_calls(sims, *, retries: bool) -> int:
     found = await svc.search(OfferFilters(gpu_model=GPU))  # Vast is down: RunPod answers
     runpod_offer = next(p for p in found.offers if p.provider == "runpod")
     vast_offer = runpod_offer.__class__(
-        offer=runpod_offer.offer.__class__(**{**runpod_offer.offer.__dict__, "provider": "vast_ai",
-                                             "offer_id": "18000001"}),
+        offer=runpod_offer.offer.__class__(
+            **{**runpod_offer.offer.__dict__, "provider": "vast_ai", "offer_id": "18000001"}
+        ),
         markup_percent=25,
         our_price_per_gpu_hour=runpod_offer.our_price_per_gpu_hour - 1,
     )
@@ -232,7 +252,9 @@ async def _outage_calls(sims, *, retries: bool) -> int:
     )
     assert {r.instance.provider for r in results} == {"runpod"}
     await svc.aclose()
-    return sum(sum(v for k, v in sim.control.stats().items() if k != "total") for sim in sims.values())
+    return sum(
+        sum(v for k, v in sim.control.stats().items() if k != "total") for sim in sims.values()
+    )
 
 
 async def test_full_outage_of_one_provider_costs_at_most_10_percent_more_calls(sims):

@@ -62,11 +62,22 @@ def test_flags_off_by_default_no_create_call_is_ever_made(sourcing, settings, us
 
 
 def test_the_defaults_are_off():
-    env = {k: v for k, v in os.environ.items() if k not in ("SOURCING_ENABLED", "AUTO_PROVISIONING_ENABLED")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SOURCING_ENABLED", "AUTO_PROVISIONING_ENABLED")
+    }
     out = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings as s; "
-         "print(s.SOURCING_ENABLED, s.AUTO_PROVISIONING_ENABLED)"],
-        env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"}, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings as s; "
+            "print(s.SOURCING_ENABLED, s.AUTO_PROVISIONING_ENABLED)",
+        ],
+        env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.split() == ["False", "False"]
 
@@ -83,7 +94,10 @@ def test_offer_book_refresh_and_stale_provider(sourcing, settings):
     second = offer_book.offer_book_refresh()
     assert "runpod" in second.errors
     assert OfferBookEntry.objects.filter(provider="runpod", stale=False).count() == 0
-    assert OfferBookEntry.objects.filter(provider="runpod", stale=True).count() == result.by_provider["runpod"]
+    assert (
+        OfferBookEntry.objects.filter(provider="runpod", stale=True).count()
+        == result.by_provider["runpod"]
+    )
     assert OfferBookEntry.objects.filter(provider="vast_ai", stale=False).exists()
 
 
@@ -103,7 +117,11 @@ def test_pod_without_own_capacity_gets_an_instance_at_the_cheapest_provider(sour
     services.provisioning_tick()
     instance.refresh_from_db()
     assert instance.status in (InstanceStatus.STARTING, InstanceStatus.INSTALLING)
-    cheapest = OfferBookEntry.objects.filter(gpu_model=GPU, gpu_count=1).order_by("price_per_gpu_hour").first()
+    cheapest = (
+        OfferBookEntry.objects.filter(gpu_model=GPU, gpu_count=1)
+        .order_by("price_per_gpu_hour")
+        .first()
+    )
     assert instance.provider == cheapest.provider
     assert instance.price_per_gpu_hour == cheapest.price_per_gpu_hour
     assert instance.markup_percent == 25
@@ -146,7 +164,14 @@ def register(api_client, token):
             "registration_token": token,
             "hostname": "rented-1",
             "provider_instance_id": "lies",  # the token's binding wins
-            "gpus": [{"index": 0, "uuid": f"GPU-{uuid.uuid4()}", "name": "NVIDIA GeForce RTX 4090", "memory_total_mb": 24564}],
+            "gpus": [
+                {
+                    "index": 0,
+                    "uuid": f"GPU-{uuid.uuid4()}",
+                    "name": "NVIDIA GeForce RTX 4090",
+                    "memory_total_mb": 24564,
+                }
+            ],
         },
         format="json",
     )
@@ -156,7 +181,9 @@ def test_agent_that_never_registers_fails_the_instance_and_terminates_it(sourcin
     pod = _provision_one(sourcing, user)
     services.provisioning_tick()
     instance = ProvisionedInstance.objects.get(pod=pod)
-    services.provisioning_tick(now=timezone.now() + timedelta(seconds=settings.SOURCING_REGISTRATION_TIMEOUT_S + 1))
+    services.provisioning_tick(
+        now=timezone.now() + timedelta(seconds=settings.SOURCING_REGISTRATION_TIMEOUT_S + 1)
+    )
     instance.refresh_from_db()
     pod.refresh_from_db()
     assert instance.status == InstanceStatus.FAILED and "did not register" in instance.status_reason
@@ -166,7 +193,11 @@ def test_agent_that_never_registers_fails_the_instance_and_terminates_it(sourcin
 
 def test_price_cap_and_max_instances(sourcing, user, settings):
     offer_book.offer_book_refresh()
-    cheapest = OfferBookEntry.objects.filter(gpu_model=GPU, gpu_count=1).order_by("price_per_gpu_hour").first()
+    cheapest = (
+        OfferBookEntry.objects.filter(gpu_model=GPU, gpu_count=1)
+        .order_by("price_per_gpu_hour")
+        .first()
+    )
     capped = make_pod(user, price_cap_per_gpu_hour=cheapest.price_per_gpu_hour - 1)
     schedule_pending()
     capped.refresh_from_db()
@@ -235,8 +266,13 @@ def test_tracked_instance_gone_upstream_is_closed_out(sourcing, user):
 def test_upstream_cost_is_booked_once_against_revenue(sourcing, user):
     start = timezone.now() - timedelta(hours=1)
     instance = ProvisionedInstance.objects.create(
-        label="gco-cost", provider="vast_ai", provider_instance_id="1", gpu_model=GPU,
-        status=InstanceStatus.ACTIVE, upstream_price_per_hour=1_000_000, cost_accrued_until=start,
+        label="gco-cost",
+        provider="vast_ai",
+        provider_instance_id="1",
+        gpu_model=GPU,
+        status=InstanceStatus.ACTIVE,
+        upstream_price_per_hour=1_000_000,
+        cost_accrued_until=start,
     )
     now = start + timedelta(hours=1)
     assert services.accrue_upstream_costs(now=now) == 1

@@ -21,9 +21,15 @@ class GpuRow:
 
 
 GPU_TABLE: tuple[GpuRow, ...] = (
-    GpuRow("RTX 3090", 24, ("RTX 3090",), ("NVIDIA GeForce RTX 3090",), (), "NVIDIA GeForce RTX 3090"),
-    GpuRow("RTX 4090", 24, ("RTX 4090",), ("NVIDIA GeForce RTX 4090",), (), "NVIDIA GeForce RTX 4090"),
-    GpuRow("RTX 5090", 32, ("RTX 5090",), ("NVIDIA GeForce RTX 5090",), (), "NVIDIA GeForce RTX 5090"),
+    GpuRow(
+        "RTX 3090", 24, ("RTX 3090",), ("NVIDIA GeForce RTX 3090",), (), "NVIDIA GeForce RTX 3090"
+    ),
+    GpuRow(
+        "RTX 4090", 24, ("RTX 4090",), ("NVIDIA GeForce RTX 4090",), (), "NVIDIA GeForce RTX 4090"
+    ),
+    GpuRow(
+        "RTX 5090", 32, ("RTX 5090",), ("NVIDIA GeForce RTX 5090",), (), "NVIDIA GeForce RTX 5090"
+    ),
     GpuRow("RTX A4000", 16, ("RTX A4000",), ("NVIDIA RTX A4000",), (), "NVIDIA RTX A4000"),
     GpuRow("RTX A5000", 24, ("RTX A5000",), ("NVIDIA RTX A5000",), (), "NVIDIA RTX A5000"),
     GpuRow("RTX A6000", 48, ("RTX A6000",), ("NVIDIA RTX A6000",), ("A6000",), "NVIDIA RTX A6000"),
@@ -56,12 +62,21 @@ GPU_TABLE: tuple[GpuRow, ...] = (
         ("A100 SXM4 80GB",),
         "NVIDIA A100-SXM4-80GB",
     ),
-    GpuRow("H100 PCIe", 80, ("H100 PCIE",), ("NVIDIA H100 PCIe",), ("H100 PCIe",), "NVIDIA H100 PCIe"),
     GpuRow(
-        "H100 SXM", 80, ("H100 SXM",), ("NVIDIA H100 80GB HBM3",), ("H100 SXM5",), "NVIDIA H100 80GB HBM3"
+        "H100 PCIe", 80, ("H100 PCIE",), ("NVIDIA H100 PCIe",), ("H100 PCIe",), "NVIDIA H100 PCIe"
+    ),
+    GpuRow(
+        "H100 SXM",
+        80,
+        ("H100 SXM",),
+        ("NVIDIA H100 80GB HBM3",),
+        ("H100 SXM5",),
+        "NVIDIA H100 80GB HBM3",
     ),
     GpuRow("H100 NVL", 94, ("H100 NVL",), ("NVIDIA H100 NVL",), (), "NVIDIA H100 NVL"),
-    GpuRow("H200", 141, ("H200", "H200 NVL"), ("NVIDIA H200", "NVIDIA H200 NVL"), (), "NVIDIA H200"),
+    GpuRow(
+        "H200", 141, ("H200", "H200 NVL"), ("NVIDIA H200", "NVIDIA H200 NVL"), (), "NVIDIA H200"
+    ),
     GpuRow("B200", 180, ("B200",), ("NVIDIA B200",), ("B200 SXM6",), "NVIDIA B200"),
     GpuRow(
         "V100",
@@ -112,7 +127,8 @@ def from_runpod(gpu_type_id: str) -> str | None:
 
 
 _LAMBDA_DESCRIPTION = re.compile(
-    r"^\s*(?P<count>\d+)x\s+(?:Tesla\s+)?(?P<name>[A-Za-z0-9 ]+?)\s*\((?P<mem>\d+)\s*GB(?P<rest>[^)]*)\)"
+    r"^\s*(?P<count>\d+)x\s+(?:Tesla\s+)?(?P<name>[A-Za-z0-9 ]+?)\s*"
+    r"\((?P<mem>\d+)\s*GB(?P<rest>[^)]*)\)"
 )
 
 

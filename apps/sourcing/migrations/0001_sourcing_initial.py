@@ -6,147 +6,290 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('nodes', '0001_node_gpu_workload_command'),
-        ('pods', '0001_pod_events_allocations_usage'),
+        ("nodes", "0001_node_gpu_workload_command"),
+        ("pods", "0001_pod_events_allocations_usage"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='LaunchStat',
+            name="LaunchStat",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(max_length=32)),
-                ('gpu_model', models.CharField(max_length=64)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('successes', models.PositiveIntegerField(default=0)),
-                ('failures', models.PositiveIntegerField(default=0)),
-                ('activations', models.PositiveIntegerField(default=0)),
-                ('seconds_to_active_total', models.FloatField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("provider", models.CharField(max_length=32)),
+                ("gpu_model", models.CharField(max_length=64)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("successes", models.PositiveIntegerField(default=0)),
+                ("failures", models.PositiveIntegerField(default=0)),
+                ("activations", models.PositiveIntegerField(default=0)),
+                ("seconds_to_active_total", models.FloatField(default=0)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('provider', 'gpu_model'), name='launch_stat_unique')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("provider", "gpu_model"), name="launch_stat_unique"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='OfferBookEntry',
+            name="OfferBookEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(max_length=32)),
-                ('offer_id', models.CharField(max_length=255)),
-                ('gpu_model', models.CharField(max_length=64)),
-                ('gpu_count', models.PositiveSmallIntegerField()),
-                ('vram_gb', models.PositiveIntegerField()),
-                ('upstream_price_per_hour', models.BigIntegerField()),
-                ('upstream_price_per_gpu_hour', models.BigIntegerField()),
-                ('price_per_gpu_hour', models.BigIntegerField()),
-                ('markup_percent', models.PositiveSmallIntegerField()),
-                ('region', models.CharField(blank=True, max_length=64)),
-                ('reliability', models.FloatField(default=0)),
-                ('spot', models.BooleanField(default=False)),
-                ('provider_gpu_name', models.CharField(blank=True, max_length=128)),
-                ('extra', models.JSONField(blank=True, default=dict)),
-                ('fetched_at', models.DateTimeField()),
-                ('stale', models.BooleanField(default=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("provider", models.CharField(max_length=32)),
+                ("offer_id", models.CharField(max_length=255)),
+                ("gpu_model", models.CharField(max_length=64)),
+                ("gpu_count", models.PositiveSmallIntegerField()),
+                ("vram_gb", models.PositiveIntegerField()),
+                ("upstream_price_per_hour", models.BigIntegerField()),
+                ("upstream_price_per_gpu_hour", models.BigIntegerField()),
+                ("price_per_gpu_hour", models.BigIntegerField()),
+                ("markup_percent", models.PositiveSmallIntegerField()),
+                ("region", models.CharField(blank=True, max_length=64)),
+                ("reliability", models.FloatField(default=0)),
+                ("spot", models.BooleanField(default=False)),
+                ("provider_gpu_name", models.CharField(blank=True, max_length=128)),
+                ("extra", models.JSONField(blank=True, default=dict)),
+                ("fetched_at", models.DateTimeField()),
+                ("stale", models.BooleanField(default=False)),
             ],
             options={
-                'indexes': [models.Index(fields=['gpu_model', 'gpu_count', 'price_per_gpu_hour'], name='sourcing_of_gpu_mod_f9338e_idx'), models.Index(fields=['price_per_gpu_hour'], name='sourcing_of_price_p_be135c_idx')],
-                'constraints': [models.UniqueConstraint(fields=('provider', 'offer_id'), name='offer_unique_per_provider')],
+                "indexes": [
+                    models.Index(
+                        fields=["gpu_model", "gpu_count", "price_per_gpu_hour"],
+                        name="sourcing_of_gpu_mod_f9338e_idx",
+                    ),
+                    models.Index(
+                        fields=["price_per_gpu_hour"], name="sourcing_of_price_p_be135c_idx"
+                    ),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("provider", "offer_id"), name="offer_unique_per_provider"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='OrphanInstance',
+            name="OrphanInstance",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(max_length=32)),
-                ('provider_instance_id', models.CharField(max_length=128)),
-                ('label', models.CharField(blank=True, max_length=255)),
-                ('first_seen_at', models.DateTimeField(auto_now_add=True)),
-                ('terminated_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("provider", models.CharField(max_length=32)),
+                ("provider_instance_id", models.CharField(max_length=128)),
+                ("label", models.CharField(blank=True, max_length=255)),
+                ("first_seen_at", models.DateTimeField(auto_now_add=True)),
+                ("terminated_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('provider', 'provider_instance_id'), name='orphan_unique_per_provider')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("provider", "provider_instance_id"),
+                        name="orphan_unique_per_provider",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ProvisionedInstance',
+            name="ProvisionedInstance",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('label', models.CharField(max_length=64, unique=True)),
-                ('provider', models.CharField(blank=True, db_index=True, max_length=32)),
-                ('provider_instance_id', models.CharField(blank=True, db_index=True, max_length=128)),
-                ('offer_id', models.CharField(blank=True, max_length=255)),
-                ('gpu_model', models.CharField(max_length=64)),
-                ('gpu_count', models.PositiveSmallIntegerField(default=1)),
-                ('status', models.CharField(choices=[('PENDING', 'Pending'), ('CREATING', 'Creating'), ('STARTING', 'Starting'), ('INSTALLING', 'Installing'), ('WAITING_REGISTRATION', 'Waiting Registration'), ('ACTIVE', 'Active'), ('TERMINATING', 'Terminating'), ('TERMINATED', 'Terminated'), ('FAILED', 'Failed')], default='PENDING', max_length=24)),
-                ('status_reason', models.CharField(blank=True, max_length=500)),
-                ('upstream_status', models.CharField(blank=True, max_length=64)),
-                ('upstream_price_per_hour', models.BigIntegerField(blank=True, null=True)),
-                ('price_per_gpu_hour', models.BigIntegerField(blank=True, null=True)),
-                ('markup_percent', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('max_price_per_gpu_hour', models.BigIntegerField(blank=True, null=True)),
-                ('token_prefix', models.CharField(blank=True, max_length=16)),
-                ('token_digest', models.CharField(blank=True, max_length=64, null=True, unique=True)),
-                ('attempts', models.JSONField(blank=True, default=list)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('create_sent_at', models.DateTimeField(blank=True, null=True)),
-                ('upstream_created_at', models.DateTimeField(blank=True, null=True)),
-                ('active_at', models.DateTimeField(blank=True, null=True)),
-                ('terminated_at', models.DateTimeField(blank=True, null=True)),
-                ('registration_deadline', models.DateTimeField(blank=True, null=True)),
-                ('idle_since', models.DateTimeField(blank=True, null=True)),
-                ('cost_accrued_until', models.DateTimeField(blank=True, null=True)),
-                ('last_seen_upstream_at', models.DateTimeField(blank=True, null=True)),
-                ('node', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='sourced', to='nodes.node')),
-                ('pod', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='sourced', to='pods.pod')),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("label", models.CharField(max_length=64, unique=True)),
+                ("provider", models.CharField(blank=True, db_index=True, max_length=32)),
+                (
+                    "provider_instance_id",
+                    models.CharField(blank=True, db_index=True, max_length=128),
+                ),
+                ("offer_id", models.CharField(blank=True, max_length=255)),
+                ("gpu_model", models.CharField(max_length=64)),
+                ("gpu_count", models.PositiveSmallIntegerField(default=1)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("PENDING", "Pending"),
+                            ("CREATING", "Creating"),
+                            ("STARTING", "Starting"),
+                            ("INSTALLING", "Installing"),
+                            ("WAITING_REGISTRATION", "Waiting Registration"),
+                            ("ACTIVE", "Active"),
+                            ("TERMINATING", "Terminating"),
+                            ("TERMINATED", "Terminated"),
+                            ("FAILED", "Failed"),
+                        ],
+                        default="PENDING",
+                        max_length=24,
+                    ),
+                ),
+                ("status_reason", models.CharField(blank=True, max_length=500)),
+                ("upstream_status", models.CharField(blank=True, max_length=64)),
+                ("upstream_price_per_hour", models.BigIntegerField(blank=True, null=True)),
+                ("price_per_gpu_hour", models.BigIntegerField(blank=True, null=True)),
+                ("markup_percent", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("max_price_per_gpu_hour", models.BigIntegerField(blank=True, null=True)),
+                ("token_prefix", models.CharField(blank=True, max_length=16)),
+                (
+                    "token_digest",
+                    models.CharField(blank=True, max_length=64, null=True, unique=True),
+                ),
+                ("attempts", models.JSONField(blank=True, default=list)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("create_sent_at", models.DateTimeField(blank=True, null=True)),
+                ("upstream_created_at", models.DateTimeField(blank=True, null=True)),
+                ("active_at", models.DateTimeField(blank=True, null=True)),
+                ("terminated_at", models.DateTimeField(blank=True, null=True)),
+                ("registration_deadline", models.DateTimeField(blank=True, null=True)),
+                ("idle_since", models.DateTimeField(blank=True, null=True)),
+                ("cost_accrued_until", models.DateTimeField(blank=True, null=True)),
+                ("last_seen_upstream_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "node",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="sourced",
+                        to="nodes.node",
+                    ),
+                ),
+                (
+                    "pod",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="sourced",
+                        to="pods.pod",
+                    ),
+                ),
             ],
             options={
-                'ordering': ('-created_at',),
+                "ordering": ("-created_at",),
             },
         ),
         migrations.CreateModel(
-            name='InstanceEvent',
+            name="InstanceEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(auto_now_add=True)),
-                ('from_status', models.CharField(choices=[('PENDING', 'Pending'), ('CREATING', 'Creating'), ('STARTING', 'Starting'), ('INSTALLING', 'Installing'), ('WAITING_REGISTRATION', 'Waiting Registration'), ('ACTIVE', 'Active'), ('TERMINATING', 'Terminating'), ('TERMINATED', 'Terminated'), ('FAILED', 'Failed')], max_length=24)),
-                ('to_status', models.CharField(choices=[('PENDING', 'Pending'), ('CREATING', 'Creating'), ('STARTING', 'Starting'), ('INSTALLING', 'Installing'), ('WAITING_REGISTRATION', 'Waiting Registration'), ('ACTIVE', 'Active'), ('TERMINATING', 'Terminating'), ('TERMINATED', 'Terminated'), ('FAILED', 'Failed')], max_length=24)),
-                ('reason', models.CharField(max_length=500)),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='sourcing.provisionedinstance')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "from_status",
+                    models.CharField(
+                        choices=[
+                            ("PENDING", "Pending"),
+                            ("CREATING", "Creating"),
+                            ("STARTING", "Starting"),
+                            ("INSTALLING", "Installing"),
+                            ("WAITING_REGISTRATION", "Waiting Registration"),
+                            ("ACTIVE", "Active"),
+                            ("TERMINATING", "Terminating"),
+                            ("TERMINATED", "Terminated"),
+                            ("FAILED", "Failed"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                (
+                    "to_status",
+                    models.CharField(
+                        choices=[
+                            ("PENDING", "Pending"),
+                            ("CREATING", "Creating"),
+                            ("STARTING", "Starting"),
+                            ("INSTALLING", "Installing"),
+                            ("WAITING_REGISTRATION", "Waiting Registration"),
+                            ("ACTIVE", "Active"),
+                            ("TERMINATING", "Terminating"),
+                            ("TERMINATED", "Terminated"),
+                            ("FAILED", "Failed"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                ("reason", models.CharField(max_length=500)),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="sourcing.provisionedinstance",
+                    ),
+                ),
             ],
             options={
-                'ordering': ('at', 'id'),
+                "ordering": ("at", "id"),
             },
         ),
         migrations.CreateModel(
-            name='UpstreamCharge',
+            name="UpstreamCharge",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('provider', models.CharField(max_length=32)),
-                ('gpu_model', models.CharField(max_length=64)),
-                ('period_start', models.DateTimeField()),
-                ('period_end', models.DateTimeField()),
-                ('seconds', models.PositiveIntegerField()),
-                ('price_per_hour', models.BigIntegerField()),
-                ('amount', models.BigIntegerField()),
-                ('transaction_id', models.BigIntegerField(blank=True, null=True)),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='charges', to='sourcing.provisionedinstance')),
-                ('pod', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='pods.pod')),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("provider", models.CharField(max_length=32)),
+                ("gpu_model", models.CharField(max_length=64)),
+                ("period_start", models.DateTimeField()),
+                ("period_end", models.DateTimeField()),
+                ("seconds", models.PositiveIntegerField()),
+                ("price_per_hour", models.BigIntegerField()),
+                ("amount", models.BigIntegerField()),
+                ("transaction_id", models.BigIntegerField(blank=True, null=True)),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="charges",
+                        to="sourcing.provisionedinstance",
+                    ),
+                ),
+                (
+                    "pod",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="pods.pod",
+                    ),
+                ),
             ],
             options={
-                'ordering': ('-period_start',),
+                "ordering": ("-period_start",),
             },
         ),
         migrations.AddIndex(
-            model_name='provisionedinstance',
-            index=models.Index(fields=['status', 'provider'], name='sourcing_pr_status_8e1daa_idx'),
+            model_name="provisionedinstance",
+            index=models.Index(fields=["status", "provider"], name="sourcing_pr_status_8e1daa_idx"),
         ),
         migrations.AddConstraint(
-            model_name='upstreamcharge',
-            constraint=models.UniqueConstraint(fields=('instance', 'period_start'), name='upstream_charge_unique'),
+            model_name="upstreamcharge",
+            constraint=models.UniqueConstraint(
+                fields=("instance", "period_start"), name="upstream_charge_unique"
+            ),
         ),
     ]

@@ -16,7 +16,9 @@ def main() -> None:
     args = parser.parse_args()
     running = []
     for offset, (name, cls) in enumerate(SIMULATORS.items()):
-        sim = RunningSimulator(cls(offers=args.offers, boot_seconds=args.boot_seconds), port=args.port + offset)
+        sim = RunningSimulator(
+            cls(offers=args.offers, boot_seconds=args.boot_seconds), port=args.port + offset
+        )
         running.append(sim)
         print(f"{name}: {sim.url} (API key {sim.api_key})", flush=True)  # noqa: T201
     stop = threading.Event()

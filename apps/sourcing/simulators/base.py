@@ -64,7 +64,9 @@ class SimResponse:
 
     @classmethod
     def text(cls, text: str, status: int, **headers: str) -> SimResponse:
-        return cls(status=status, body=text.encode(), headers={"Content-Type": "text/plain", **headers})
+        return cls(
+            status=status, body=text.encode(), headers={"Content-Type": "text/plain", **headers}
+        )
 
 
 @dataclass
@@ -177,7 +179,9 @@ class Simulator:
         self.offer_target = offers
         self._last_drift = time.monotonic()
         self._stop = threading.Event()
-        self._clock = threading.Thread(target=self._clock_loop, name=f"{self.name}-clock", daemon=True)
+        self._clock = threading.Thread(
+            target=self._clock_loop, name=f"{self.name}-clock", daemon=True
+        )
         self.register_routes()
         self.build_market(offers=offers, seed=seed)
         self._clock.start()
@@ -238,7 +242,9 @@ class Simulator:
         self.routes.append((method, re.compile(f"^{pattern}$"), op, handler))
 
     def new_instance(self, **kwargs: Any) -> SimInstance:
-        instance = SimInstance(created_at=time.monotonic(), boot_seconds=self.boot_seconds, **kwargs)
+        instance = SimInstance(
+            created_at=time.monotonic(), boot_seconds=self.boot_seconds, **kwargs
+        )
         self.instances[instance.id] = instance
         return instance
 
@@ -250,12 +256,17 @@ class Simulator:
     def dispatch(self, request: SimRequest) -> SimResponse:
         if request.path.startswith("/_sim/"):
             return self._control(request)
-        for method, pattern, op, handler in self.routes:
-            match = pattern.match(request.path)
-            if match and method == request.method:
-                break
-        else:
+        routed = next(
+            (
+                (op, handler, match)
+                for method, pattern, op, handler in self.routes
+                if method == request.method and (match := pattern.match(request.path))
+            ),
+            None,
+        )
+        if routed is None:
             return self.not_found()
+        op, handler, match = routed
         op = self.op_name(op, request)
         with self.lock:
             self.stats[op] += 1
@@ -275,7 +286,9 @@ class Simulator:
             elif fault.kind == "auth":
                 return self.auth_error()
             elif fault.kind == "malformed":
-                return SimResponse(200, b'{"offers": [{"id": "x", ', {"Content-Type": "application/json"})
+                return SimResponse(
+                    200, b'{"offers": [{"id": "x", ', {"Content-Type": "application/json"}
+                )
             elif fault.kind == "stale_offer":
                 with self.lock:
                     self.stale_offers += 1

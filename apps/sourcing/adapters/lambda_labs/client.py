@@ -3,6 +3,7 @@
 
 from typing import Any
 
+import httpx
 from pydantic import ValidationError
 
 from apps.sourcing.adapters import gpu_names
@@ -16,6 +17,7 @@ from apps.sourcing.adapters.base import (
     Offer,
     OfferFilters,
     ProviderAdapter,
+    ProviderError,
 )
 from apps.sourcing.adapters.lambda_labs import mapping
 from apps.sourcing.adapters.lambda_labs.schemas import (
@@ -30,7 +32,7 @@ API = "/api/v1"
 class LambdaLabsAdapter(ProviderAdapter):
     name = mapping.NAME
 
-    def classify(self, response, op):  # type: ignore[no-untyped-def]
+    def classify(self, response: httpx.Response, op: str) -> ProviderError | None:
         return mapping.classify(response, op)
 
     def _data(self, response: Any, op: str) -> Any:
@@ -51,7 +53,9 @@ class LambdaLabsAdapter(ProviderAdapter):
             try:
                 item = TypeAvailability.model_validate(raw)
             except ValidationError as exc:
-                raise MalformedResponseError(f"offers: {exc.errors()[:1]}", provider=self.name) from exc
+                raise MalformedResponseError(
+                    f"offers: {exc.errors()[:1]}", provider=self.name
+                ) from exc
             parsed = gpu_names.from_lambda(item.instance_type.description)
             if parsed is None:
                 continue
@@ -99,7 +103,11 @@ class LambdaLabsAdapter(ProviderAdapter):
                 script = "#!/bin/bash\n" + script
             body["user_data"] = script
         response = await self.request(
-            "POST", f"{API}/instance-operations/launch", op="create", json_body=body, idempotent=False
+            "POST",
+            f"{API}/instance-operations/launch",
+            op="create",
+            json_body=body,
+            idempotent=False,
         )
         try:
             answer = LaunchAnswer.model_validate(self._data(response, "create"))

@@ -48,7 +48,9 @@ def classify(response: httpx.Response, op: str) -> ProviderError | None:
         message = str(body["error"].get("message") or message)
     kw: dict[str, Any] = {"provider": NAME, "status": status, "code": code}
     if status == 429:
-        return RetryableError(message or "rate limited", retry_after=retry_after_seconds(response), **kw)
+        return RetryableError(
+            message or "rate limited", retry_after=retry_after_seconds(response), **kw
+        )
     if status >= 500 or code.startswith("provider/") or code == "global/unknown":
         return RetryableError(message, **kw)
     if code == "instance-operations/launch/insufficient-capacity":

@@ -5,6 +5,7 @@ import base64
 import shlex
 from typing import Any
 
+import httpx
 from pydantic import ValidationError
 
 from apps.sourcing.adapters import gpu_names
@@ -18,6 +19,7 @@ from apps.sourcing.adapters.base import (
     Offer,
     OfferFilters,
     ProviderAdapter,
+    ProviderError,
     usd_per_hour_to_micros,
 )
 from apps.sourcing.adapters.runpod import mapping
@@ -58,7 +60,7 @@ def docker_args(script: str) -> str:
 class RunPodAdapter(ProviderAdapter):
     name = mapping.NAME
 
-    def classify(self, response, op):  # type: ignore[no-untyped-def]
+    def classify(self, response: httpx.Response, op: str) -> ProviderError | None:
         return mapping.classify(response, op)
 
     async def _graphql(
@@ -95,7 +97,11 @@ class RunPodAdapter(ProviderAdapter):
             if gpu.maxGpuCount is not None and count > gpu.maxGpuCount:
                 continue
             for cloud, available, price in (
-                ("SECURE", gpu.secureCloud, gpu.secureSpotPrice if filters.spot else gpu.securePrice),
+                (
+                    "SECURE",
+                    gpu.secureCloud,
+                    gpu.secureSpotPrice if filters.spot else gpu.securePrice,
+                ),
                 (
                     "COMMUNITY",
                     gpu.communityCloud,
@@ -204,7 +210,9 @@ class RunPodAdapter(ProviderAdapter):
             try:
                 page = V2PodList.model_validate(self.json(response, "list"))
             except ValidationError as exc:
-                raise MalformedResponseError(f"list: {exc.errors()[:1]}", provider=self.name) from exc
+                raise MalformedResponseError(
+                    f"list: {exc.errors()[:1]}", provider=self.name
+                ) from exc
             found += [self._instance(p) for p in page.pods]
             pagination = page.pagination or {}
             if not pagination.get("hasNextPage") or not pagination.get("nextCursor"):

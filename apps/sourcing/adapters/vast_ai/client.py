@@ -1,8 +1,10 @@
 """Vast.ai: a marketplace of per-machine offers; rent one by its ask id (fact sheet §1)."""
 
 import json
+from typing import TypeVar
 
-from pydantic import ValidationError
+import httpx
+from pydantic import BaseModel, ValidationError
 
 from apps.sourcing.adapters import gpu_names
 from apps.sourcing.adapters.base import (
@@ -25,21 +27,23 @@ from apps.sourcing.adapters.vast_ai.schemas import (
     VastOffersAnswer,
 )
 
+M = TypeVar("M", bound=BaseModel)
 LIST_PAGE = 25  # the v1 list's maximum
 
 
 class VastAiAdapter(ProviderAdapter):
     name = mapping.NAME
 
-    def classify(self, response, op):  # type: ignore[no-untyped-def]
+    def classify(self, response: httpx.Response, op: str) -> ProviderError | None:
         return mapping.classify(response, op)
 
-    def _parse(self, model, body, op):  # type: ignore[no-untyped-def]
+    def _parse(self, model: type[M], body: object, op: str) -> M:
         try:
             return model.model_validate(body)
         except ValidationError as exc:
-            raise MalformedResponseError(f"{op}: unexpected shape: {exc.errors()[:1]}",
-                                         provider=self.name) from exc
+            raise MalformedResponseError(
+                f"{op}: unexpected shape: {exc.errors()[:1]}", provider=self.name
+            ) from exc
 
     async def list_offers(self, filters: OfferFilters) -> list[Offer]:
         query: dict[str, object] = {
@@ -106,7 +110,9 @@ class VastAiAdapter(ProviderAdapter):
         )
         answer = self._parse(VastCreateAnswer, self.json(response, "create"), "create")
         if answer.new_contract is None:
-            raise MalformedResponseError("create: no new_contract in the answer", provider=self.name)
+            raise MalformedResponseError(
+                "create: no new_contract in the answer", provider=self.name
+            )
         return Instance(
             provider=self.name,
             instance_id=str(answer.new_contract),

@@ -1,5 +1,7 @@
 """Vast.ai states and errors → ours (fact sheet §1.6, §1.7)."""
 
+from typing import Any
+
 import httpx
 
 from apps.sourcing.adapters.base import (
@@ -30,7 +32,11 @@ def state_of(instance: VastInstance) -> InstanceState:
     if actual in ("loading", "rebooting", "restarting"):
         return InstanceState.STARTING
     if actual == "running":
-        return InstanceState.RUNNING if (instance.ports or instance.ssh_port) else InstanceState.STARTING
+        return (
+            InstanceState.RUNNING
+            if (instance.ports or instance.ssh_port)
+            else InstanceState.STARTING
+        )
     if actual == "stopped":
         return InstanceState.PENDING if intended == "running" else InstanceState.STOPPED
     if actual == "frozen":
@@ -58,7 +64,7 @@ def classify(response: httpx.Response, op: str) -> ProviderError | None:
     if status < 300:
         return None
     marker = f"{code} {msg}"
-    kw = {"provider": NAME, "status": response.status_code, "code": code}
+    kw: dict[str, Any] = {"provider": NAME, "status": response.status_code, "code": code}
     if status == 429:
         return RetryableError(msg or "API requests too frequent", **kw)
     if status in (502, 503, 504) or status >= 500:

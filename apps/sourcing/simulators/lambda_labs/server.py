@@ -56,7 +56,7 @@ class LambdaSimulator(Simulator):
 
     def build_market(self, *, offers: int, seed: int) -> None:
         self._last_launch = 0.0
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 - a simulated market
         self.types: dict[str, dict[str, Any]] = {}
         self.capacity: dict[tuple[str, str], int] = {}
         for row in GPU_TABLE:
@@ -70,19 +70,24 @@ class LambdaSimulator(Simulator):
                     "description": lambda_description(row.canonical, count),
                     "gpu_description": lambda_description(row.canonical, 1)[3:],
                     "price_cents_per_hour": cents,
-                    "specs": {"vcpus": 26 * count, "memory_gib": 200 * count, "storage_gib": 1024 * count, "gpus": count},
+                    "specs": {
+                        "vcpus": 26 * count,
+                        "memory_gib": 200 * count,
+                        "storage_gib": 1024 * count,
+                        "gpus": count,
+                    },
                 }
                 for region in REGIONS:
                     self.capacity[(name, region)] = 0
         keys = list(self.capacity)
-        for n in range(offers):
+        for _ in range(offers):
             self.capacity[keys[self.rng.randrange(len(keys))]] += 1
 
     def drift(self) -> None:
         pass  # Lambda's list prices are fixed; capacity is what moves
 
     def exhaust(self, gpu_model: str | None) -> None:
-        for (name, region) in self.capacity:
+        for name, region in self.capacity:
             if gpu_model is None or name.startswith("gpu_") and self._canonical(name) == gpu_model:
                 self.capacity[(name, region)] = 0
 
@@ -94,17 +99,27 @@ class LambdaSimulator(Simulator):
 
     # --- errors ---
 
-    def _error(self, status: int, code: str, message: str, suggestion: str | None = None) -> SimResponse:
-        return SimResponse.json({"error": {"code": code, "message": message, "suggestion": suggestion}}, status)
+    def _error(
+        self, status: int, code: str, message: str, suggestion: str | None = None
+    ) -> SimResponse:
+        return SimResponse.json(
+            {"error": {"code": code, "message": message, "suggestion": suggestion}}, status
+        )
 
     def auth_error(self) -> SimResponse:
-        return self._error(401, "global/invalid-api-key", "API key was invalid, expired, or deleted.")
+        return self._error(
+            401, "global/invalid-api-key", "API key was invalid, expired, or deleted."
+        )
 
     def error_status(self, status: int) -> SimResponse:
-        return self._error(status, "provider/internal-unavailable", "Provider is temporarily unavailable.")
+        return self._error(
+            status, "provider/internal-unavailable", "Provider is temporarily unavailable."
+        )
 
     def rate_limited(self) -> SimResponse:
-        return SimResponse.json({"error": {"code": "global/too-many-requests", "message": "Too many requests"}}, 429)
+        return SimResponse.json(
+            {"error": {"code": "global/too-many-requests", "message": "Too many requests"}}, 429
+        )
 
     def capacity_error(self, op: str) -> SimResponse:
         return self._error(
@@ -114,7 +129,9 @@ class LambdaSimulator(Simulator):
         )
 
     def not_found(self) -> SimResponse:
-        return self._error(404, "global/object-does-not-exist", "Specified instance does not exist.")
+        return self._error(
+            404, "global/object-does-not-exist", "Specified instance does not exist."
+        )
 
     # --- endpoints ---
 
@@ -122,7 +139,9 @@ class LambdaSimulator(Simulator):
         data = {}
         for name, itype in self.types.items():
             regions = [
-                {"name": r, "description": REGIONS[r]} for r in REGIONS if self.capacity[(name, r)] > 0
+                {"name": r, "description": REGIONS[r]}
+                for r in REGIONS
+                if self.capacity[(name, r)] > 0
             ]
             if self.stale_offers and not regions:
                 regions = [{"name": "us-west-1", "description": REGIONS["us-west-1"]}]
@@ -141,15 +160,23 @@ class LambdaSimulator(Simulator):
             return self._error(400, "global/invalid-parameters", "Body must be an object.")
         region, type_name = body.get("region_name"), body.get("instance_type_name")
         if region not in REGIONS or type_name not in self.types:
-            return self._error(400, "global/invalid-parameters", "Invalid region_name or instance_type_name.")
+            return self._error(
+                400, "global/invalid-parameters", "Invalid region_name or instance_type_name."
+            )
         keys = body.get("ssh_key_names")
         if not isinstance(keys, list) or len(keys) != 1:
-            return self._error(400, "global/invalid-parameters", "Exactly one SSH key name is required.")
+            return self._error(
+                400, "global/invalid-parameters", "Exactly one SSH key name is required."
+            )
         if keys[0] not in self.ssh_keys:
-            return self._error(404, "global/object-does-not-exist", f"SSH key {keys[0]!r} does not exist.")
+            return self._error(
+                404, "global/object-does-not-exist", f"SSH key {keys[0]!r} does not exist."
+            )
         name = body.get("name")
         if name is not None and len(str(name)) > 64:
-            return self._error(400, "global/invalid-parameters", "name must be at most 64 characters.")
+            return self._error(
+                400, "global/invalid-parameters", "name must be at most 64 characters."
+            )
         if self.capacity[(type_name, region)] <= 0:
             return self.capacity_error("create")
         self.capacity[(type_name, region)] -= 1
@@ -168,7 +195,9 @@ class LambdaSimulator(Simulator):
 
     def _view(self, instance: SimInstance, status: str | None = None) -> dict[str, Any]:
         phase = instance.phase(time.monotonic())
-        status = status or {"creating": "booting", "booting": "booting", "running": "active"}.get(phase, "terminated")
+        status = status or {"creating": "booting", "booting": "booting", "running": "active"}.get(
+            phase, "terminated"
+        )
         active = status == "active"
         return {
             "id": instance.id,
@@ -185,7 +214,9 @@ class LambdaSimulator(Simulator):
         }
 
     def list(self, request: SimRequest, match: re.Match[str]) -> SimResponse:
-        return SimResponse.json({"data": [self._view(i) for i in self.instances.values() if not i.terminated]})
+        return SimResponse.json(
+            {"data": [self._view(i) for i in self.instances.values() if not i.terminated]}
+        )
 
     def get(self, request: SimRequest, match: re.Match[str]) -> SimResponse:
         instance = self.instances.get(match["id"])
@@ -216,7 +247,11 @@ class LambdaSimulator(Simulator):
     def plant(self, *, label: str, gpu_model: str) -> SimInstance:
         type_name = _type_name(gpu_model, 1)
         return self.new_instance(
-            id=uuid.uuid4().hex, label=label, gpu_model=gpu_model, gpu_count=1,
+            id=uuid.uuid4().hex,
+            label=label,
+            gpu_model=gpu_model,
+            gpu_count=1,
             price_per_hour=self.types[type_name]["price_cents_per_hour"] / 100,
-            region="us-west-1", extra={"type": type_name},
+            region="us-west-1",
+            extra={"type": type_name},
         )

@@ -24,11 +24,31 @@ CAPACITY = (
     "There are no longer any instances available with the requested specifications. "
     "Please refresh and try again."
 )
+INTERNAL = "Something went wrong. Please try again later or contact support."
 CREATE_FIELDS = {
-    "name", "imageName", "gpuTypeId", "gpuCount", "cloudType", "dataCenterId", "countryCode",
-    "containerDiskInGb", "volumeInGb", "volumeMountPath", "minVcpuCount", "minMemoryInGb",
-    "dockerArgs", "ports", "env", "startSsh", "supportPublicIp", "templateId",
-    "networkVolumeId", "allowedCudaVersions", "minCudaVersion", "minDownload", "minUpload",
+    "name",
+    "imageName",
+    "gpuTypeId",
+    "gpuCount",
+    "cloudType",
+    "dataCenterId",
+    "countryCode",
+    "containerDiskInGb",
+    "volumeInGb",
+    "volumeMountPath",
+    "minVcpuCount",
+    "minMemoryInGb",
+    "dockerArgs",
+    "ports",
+    "env",
+    "startSsh",
+    "supportPublicIp",
+    "templateId",
+    "networkVolumeId",
+    "allowedCudaVersions",
+    "minCudaVersion",
+    "minDownload",
+    "minUpload",
     "containerRegistryAuthId",
 }
 SPOT_FIELDS = CREATE_FIELDS | {"bidPerGpu", "stopAfter", "terminateAfter"}
@@ -65,7 +85,7 @@ class RunPodSimulator(Simulator):
         self.route("DELETE", r"/v2/pods/(?P<id>[^/]+)", "terminate", self.v2_delete)
 
     def build_market(self, *, offers: int, seed: int) -> None:
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 - a simulated market
         rows = [row for row in GPU_TABLE if row.runpod]
         self.types: dict[str, dict[str, Any]] = {}
         # machines free per (gpu type, cloud): `offers` machines spread over the types
@@ -119,7 +139,11 @@ class RunPodSimulator(Simulator):
 
     def rate_limited(self) -> SimResponse:
         return SimResponse.json(
-            {"title": "Too Many Requests", "status": 429, "detail": "rate limit exceeded for the minute window"},
+            {
+                "title": "Too Many Requests",
+                "status": 429,
+                "detail": "rate limit exceeded for the minute window",
+            },
             429,
             **{"Content-Type": "application/problem+json", "Retry-After": "1", **RATE_HEADERS},
         )
@@ -128,7 +152,11 @@ class RunPodSimulator(Simulator):
         return SimResponse.json(
             {
                 "errors": [
-                    {"message": CAPACITY, "path": ["podFindAndDeployOnDemand"], "extensions": {"code": "SUPPLY_CONSTRAINT"}}
+                    {
+                        "message": CAPACITY,
+                        "path": ["podFindAndDeployOnDemand"],
+                        "extensions": {"code": "SUPPLY_CONSTRAINT"},
+                    }
                 ],
                 "data": {"podFindAndDeployOnDemand": None},
             }
@@ -139,7 +167,7 @@ class RunPodSimulator(Simulator):
             {
                 "errors": [
                     {
-                        "message": "Something went wrong. Please try again later or contact support.",
+                        "message": INTERNAL,
                         "extensions": {"code": "INTERNAL_SERVER_ERROR"},
                     }
                 ],
@@ -198,14 +226,23 @@ class RunPodSimulator(Simulator):
             name = node.name.value
             if name not in allowed:
                 return SimResponse.json(
-                    {"errors": [{"message": f'Cannot query field "{name}" on type "{kind.title()}".'}]}, 400
+                    {
+                        "errors": [
+                            {"message": f'Cannot query field "{name}" on type "{kind.title()}".'}
+                        ]
+                    },
+                    400,
                 )
-            args = {a.name.value: value_from_ast_untyped(a.value, variables) for a in node.arguments}
+            args = {
+                a.name.value: value_from_ast_untyped(a.value, variables) for a in node.arguments
+            }
             key = node.alias.value if node.alias else name
             try:
                 value = getattr(self, f"_gql_{name}")(args, node)
             except _ResolverError as exc:
-                errors.append({"message": exc.message, "path": [key], "extensions": {"code": exc.code}})
+                errors.append(
+                    {"message": exc.message, "path": [key], "extensions": {"code": exc.code}}
+                )
                 data[key] = None
             except _ValidationError as exc:
                 return SimResponse.json({"errors": [{"message": exc.message}]}, 400)
@@ -220,8 +257,11 @@ class RunPodSimulator(Simulator):
         wanted = (args.get("input") or {}).get("id")
         out = []
         lowest_node = next(
-            (s for s in (node.selection_set.selections if node.selection_set else [])
-             if isinstance(s, FieldNode) and s.name.value == "lowestPrice"),
+            (
+                s
+                for s in (node.selection_set.selections if node.selection_set else [])
+                if isinstance(s, FieldNode) and s.name.value == "lowestPrice"
+            ),
             None,
         )
         lp_input: dict[str, Any] = {}
@@ -233,7 +273,11 @@ class RunPodSimulator(Simulator):
             if wanted and gpu["id"] != wanted:
                 continue
             free = self.stock[(gpu["id"], "SECURE")] + self.stock[(gpu["id"], "COMMUNITY")]
-            stock = None if free < count else ("High" if free >= 8 else "Medium" if free >= 3 else "Low")
+            stock = (
+                None
+                if free < count
+                else ("High" if free >= 8 else "Medium" if free >= 3 else "Low")
+            )
             out.append(
                 {
                     **gpu,
@@ -273,7 +317,9 @@ class RunPodSimulator(Simulator):
             raise _ResolverError(CAPACITY, "SUPPLY_CONSTRAINT")
         self.stock[(gpu_id, chosen)] -= count
         gpu = self.types[gpu_id]
-        price_key = ("secure" if chosen == "SECURE" else "community") + ("SpotPrice" if spot else "Price")
+        price_key = ("secure" if chosen == "SECURE" else "community") + (
+            "SpotPrice" if spot else "Price"
+        )
         price = float(pod_input["bidPerGpu"]) if spot else gpu[price_key]
         self.pod_seq += 1
         pod_id = "".join(self.rng.choices(string.ascii_lowercase + string.digits, k=14))
@@ -291,7 +337,9 @@ class RunPodSimulator(Simulator):
         )
         return self._gql_pod_view(instance)
 
-    def _gql_podFindAndDeployOnDemand(self, args: dict[str, Any], node: FieldNode) -> dict[str, Any]:  # noqa: N802
+    def _gql_podFindAndDeployOnDemand(  # noqa: N802 - GraphQL field names
+        self, args: dict[str, Any], node: FieldNode
+    ) -> dict[str, Any]:
         return self._create(args, CREATE_FIELDS, spot=False)
 
     def _gql_podRentInterruptable(self, args: dict[str, Any], node: FieldNode) -> dict[str, Any]:  # noqa: N802
@@ -306,7 +354,10 @@ class RunPodSimulator(Simulator):
         return None
 
     def _gql_podStop(self, args: dict[str, Any], node: FieldNode) -> dict[str, Any]:  # noqa: N802
-        raise _ResolverError("Something went wrong. Please try again later or contact support.", "INTERNAL_SERVER_ERROR")
+        raise _ResolverError(
+            "Something went wrong. Please try again later or contact support.",
+            "INTERNAL_SERVER_ERROR",
+        )
 
     def _gql_pod(self, args: dict[str, Any], node: FieldNode) -> dict[str, Any] | None:
         pod_id = (args.get("input") or {}).get("podId")
@@ -316,7 +367,9 @@ class RunPodSimulator(Simulator):
         return self._gql_pod_view(instance)
 
     def _gql_myself(self, args: dict[str, Any], node: FieldNode) -> dict[str, Any]:
-        return {"pods": [self._gql_pod_view(i) for i in self.instances.values() if not i.terminated]}
+        return {
+            "pods": [self._gql_pod_view(i) for i in self.instances.values() if not i.terminated]
+        }
 
     def _gql_pod_view(self, instance: SimInstance) -> dict[str, Any]:
         running = instance.phase(time.monotonic()) == "running"
@@ -332,18 +385,31 @@ class RunPodSimulator(Simulator):
             "dockerArgs": instance.startup_script,
             "runtime": {
                 "uptimeInSeconds": 1,
-                "ports": [{"ip": "213.173.104.74", "isIpPublic": True, "privatePort": 22, "publicPort": 35558, "type": "tcp"}],
+                "ports": [
+                    {
+                        "ip": "213.173.104.74",
+                        "isIpPublic": True,
+                        "privatePort": 22,
+                        "publicPort": 35558,
+                        "type": "tcp",
+                    }
+                ],
             }
             if running
             else None,
-            "machine": {"podHostId": f"{instance.id}-64410a1b", "gpuDisplayName": instance.gpu_model},
+            "machine": {
+                "podHostId": f"{instance.id}-64410a1b",
+                "gpuDisplayName": instance.gpu_model,
+            },
         }
 
     # --- REST v2 ---
 
     def _v2_view(self, instance: SimInstance) -> dict[str, Any]:
         phase = instance.phase(time.monotonic())
-        status = {"creating": "PROVISIONING", "booting": "STARTING", "running": "RUNNING"}.get(phase, "TERMINATED")
+        status = {"creating": "PROVISIONING", "booting": "STARTING", "running": "RUNNING"}.get(
+            phase, "TERMINATED"
+        )
         running = status == "RUNNING"
         return {
             "id": instance.id,
@@ -359,11 +425,20 @@ class RunPodSimulator(Simulator):
             "cloud": instance.extra.get("cloud", "SECURE"),
             "dataCenterId": instance.region,
             "ssh": {
-                "proxy": {"host": "ssh.runpod.io", "port": 22, "username": f"{instance.id}-64410a1b"},
-                "direct": {"host": "213.173.104.74", "port": 35558, "username": "root"} if running else None,
+                "proxy": {
+                    "host": "ssh.runpod.io",
+                    "port": 22,
+                    "username": f"{instance.id}-64410a1b",
+                },
+                "direct": {"host": "213.173.104.74", "port": 35558, "username": "root"}
+                if running
+                else None,
             },
             "cost": instance.price_per_hour,
-            "runtime": {"uptime": 1, "ports": [{"private": 22, "public": 35558, "type": "tcp", "ip": "213.173.104.74"}]}
+            "runtime": {
+                "uptime": 1,
+                "ports": [{"private": 22, "public": 35558, "type": "tcp", "ip": "213.173.104.74"}],
+            }
             if running
             else None,
             "createdAt": "2026-01-13T10:02:11Z",
@@ -371,13 +446,13 @@ class RunPodSimulator(Simulator):
 
     def v2_list(self, request: SimRequest, match: re.Match[str]) -> SimResponse:
         pods = [self._v2_view(i) for i in self.instances.values() if not i.terminated]
-        return SimResponse.json({"pods": pods}, **RATE_HEADERS)
+        return _rated(SimResponse.json({"pods": pods}))
 
     def v2_get(self, request: SimRequest, match: re.Match[str]) -> SimResponse:
         instance = self.instances.get(match["id"])
         if instance is None or instance.terminated:
             return self.not_found()
-        return SimResponse.json(self._v2_view(instance), **RATE_HEADERS)
+        return _rated(SimResponse.json(self._v2_view(instance)))
 
     def v2_delete(self, request: SimRequest, match: re.Match[str]) -> SimResponse:
         instance = self.instances.get(match["id"])
@@ -390,7 +465,7 @@ class RunPodSimulator(Simulator):
         self.terminate(instance)
         key = (instance.extra.get("gpu_type_id"), instance.extra.get("cloud"))
         if key in self.stock:
-            self.stock[key] += instance.gpu_count  # type: ignore[index]
+            self.stock[key] += instance.gpu_count
 
     def startup_env(self, instance: SimInstance) -> dict[str, str]:
         return {**instance.env, "RUNPOD_POD_ID": instance.id, "RUNPOD_PUBLIC_IP": "213.173.104.74"}
@@ -399,10 +474,18 @@ class RunPodSimulator(Simulator):
         gpu_id = BY_CANONICAL[gpu_model].runpod[0]
         pod_id = "".join(self.rng.choices(string.ascii_lowercase + string.digits, k=14))
         return self.new_instance(
-            id=pod_id, label=label, gpu_model=gpu_model, gpu_count=1,
+            id=pod_id,
+            label=label,
+            gpu_model=gpu_model,
+            gpu_count=1,
             price_per_hour=self.types[gpu_id]["securePrice"],
             extra={"gpu_type_id": gpu_id, "cloud": "SECURE"},
         )
+
+
+def _rated(response: SimResponse) -> SimResponse:
+    response.headers.update(RATE_HEADERS)
+    return response
 
 
 class _ResolverError(Exception):

@@ -42,7 +42,7 @@ class VastSimulator(Simulator):
         self.route("PUT", r"/api/v0/instances/(?P<id>\d+)/", "update", self.update)
 
     def build_market(self, *, offers: int, seed: int) -> None:
-        rng = random.Random(seed)
+        rng = random.Random(seed)  # noqa: S311 - a simulated market
         models = [row for row in GPU_TABLE if row.vast]
         self.rng = rng
         self.offers: dict[int, dict[str, Any]] = {}
@@ -103,7 +103,9 @@ class VastSimulator(Simulator):
     # --- errors in Vast's shapes ---
 
     def auth_error(self) -> SimResponse:
-        return SimResponse.json({"success": False, "error": "auth_error", "msg": "Invalid user key"}, 401)
+        return SimResponse.json(
+            {"success": False, "error": "auth_error", "msg": "Invalid user key"}, 401
+        )
 
     def error_status(self, status: int) -> SimResponse:
         return SimResponse.text(f"<html><body><h1>{status} Bad Gateway</h1></body></html>", status)
@@ -132,14 +134,18 @@ class VastSimulator(Simulator):
     def search(self, request: SimRequest, match: re.Match[str]) -> SimResponse:
         query = request.json() or {}
         if not isinstance(query, dict):
-            return SimResponse.json({"success": False, "error": "invalid_args", "msg": "bad query"}, 400)
+            return SimResponse.json(
+                {"success": False, "error": "invalid_args", "msg": "bad query"}, 400
+            )
         limit = int(query.get("limit") or 64)
         order = query.get("order") or [["score", "desc"]]
         found = []
         for offer in self.offers.values():
             ok = True
             for key, condition in query.items():
-                if key in ("order", "limit", "type", "allocated_storage") or not isinstance(condition, dict):
+                if key in ("order", "limit", "type", "allocated_storage") or not isinstance(
+                    condition, dict
+                ):
                     continue
                 value = offer.get(key)
                 for op_name, operand in condition.items():
@@ -149,7 +155,11 @@ class VastSimulator(Simulator):
             if ok:
                 found.append(offer)
         for col, direction in reversed(order):
-            found.sort(key=lambda o, c=col: o.get(c) or 0, reverse=direction == "desc")
+
+            def by_col(offer: dict[str, Any], col: str = col) -> Any:
+                return offer.get(col) or 0
+
+            found.sort(key=by_col, reverse=direction == "desc")
         found = found[:limit]
         if self.stale_offers:
             # A cached view: offers already rented are still listed (cheapest first).
@@ -165,12 +175,21 @@ class VastSimulator(Simulator):
         body = request.json() or {}
         if not body.get("image"):
             return SimResponse.json(
-                {"success": False, "error": "invalid_args", "msg": "error 400/3467: Invalid args: image required"},
+                {
+                    "success": False,
+                    "error": "invalid_args",
+                    "msg": "error 400/3467: Invalid args: image required",
+                },
                 400,
             )
         if len(body.get("onstart") or "") > 4096:
             return SimResponse.json(
-                {"success": False, "error": "invalid_args", "msg": "error 400/3467: onstart too long"}, 400
+                {
+                    "success": False,
+                    "error": "invalid_args",
+                    "msg": "error 400/3467: onstart too long",
+                },
+                400,
             )
         offer = self.offers.pop(int(ask), None) if ask.isdigit() else None
         if offer is None:
@@ -265,14 +284,18 @@ class VastSimulator(Simulator):
                 "instances_found": len(page),
                 "total_instances": sum(1 for i in self.instances.values() if not i.terminated),
                 "label_counts": labels,
-                "next_token": base64.urlsafe_b64encode(page[-1].id.encode()).decode() if more else None,
+                "next_token": base64.urlsafe_b64encode(page[-1].id.encode()).decode()
+                if more
+                else None,
             }
         )
 
     def destroy(self, request: SimRequest, match: re.Match[str]) -> SimResponse:
         instance = self.instances.get(match["id"])
         if instance is None or instance.terminated:
-            return SimResponse.json({"success": False, "error": "not_found", "msg": "Instance not found"}, 404)
+            return SimResponse.json(
+                {"success": False, "error": "not_found", "msg": "Instance not found"}, 404
+            )
         self.terminate(instance)
         offer = instance.extra.get("offer")
         if offer and "id" in offer:  # the machine is for rent again
@@ -283,16 +306,24 @@ class VastSimulator(Simulator):
     def update(self, request: SimRequest, match: re.Match[str]) -> SimResponse:
         instance = self.instances.get(match["id"])
         if instance is None or instance.terminated:
-            return SimResponse.json({"success": False, "error": "no_such_instance", "msg": "no such instance"}, 404)
+            return SimResponse.json(
+                {"success": False, "error": "no_such_instance", "msg": "no such instance"}, 404
+            )
         body = request.json() or {}
         if "label" in body:
             if len(str(body["label"])) > 256:
-                return SimResponse.json({"success": False, "error": "label_too_long", "msg": "label too long"}, 400)
+                return SimResponse.json(
+                    {"success": False, "error": "label_too_long", "msg": "label too long"}, 400
+                )
             instance.label = str(body["label"])
         return SimResponse.json({"success": True})
 
     def startup_env(self, instance: SimInstance) -> dict[str, str]:
-        return {**instance.env, "CONTAINER_ID": instance.id, "VAST_CONTAINERLABEL": f"C.{instance.id}"}
+        return {
+            **instance.env,
+            "CONTAINER_ID": instance.id,
+            "VAST_CONTAINERLABEL": f"C.{instance.id}",
+        }
 
     def plant(self, *, label: str, gpu_model: str) -> SimInstance:
         self.next_id += 1
@@ -302,5 +333,10 @@ class VastSimulator(Simulator):
             gpu_model=gpu_model,
             gpu_count=1,
             price_per_hour=BASE_PRICE.get(gpu_model, 1.0),
-            extra={"offer": {"gpu_name": BY_CANONICAL[gpu_model].vast[0], "gpu_ram": BY_CANONICAL[gpu_model].vram_gb * 1024}},
+            extra={
+                "offer": {
+                    "gpu_name": BY_CANONICAL[gpu_model].vast[0],
+                    "gpu_ram": BY_CANONICAL[gpu_model].vram_gb * 1024,
+                }
+            },
         )
