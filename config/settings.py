@@ -302,7 +302,11 @@ SOURCING_PROVIDERS: dict[str, dict[str, str]] = {
 }
 if SOURCING_SIMULATORS:
     for _port, (_name, _key) in enumerate(
-        (("vast_ai", "vast-sim-key"), ("runpod", "runpod-sim-key"), ("lambda_labs", "lambda-sim-key")),
+        (
+            ("vast_ai", "vast-sim-key"),
+            ("runpod", "runpod-sim-key"),
+            ("lambda_labs", "lambda-sim-key"),
+        ),
         start=7801,
     ):
         SOURCING_PROVIDERS[_name] = {"base_url": f"http://127.0.0.1:{_port}", "api_key": _key}
