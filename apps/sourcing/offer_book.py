@@ -159,5 +159,42 @@ def book_offers(
     if strategy == Strategy.LOWEST_PRICE:
         entries = list(query.order_by("price_per_gpu_hour", "-reliability")[:limit])
         return [entry_to_priced(e, now) for e in entries]
-    priced = [entry_to_priced(e, now) for e in query]
-    return rank(priced, strategy, launch_history())[:limit]
+    # Other strategies rank every candidate: read plain rows, not model instances.
+    priced = [
+        PricedOffer(
+            offer=Offer(
+                provider=row[0],
+                offer_id=row[1],
+                gpu_model=gpu_model,
+                gpu_count=gpu_count,
+                vram_gb=row[2],
+                price_per_hour=row[3],
+                region=row[4],
+                reliability=row[5],
+                spot=row[6],
+                provider_gpu_name=row[7],
+                extra=row[8],
+            ),
+            markup_percent=row[9],
+            our_price_per_gpu_hour=row[10],
+            stale=row[11],
+            age_seconds=(now - row[12]).total_seconds(),
+        )
+        for row in query.values_list(
+            "provider",
+            "offer_id",
+            "vram_gb",
+            "upstream_price_per_hour",
+            "region",
+            "reliability",
+            "spot",
+            "provider_gpu_name",
+            "extra",
+            "markup_percent",
+            "price_per_gpu_hour",
+            "stale",
+            "fetched_at",
+        )
+    ]
+    history = launch_history() if strategy != Strategy.BEST_VALUE else {}
+    return rank(priced, strategy, history)[:limit]
