@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -79,7 +78,15 @@ def main() -> None:
 
     base = free_port_base()
     sims = subprocess.Popen(
-        [sys.executable, "-m", "apps.sourcing.simulators", "--port", str(base), "--offers", str(args.offers)],
+        [
+            sys.executable,
+            "-m",
+            "apps.sourcing.simulators",
+            "--port",
+            str(base),
+            "--offers",
+            str(args.offers),
+        ],
         cwd=_django.ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -90,7 +97,8 @@ def main() -> None:
         names = ["vast_ai", "runpod", "lambda_labs"]
         keys = ["vast-sim-key", "runpod-sim-key", "lambda-sim-key"]
         settings.SOURCING_PROVIDERS = {
-            n: {"base_url": f"http://127.0.0.1:{base + i}", "api_key": keys[i]} for i, n in enumerate(names)
+            n: {"base_url": f"http://127.0.0.1:{base + i}", "api_key": keys[i]}
+            for i, n in enumerate(names)
         }
         settings.SOURCING_SEARCH_DEADLINE_S = 5.0
         for i in range(3):  # no price drift during the bench
@@ -107,7 +115,9 @@ def main() -> None:
             counts.append(n)
             for name in names:
                 per_provider[name].append(timed_search(one, [name])[0])
-        print(f"\nfresh search, {args.gpu}, 3 providers at once ({counts[-1]} offers):  {ms(times)}")
+        print(
+            f"\nfresh search, {args.gpu}, 3 providers at once ({counts[-1]} offers):  {ms(times)}"
+        )
         for name in names:
             print(f"  {name:12s} alone:                           {ms(per_provider[name])}")
         sums = [sum(per_provider[n][i] for n in names) for i in range(args.searches)]
@@ -119,7 +129,10 @@ def main() -> None:
             t0 = time.perf_counter()
             result = offer_book.offer_book_refresh()
             refresh.append(time.perf_counter() - t0)
-        print(f"\nbook refresh (search all + upsert {result.offers} rows: {result.by_provider}): {ms(refresh)}")
+        print(
+            f"\nbook refresh (search all + upsert {result.offers} rows: {result.by_provider}):"
+            f" {ms(refresh)}"
+        )
 
         # 3. book reads
         for strategy in Strategy:
