@@ -6,6 +6,7 @@ switch each part to its production engine. `DJANGO_ENV=production` refuses to st
 variables production needs.
 """
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -334,8 +335,16 @@ SOURCING_SERVER_URL = env.str("SOURCING_SERVER_URL", default=SITE_URL)
 # per-instance registration token bound to that instance).
 SOURCING_AGENT_BOOTSTRAP = env.str(
     "SOURCING_AGENT_BOOTSTRAP",
-    default="curl -fsSL {server}/api/v1/nodes/install.sh | bash -s -- --server={server} "
-    "--bootstrap-token={token}",
+    default=(
+        # The simulators' machines are local processes: they run the agent of this checkout,
+        # with simulated GPUs.
+        f"cd {BASE_DIR} && exec {sys.executable} -m agent --server {{server}} "
+        f'--bootstrap-token {{token}} --state-dir "$HOME/agent-state" --network-mode host '
+        "--gpu-devices off"
+        if SOURCING_SIMULATORS
+        else "curl -fsSL {server}/api/v1/nodes/install.sh | bash -s -- --server={server} "
+        "--bootstrap-token={token}"
+    ),
 )
 POD_CAPACITY_SOURCES = [*POD_CAPACITY_SOURCES, "apps.sourcing.capacity.upstream_clouds"]
 NODE_REGISTRATION_RESOLVERS = [
