@@ -15,7 +15,12 @@ from apps.sourcing.adapters.base import Offer, OfferFilters
 from apps.sourcing.models import OfferBookEntry
 from apps.sourcing.multi import MultiProviderService, SearchResult
 from apps.sourcing.ranking import PricedOffer, Strategy, rank
-from apps.sourcing.registry import launch_history, make_service, publish_health
+from apps.sourcing.registry import (
+    configured_providers,
+    launch_history,
+    make_service,
+    publish_health,
+)
 
 FIELDS = (
     "gpu_model",
@@ -64,7 +69,7 @@ def offer_book_refresh(*, limit: int = 20_000) -> RefreshResult:
     for priced in found.offers:
         if not priced.stale:
             fresh.setdefault(priced.provider, []).append(priced)
-    answered = {p for p in make_providers_answered(found)}
+    answered = set(configured_providers()) - set(found.errors) - found.skipped
     with transaction.atomic():
         for provider in answered:
             offers = fresh.get(provider, [])
@@ -83,12 +88,6 @@ def offer_book_refresh(*, limit: int = 20_000) -> RefreshResult:
         if failed:
             OfferBookEntry.objects.filter(provider__in=failed).update(stale=True)
     return result
-
-
-def make_providers_answered(found: SearchResult) -> set[str]:
-    from apps.sourcing.registry import configured_providers
-
-    return set(configured_providers()) - set(found.errors) - found.skipped
 
 
 def _row(priced: PricedOffer, now: datetime) -> OfferBookEntry:

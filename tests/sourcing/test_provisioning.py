@@ -283,3 +283,62 @@ def test_upstream_cost_is_booked_once_against_revenue(sourcing, user):
     cost = LedgerAccount.objects.get(kind=AccountKind.UPSTREAM_COST)
     assert revenue.balance == -1_000_000 and cost.balance == 1_000_000
     assert Entry.objects.aggregate(s=Sum("amount"))["s"] == 0
+
+
+def _active_instance_on_planted_machine(sim, provider, *, label="gco-warm") -> ProvisionedInstance:
+    iid = sim.control.plant(gpu_model=GPU, label=label)
+    node = Node.objects.create(
+        hostname="rented",
+        token_digest=uuid.uuid4().hex * 2,
+        token_prefix="nt_x",
+        provider_instance_id=iid,
+    )
+    return ProvisionedInstance.objects.create(
+        label=label,
+        provider=provider,
+        provider_instance_id=iid,
+        gpu_model=GPU,
+        status=InstanceStatus.ACTIVE,
+        node=node,
+        upstream_price_per_hour=400_000,
+        cost_accrued_until=timezone.now(),
+    )
+
+
+def test_idle_instance_is_kept_warm_then_terminated(sourcing, settings):
+    settings.SOURCING_IDLE_KEEP_S = 600
+    instance = _active_instance_on_planted_machine(sourcing["vast_ai"], "vast_ai")
+    now = timezone.now()
+    services.provisioning_tick(now=now)
+    instance.refresh_from_db()
+    assert instance.status == InstanceStatus.ACTIVE and instance.idle_since is not None
+    services.provisioning_tick(now=now + timedelta(seconds=601))
+    instance.refresh_from_db()
+    assert instance.status == InstanceStatus.TERMINATED
+    assert live_at(sourcing["vast_ai"], "gco-warm") == []
+    assert Node.objects.get(pk=instance.node_id).status == "RETIRED"
+    assert UpstreamCharge.objects.filter(instance=instance).exists() or instance.terminated_at
+
+
+def test_a_create_lost_with_its_worker_is_found_by_label_or_failed(sourcing, user):
+    old = timezone.now() - timedelta(minutes=10)
+    found_label, lost_label = "gco-found-later", "gco-never-made"
+    sourcing["runpod"].control.plant(gpu_model=GPU, label=found_label)
+    for label in (found_label, lost_label):
+        ProvisionedInstance.objects.create(
+            label=label, gpu_model=GPU, status=InstanceStatus.CREATING, create_sent_at=old
+        )
+    services.provisioning_tick()
+    adopted = ProvisionedInstance.objects.get(label=found_label)
+    assert adopted.status == InstanceStatus.STARTING and adopted.provider == "runpod"
+    assert ProvisionedInstance.objects.get(label=lost_label).status == InstanceStatus.FAILED
+
+
+def test_a_pod_stopped_before_the_rent_rents_nothing(sourcing, user):
+    from apps.pods.services import pod_stop
+
+    pod = _provision_one(sourcing, user)
+    pod_stop(pod=pod)
+    services.provisioning_tick()
+    assert ProvisionedInstance.objects.get(pod=pod).status == InstanceStatus.FAILED
+    assert creates(sourcing) == 0
