@@ -147,7 +147,10 @@ def instance_provision(*, instance_id: uuid.UUID) -> ProvisionedInstance | None:
             instance_transition(instance=instance, to=S.FAILED, reason="sourcing is switched off")
             _pod_back_to_pending(instance.pod_id, "upstream provisioning is switched off")
             return instance
-        if not Pod.objects.filter(pk=instance.pod_id, status=PodStatus.PROVISIONING).exists():
+        if (
+            instance.pod_id is None
+            or not Pod.objects.filter(pk=instance.pod_id, status=PodStatus.PROVISIONING).exists()
+        ):
             # Its pod was stopped (or placed elsewhere) before we rented anything: rent nothing.
             instance_transition(instance=instance, to=S.FAILED, reason="its pod no longer waits")
             return instance
