@@ -4,6 +4,8 @@ sourcing."""
 
 from typing import Any
 
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.pagination import LimitOffsetPagination
@@ -40,6 +42,10 @@ class OfferOutput(serializers.Serializer):
     spot = serializers.BooleanField()
     stale = serializers.BooleanField()
     fetched_at = serializers.DateTimeField()
+    age_seconds = serializers.SerializerMethodField()
+
+    def get_age_seconds(self, entry: Any) -> float:
+        return round((timezone.now() - entry.fetched_at).total_seconds(), 1)
 
 
 class StaffOfferOutput(OfferOutput):
@@ -54,7 +60,7 @@ def _query(serializer_class: type[serializers.Serializer], request: Request) -> 
 
 
 class OverviewView(APIView):
-    @extend_schema(tags=["dashboard"])
+    @extend_schema(tags=["dashboard"], responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request) -> Response:
         return Response(selectors.overview(staff=bool(request.user.is_staff)))
 
@@ -62,7 +68,9 @@ class OverviewView(APIView):
 class GpuOffersView(APIView):
     """The offer book at our prices: filter, sort, paginate (limit/offset)."""
 
-    @extend_schema(tags=["dashboard"], parameters=[OffersQuery])
+    @extend_schema(
+        tags=["dashboard"], parameters=[OffersQuery], responses={200: StaffOfferOutput(many=True)}
+    )
     def get(self, request: Request) -> Response:
         params = _query(OffersQuery, request)
         queryset = selectors.offers(**params)
@@ -73,7 +81,7 @@ class GpuOffersView(APIView):
 
 
 class GpuAvailabilityView(APIView):
-    @extend_schema(tags=["dashboard"])
+    @extend_schema(tags=["dashboard"], responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request) -> Response:
         return Response({"results": selectors.availability()})
 
@@ -83,7 +91,9 @@ class PriceComparisonQuery(serializers.Serializer):
 
 
 class PriceComparisonView(APIView):
-    @extend_schema(tags=["dashboard"], parameters=[PriceComparisonQuery])
+    @extend_schema(
+        tags=["dashboard"], parameters=[PriceComparisonQuery], responses={200: OpenApiTypes.OBJECT}
+    )
     def get(self, request: Request) -> Response:
         params = _query(PriceComparisonQuery, request)
         return Response({"results": selectors.price_comparison(params.get("gpu_model"))})
@@ -92,7 +102,7 @@ class PriceComparisonView(APIView):
 class ProviderHealthView(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(tags=["dashboard"])
+    @extend_schema(tags=["dashboard"], responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request) -> Response:
         return Response({"results": selectors.provider_health()})
 
@@ -102,7 +112,7 @@ class ProviderResetView(APIView):
 
     permission_classes = [IsAdminUser]
 
-    @extend_schema(tags=["dashboard"], request=None)
+    @extend_schema(tags=["dashboard"], request=None, responses={200: OpenApiTypes.OBJECT})
     def post(self, request: Request, provider: str) -> Response:
         if provider not in registry.configured_providers():
             raise exceptions.NotFound(f"No configured provider named {provider!r}.")
@@ -117,7 +127,7 @@ class CostQuery(serializers.Serializer):
 class CostAnalyticsView(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(tags=["dashboard"], parameters=[CostQuery])
+    @extend_schema(tags=["dashboard"], parameters=[CostQuery], responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request) -> Response:
         params = _query(CostQuery, request)
         return Response(selectors.cost_analytics(since=selectors.default_since(params["days"])))

@@ -59,6 +59,8 @@ async def _search(service: MultiProviderService, limit: int) -> SearchResult:
 def offer_book_refresh(*, limit: int = 20_000) -> RefreshResult:
     """Ask every provider at once (each within its deadline) and replace its lines of the
     book. A provider that missed its deadline or failed keeps its old lines, marked stale."""
+    if not settings.SOURCING_ENABLED:
+        return RefreshResult()  # sourcing off: no upstream traffic at all
     found = asyncio.run(_search(make_service(), limit))
     publish_health()
     now = timezone.now()

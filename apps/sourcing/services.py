@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.billing.models import AccountKind, TransactionKind
@@ -353,12 +353,14 @@ def provisioning_tick(*, now: datetime | None = None) -> TickResult:
         )
         result.failed += 1
     _resolve_lost_creates(now)
+    result.terminated += _abandon_unwanted(now)
     result.pods_released += _release_pods()
     result.terminated += _retire_idle(now)
-    for instance_id in ProvisionedInstance.objects.filter(status=S.TERMINATING).values_list(
-        "pk", flat=True
+    for instance_id, why in ProvisionedInstance.objects.filter(status=S.TERMINATING).values_list(
+        "pk", "status_reason"
     ):
-        if instance_terminate(instance_id=instance_id, reason="retrying terminate"):
+        final = S.FAILED if why.startswith("failing:") else S.TERMINATED
+        if instance_terminate(instance_id=instance_id, reason="retrying terminate", final=final):
             result.terminated += 1
     return result
 
@@ -436,6 +438,21 @@ def _retire_node(instance: ProvisionedInstance, reason: str) -> None:
         node_transition(
             node=node, to=NodeStatus.RETIRED, reason=f"upstream instance ended: {reason}"[:255]
         )
+
+
+def _abandon_unwanted(now: datetime) -> int:
+    """A machine still booting whose pod has ended (stopped, failed, deleted) is not kept
+    booting until its deadline: terminated now, unless instances are kept warm."""
+    if settings.SOURCING_IDLE_KEEP_S:
+        return 0
+    count = 0
+    for instance_id in ProvisionedInstance.objects.filter(
+        status__in=WAITING,
+        pod__status__in=(PodStatus.STOPPED, PodStatus.FAILED, PodStatus.TERMINATED),
+    ).values_list("pk", flat=True):
+        if instance_terminate(instance_id=instance_id, reason="its pod ended before it was ready"):
+            count += 1
+    return count
 
 
 def _release_pods() -> int:
@@ -620,6 +637,8 @@ def reconcile(*, now: datetime | None = None) -> ReconcileResult:
     to record its id). Tracked instances the provider no longer has are closed out."""
     now = now or timezone.now()
     result = ReconcileResult()
+    if not settings.SOURCING_ENABLED:
+        return result  # with sourcing off we touch nothing upstream that is not ours
     grace = timedelta(seconds=settings.SOURCING_ORPHAN_GRACE_S)
     listed = asyncio.run(_list_all(make_service()))
     for provider, answer in listed.items():
@@ -682,7 +701,9 @@ def accrue_upstream_costs(
     UpstreamCharge per interval, unique per (instance, period_start); idempotent by key."""
     now = now or timezone.now()
     query = ProvisionedInstance.objects.filter(
-        cost_accrued_until__isnull=False, upstream_price_per_hour__isnull=False
+        Q(status__in=BILLED_STATUSES) | Q(terminated_at__gt=F("cost_accrued_until")),
+        cost_accrued_until__isnull=False,
+        upstream_price_per_hour__isnull=False,
     )
     if instance_ids is not None:
         query = query.filter(pk__in=instance_ids)

@@ -161,6 +161,22 @@ async def test_bad_key_is_a_credentials_error(sims, name):
 
 
 @pytest.mark.parametrize("name", PROVIDERS)
+async def test_account_and_fatal_errors_over_http(sims, name):
+    adapter = make_adapter(sims[name], name)
+    offer = await _first_offer(adapter)
+    sims[name].control.fault("create", "account")
+    with pytest.raises(AccountError):
+        await adapter.create_instance(offer, CONFIG)
+    sims[name].control.fault("create", "invalid")
+    with pytest.raises(FatalError) as caught:
+        await adapter.create_instance(offer, CONFIG)
+    assert not isinstance(caught.value, CredentialsError)
+    assert sims[name].control.stats()["create"] == 2  # neither is retried
+    assert await adapter.list_instances() == []  # nothing was created
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize("name", PROVIDERS)
 async def test_malformed_body(sims, name):
     adapter = make_adapter(sims[name], name)
     sims[name].control.fault("offers", "malformed")

@@ -47,16 +47,21 @@ def live_at(sim, label):
 def test_flags_off_by_default_no_create_call_is_ever_made(sourcing, settings, user):
     settings.SOURCING_ENABLED = False
     settings.AUTO_PROVISIONING_ENABLED = False
-    offer_book.offer_book_refresh()  # reads are fine
+    offer_book.offer_book_refresh()
     pod = make_pod(user)
     schedule_pending()
     services.provisioning_tick()
+    services.reconcile()
     pod.refresh_from_db()
     assert pod.status == PodStatus.PENDING and "Waiting for capacity" in pod.status_reason
     assert ProvisionedInstance.objects.count() == 0
-    settings.SOURCING_ENABLED = True  # one switch alone is not enough
+    # sourcing off: not a single upstream call of any kind
+    assert sum(sim.control.stats().get("total", 0) for sim in sourcing.values()) == 0
+    settings.SOURCING_ENABLED = True  # one switch alone is not enough to rent
+    offer_book.offer_book_refresh()  # reads now happen
     schedule_pending()
     services.provisioning_tick()
+    assert OfferBookEntry.objects.exists()
     assert ProvisionedInstance.objects.count() == 0
     assert creates(sourcing) == 0
 
@@ -342,3 +347,17 @@ def test_a_pod_stopped_before_the_rent_rents_nothing(sourcing, user):
     services.provisioning_tick()
     assert ProvisionedInstance.objects.get(pod=pod).status == InstanceStatus.FAILED
     assert creates(sourcing) == 0
+
+
+def test_a_booting_machine_whose_pod_ended_is_terminated_at_once(sourcing, user):
+    from apps.pods.services import pod_stop
+
+    pod = _provision_one(sourcing, user)
+    services.provisioning_tick()
+    instance = ProvisionedInstance.objects.get(pod=pod)
+    assert instance.status in (InstanceStatus.STARTING, InstanceStatus.INSTALLING)
+    pod_stop(pod=pod)
+    services.provisioning_tick()
+    instance.refresh_from_db()
+    assert instance.status == InstanceStatus.TERMINATED
+    assert live_at(sourcing[instance.provider], instance.label) == []

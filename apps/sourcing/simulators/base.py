@@ -72,8 +72,9 @@ class SimResponse:
 @dataclass
 class Fault:
     """`kind`: status (answer `status`), rate_limit, timeout (sleep `seconds`, then answer),
-    capacity, auth, malformed, lost_answer (act, then drop the connection), stale_offer
-    (searches list an offer that is already gone), graphql_error (RunPod: 200 with errors).
+    capacity, auth, account, invalid, malformed, lost_answer (act, then drop the connection),
+    stale_offer (searches list an offer that is already gone), graphql_error (RunPod: 200 with
+    errors).
     `op`: offers, create, get, list, terminate, or * for any. `count` < 0: until cleared."""
 
     op: str
@@ -216,6 +217,14 @@ class Simulator:
     def not_found(self) -> SimResponse:
         return SimResponse.json({"error": "not found"}, 404)
 
+    def account_error(self) -> SimResponse:
+        """Our account cannot use the provider now (credit, quota, suspended)."""
+        return SimResponse.json({"error": "account"}, 403)
+
+    def invalid_request(self) -> SimResponse:
+        """The provider's answer to a malformed request of ours."""
+        return SimResponse.json({"error": "invalid"}, 400)
+
     def startup_env(self, instance: SimInstance) -> dict[str, str]:
         return dict(instance.env)
 
@@ -285,6 +294,10 @@ class Simulator:
                 return self.capacity_error(op)
             elif fault.kind == "auth":
                 return self.auth_error()
+            elif fault.kind == "account":
+                return self.account_error()
+            elif fault.kind == "invalid":
+                return self.invalid_request()
             elif fault.kind == "malformed":
                 return SimResponse(
                     200, b'{"offers": [{"id": "x", ', {"Content-Type": "application/json"}

@@ -128,6 +128,12 @@ class LambdaSimulator(Simulator):
             "Not enough capacity to fulfill launch request.",
         )
 
+    def account_error(self) -> SimResponse:
+        return self._error(400, "global/quota-exceeded", "Instance quota exceeded.")
+
+    def invalid_request(self) -> SimResponse:
+        return self._error(400, "global/invalid-parameters", "Invalid request body.")
+
     def not_found(self) -> SimResponse:
         return self._error(
             404, "global/object-does-not-exist", "Specified instance does not exist."

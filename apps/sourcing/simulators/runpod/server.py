@@ -175,6 +175,18 @@ class RunPodSimulator(Simulator):
             }
         )
 
+    def account_error(self) -> SimResponse:
+        return SimResponse.json(
+            {"title": "Forbidden", "status": 403, "detail": "access denied"},
+            403,
+            **{"Content-Type": "application/problem+json"},
+        )
+
+    def invalid_request(self) -> SimResponse:
+        return SimResponse.json(
+            {"errors": [{"message": 'Field "bogus" is not defined by type input.'}]}, 400
+        )
+
     def not_found(self) -> SimResponse:
         return SimResponse.json(
             {"title": "Not Found", "status": 404, "detail": "pod not found"},

@@ -119,6 +119,18 @@ class VastSimulator(Simulator):
     def not_found(self) -> SimResponse:
         return SimResponse.json({"success": False, "error": "not_found", "msg": "Not found"}, 404)
 
+    def account_error(self) -> SimResponse:
+        return SimResponse.json(
+            {"success": False, "error": "insufficient_credit", "msg": "Your balance is too low."},
+            400,
+        )
+
+    def invalid_request(self) -> SimResponse:
+        return SimResponse.json(
+            {"success": False, "error": "invalid_args", "msg": "error 400/3467: Invalid args"},
+            400,
+        )
+
     def _no_such_ask(self, ask: str) -> SimResponse:
         return SimResponse.json(
             {
