@@ -531,7 +531,13 @@ def instance_terminate(*, instance_id: uuid.UUID, reason: str, final: str = S.TE
                 return False
             instance_transition(instance=locked, to=S.TERMINATING, reason=reason)
             instance = locked
-    if instance.provider_instance_id and instance.provider in configured_providers():
+    if instance.provider_instance_id:
+        if instance.provider not in configured_providers():
+            # No key for it any more: we cannot terminate it, so we must not call it ended.
+            logger.error(
+                "cannot terminate %s: provider %s not configured", instance, instance.provider
+            )
+            return False
         try:
             asyncio.run(
                 _terminate(
