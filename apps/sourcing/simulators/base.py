@@ -507,6 +507,7 @@ class _Handler(BaseHTTPRequestHandler):
 class SimServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # bursts of concurrent clients (the stdlib default is 5)
 
     def __init__(self, simulator: Simulator, port: int = 0, host: str = "127.0.0.1") -> None:
         self.simulator = simulator
