@@ -1,5 +1,6 @@
 # `make run`: the whole platform on this machine (embedded default: SQLite, in-memory layers,
-# file-system Celery broker). `make test`: the test suite (Postgres when DATABASE_URL is set).
+# file-system Celery broker; upstream clouds answered by the local simulators, sourcing on).
+# `make test`: the test suite (Postgres when DATABASE_URL is set).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -37,7 +38,10 @@ var/dev.env:
 
 run: migrate var/dev.env
 	$(MANAGE) create_demo_operator
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -e var/dev.env -f Procfile.dev start
+	PATH="$(CURDIR)/$(BIN):$$PATH" \
+	  SOURCING_SIMULATORS=$${SOURCING_SIMULATORS:-true} SOURCING_ENABLED=$${SOURCING_ENABLED:-true} \
+	  AUTO_PROVISIONING_ENABLED=$${AUTO_PROVISIONING_ENABLED:-true} \
+	  $(BIN)/honcho -e var/dev.env -f Procfile.dev start
 
 test: install-dev
 	$(BIN)/python -m pytest

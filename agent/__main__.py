@@ -23,7 +23,7 @@ logger = logging.getLogger("agent")
 def detect(config: AgentConfig) -> dict[str, Any]:
     """The GPUs and host facts this agent would register with, plus current telemetry."""
     report = detect_gpus()
-    runtime = DockerRuntime(config.docker_host, config.network_mode)
+    runtime = DockerRuntime(config.docker_host, config.network_mode, gpu_devices=config.gpu_devices)
     try:
         docker_version = runtime.version()
     finally:

@@ -40,6 +40,9 @@ class AgentConfig:
     provider_instance_id: str | None
     docker_host: str | None
     log_level: str
+    # Attach the GPUs to pod containers (Docker device requests through the NVIDIA runtime).
+    # Off only on hosts whose GPUs are simulated (the sourcing simulators' machines).
+    gpu_devices: bool = True
 
     def require_server(self) -> str:
         """The server URL, or a ``ConfigError`` naming the variable when it is missing."""
@@ -84,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="upstream instance id this host runs on [GPU_AGENT_PROVIDER_INSTANCE_ID]",
     )
     parser.add_argument("--docker-host", help="Docker engine address [DOCKER_HOST]")
+    parser.add_argument(
+        "--gpu-devices",
+        help="on|off: attach GPUs to containers via the NVIDIA runtime (default on; off only "
+        "for simulated GPUs) [GPU_AGENT_GPU_DEVICES]",
+    )
     parser.add_argument("--log-level", help="debug|info|warning|error [GPU_AGENT_LOG_LEVEL]")
     return parser
 
@@ -150,6 +158,12 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
             f"got {log_level!r}"
         )
 
+    gpu_devices_raw = (_pick(args.gpu_devices, env, "GPU_AGENT_GPU_DEVICES") or "on").lower()
+    if gpu_devices_raw not in ("on", "off"):
+        raise ConfigError(
+            f"GPU_AGENT_GPU_DEVICES / --gpu-devices must be on or off, got {gpu_devices_raw!r}"
+        )
+
     return AgentConfig(
         command=args.command,
         server_url=server_url,
@@ -163,4 +177,5 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         ),
         docker_host=_pick(args.docker_host, env, "DOCKER_HOST"),
         log_level=log_level,
+        gpu_devices=gpu_devices_raw == "on",
     )

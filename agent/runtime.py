@@ -196,8 +196,10 @@ class DockerRuntime:
         docker_host: str | None = None,
         default_network_mode: str = "bridge",
         node_ids: Iterable[str] | None = None,
+        gpu_devices: bool = True,
     ) -> None:
         self.docker_host = docker_host
+        self.gpu_devices = gpu_devices
         self.default_network_mode = default_network_mode
         # Which node identities' containers this agent manages (its current node id and those
         # it registered as before). None: every container labelled gco.managed=true. Scoping
@@ -387,7 +389,12 @@ class DockerRuntime:
                 labels[LABEL_PORTS] = ",".join(p.key for p in spec.ports)
             else:
                 kwargs["ports"] = {p.key: p.host_port for p in spec.ports}
-        if spec.gpu_indices:
+        if spec.gpu_indices and not self.gpu_devices:
+            # Simulated GPUs: nothing to attach; the container still learns which it was given.
+            kwargs["environment"].setdefault(
+                "NVIDIA_VISIBLE_DEVICES", ",".join(str(i) for i in spec.gpu_indices)
+            )
+        elif spec.gpu_indices:
             kwargs["device_requests"] = [
                 docker.types.DeviceRequest(
                     device_ids=[str(i) for i in spec.gpu_indices], capabilities=[["gpu"]]

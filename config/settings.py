@@ -6,6 +6,7 @@ switch each part to its production engine. `DJANGO_ENV=production` refuses to st
 variables production needs.
 """
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -58,6 +59,7 @@ INSTALLED_APPS = [
     "apps.billing",
     "apps.pods",
     "apps.providers",
+    "apps.sourcing",
 ]
 
 MIDDLEWARE = [
@@ -300,6 +302,80 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["PayoutMethodEnum"] = (  # type: ign
 )
 if PAYPAL_CLIENT_ID and not PAYPAL_CLIENT_SECRET:
     raise ImproperlyConfigured("PAYPAL_CLIENT_ID is set but PAYPAL_CLIENT_SECRET is not.")
+# --- Sourcing (upstream clouds; owned by the sourcing app) --------------------------------------
+# Renting upstream machines costs real money: both switches are off unless set.
+SOURCING_ENABLED = env.bool("SOURCING_ENABLED", default=False)
+AUTO_PROVISIONING_ENABLED = env.bool("AUTO_PROVISIONING_ENABLED", default=False)
+SOURCING_MAX_INSTANCES = env.int("SOURCING_MAX_INSTANCES", default=10)
+SOURCING_MARKUP_PERCENT = env.int("SOURCING_MARKUP_PERCENT", default=25)
+# Per provider, GPU or "provider:GPU", e.g. {"runpod": 20, "vast_ai:H100 SXM": 30}.
+SOURCING_MARKUP_OVERRIDES: dict[str, int] = env.json("SOURCING_MARKUP_OVERRIDES", default={})
+# Point the clients at the local simulators (the demo: `make run` serves them on 7801-7803).
+SOURCING_SIMULATORS = env.bool("SOURCING_SIMULATORS", default=False)
+SOURCING_PROVIDERS: dict[str, dict[str, str]] = {
+    "vast_ai": {
+        "base_url": env.str("VAST_API_URL", default="https://console.vast.ai"),
+        "api_key": env.str("VAST_API_KEY", default=""),
+    },
+    "runpod": {
+        "base_url": env.str("RUNPOD_API_URL", default="https://api.runpod.io"),
+        "api_key": env.str("RUNPOD_API_KEY", default=""),
+    },
+    "lambda_labs": {
+        "base_url": env.str("LAMBDA_API_URL", default="https://cloud.lambda.ai"),
+        "api_key": env.str("LAMBDA_API_KEY", default=""),
+    },
+}
+if SOURCING_SIMULATORS:
+    for _port, (_name, _key) in enumerate(
+        (
+            ("vast_ai", "vast-sim-key"),
+            ("runpod", "runpod-sim-key"),
+            ("lambda_labs", "lambda-sim-key"),
+        ),
+        start=7801,
+    ):
+        SOURCING_PROVIDERS[_name] = {"base_url": f"http://127.0.0.1:{_port}", "api_key": _key}
+if SOURCING_ENABLED and not any(p["api_key"] for p in SOURCING_PROVIDERS.values()):
+    raise ImproperlyConfigured(
+        "SOURCING_ENABLED is set but none of VAST_API_KEY, RUNPOD_API_KEY, LAMBDA_API_KEY is "
+        "(or set SOURCING_SIMULATORS=true for the local simulators)."
+    )
+SOURCING_LAMBDA_SSH_KEY_NAME = env.str("SOURCING_LAMBDA_SSH_KEY_NAME", default="gco")
+SOURCING_SEARCH_DEADLINE_S = env.float("SOURCING_SEARCH_DEADLINE_S", default=3.0)
+SOURCING_HTTP_TIMEOUT_S = env.float("SOURCING_HTTP_TIMEOUT_S", default=10.0)
+# An instance whose agent has not registered by then is FAILED and terminated upstream.
+SOURCING_REGISTRATION_TIMEOUT_S = env.int("SOURCING_REGISTRATION_TIMEOUT_S", default=900)
+# How long an instance with no pod stays up for the next pod (0: terminate at once).
+SOURCING_IDLE_KEEP_S = env.int("SOURCING_IDLE_KEEP_S", default=0)
+# Instances a provider reports that we do not track are terminated after this grace.
+SOURCING_ORPHAN_GRACE_S = env.int("SOURCING_ORPHAN_GRACE_S", default=600)
+# Offer-book lines older than this are not used to provision.
+SOURCING_OFFER_MAX_AGE_S = env.int("SOURCING_OFFER_MAX_AGE_S", default=300)
+SOURCING_INSTANCE_IMAGE = env.str(
+    "SOURCING_INSTANCE_IMAGE", default="nvidia/cuda:12.4.1-runtime-ubuntu22.04"
+)
+SOURCING_SERVER_URL = env.str("SOURCING_SERVER_URL", default=SITE_URL)
+# The startup script of a rented machine; {server} and {token} are filled in (the token is a
+# per-instance registration token bound to that instance).
+SOURCING_AGENT_BOOTSTRAP = env.str(
+    "SOURCING_AGENT_BOOTSTRAP",
+    default=(
+        # The simulators' machines are local processes: they run the agent of this checkout,
+        # with simulated GPUs.
+        f"cd {BASE_DIR} && exec {sys.executable} -m agent --server {{server}} "
+        f'--bootstrap-token {{token}} --state-dir "$HOME/agent-state" --network-mode host '
+        "--gpu-devices off"
+        if SOURCING_SIMULATORS
+        else "curl -fsSL {server}/api/v1/nodes/install.sh | bash -s -- --server={server} "
+        "--bootstrap-token={token}"
+    ),
+)
+POD_CAPACITY_SOURCES = [*POD_CAPACITY_SOURCES, "apps.sourcing.capacity.upstream_clouds"]
+NODE_REGISTRATION_RESOLVERS = [
+    *NODE_REGISTRATION_RESOLVERS,
+    "apps.sourcing.registration.instance_token_grant",
+]
 
 # --- Edge protection ----------------------------------------------------------------------------
 RATE_LIMITS = env.list("RATE_LIMITS", default=["60/m", "1000/h"])

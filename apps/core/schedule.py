@@ -25,6 +25,10 @@ SCHEDULE: tuple[PeriodicEntry, ...] = (
     PeriodicEntry("send approved payouts", "providers.send_payouts", 60),
     PeriodicEntry("settle sent payouts", "providers.settle_payouts", 300),
     PeriodicEntry("payouts clearing check", "providers.check_payouts_clearing", 3600),
+    PeriodicEntry("refresh upstream offers", "sourcing.refresh_offers", 60),
+    PeriodicEntry("drive provisioned instances", "sourcing.provisioning_tick", 10),
+    PeriodicEntry("reconcile provisioned instances with providers", "sourcing.reconcile", 60),
+    PeriodicEntry("book upstream costs", "sourcing.accrue_upstream_costs", 60),
 )
 
 NAME_PREFIX = "gco: "

@@ -15,6 +15,9 @@ from django.utils.module_loading import import_string
 @dataclass(frozen=True)
 class RegistrationGrant:
     provider_id: uuid.UUID | None  # None: a platform node
+    # Set when the credential is bound to one upstream instance (the sourcing app's
+    # per-instance tokens): the node is that instance, whatever the agent says.
+    provider_instance_id: str = ""
 
 
 Resolver = Callable[[str], RegistrationGrant | None]

@@ -89,7 +89,7 @@ def node_register(*, grant: RegistrationGrant, data: dict[str, Any]) -> Register
     """Create (or re-key) the node for a registering agent and issue its token."""
     issued = secret_issue(prefix=NODE_TOKEN_PREFIX)
     gpus = data.get("gpus") or []
-    provider_instance_id = data.get("provider_instance_id") or ""
+    provider_instance_id = grant.provider_instance_id or data.get("provider_instance_id") or ""
     fields = {
         "hostname": data["hostname"],
         "agent_version": data.get("agent_version") or "",
@@ -126,6 +126,9 @@ def node_register(*, grant: RegistrationGrant, data: dict[str, Any]) -> Register
             mig_mode=g.get("mig_mode", False),
         )
         for g in gpus
+    )
+    transaction.on_commit(
+        partial(signals.node_registered.send, sender=Node, node=node, grant=grant)
     )
     return RegisteredNode(node=node, raw_token=issued.raw)
 

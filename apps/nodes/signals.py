@@ -8,3 +8,5 @@ node_went_offline = Signal()
 workload_observed = Signal()
 # sender=NodeCommand; kwargs: command
 command_finished = Signal()
+# sender=Node; kwargs: node, grant (the RegistrationGrant it registered with)
+node_registered = Signal()

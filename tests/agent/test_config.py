@@ -134,3 +134,11 @@ def test_defaults_and_bootstrap_token() -> None:
     assert config.command == "run"
     with pytest.raises(ConfigError, match="GPU_AGENT_SERVER_URL"):
         config.require_server()
+
+
+def test_gpu_devices_flag_for_simulated_hosts():
+    assert load_config([], {}).gpu_devices is True
+    assert load_config(["--gpu-devices", "off"], {}).gpu_devices is False
+    assert load_config([], {"GPU_AGENT_GPU_DEVICES": "OFF"}).gpu_devices is False
+    with pytest.raises(ConfigError, match="GPU_AGENT_GPU_DEVICES"):
+        load_config([], {"GPU_AGENT_GPU_DEVICES": "maybe"})

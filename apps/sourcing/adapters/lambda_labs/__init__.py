@@ -1,0 +1,3 @@
+from apps.sourcing.adapters.lambda_labs.client import LambdaLabsAdapter
+
+__all__ = ["LambdaLabsAdapter"]

@@ -1,0 +1,3 @@
+from apps.sourcing.adapters.runpod.client import RunPodAdapter
+
+__all__ = ["RunPodAdapter"]

@@ -1,0 +1,3 @@
+from apps.sourcing.adapters.vast_ai.client import VastAiAdapter
+
+__all__ = ["VastAiAdapter"]

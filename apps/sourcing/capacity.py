@@ -1,0 +1,49 @@
+"""The scheduler's upstream capacity source (apps.pods.scheduler POD_CAPACITY_SOURCES): a
+pending GPU pod that no node of ours fits gets a machine rented for it, when sourcing and
+auto-provisioning are switched on, within SOURCING_MAX_INSTANCES, and only from an offer
+whose price with our markup fits the pod's price cap. Runs inside the scheduling pass's
+transaction: it only records the request; the rent happens in the provisioning tick."""
+
+from django.conf import settings
+
+from apps.pods.models import Pod
+from apps.pods.scheduler import BatchOutcome, CapacityView
+from apps.sourcing.models import LIVE_STATUSES, ProvisionedInstance
+from apps.sourcing.offer_book import book_offers
+from apps.sourcing.services import instance_request, sourcing_on
+
+
+def upstream_clouds(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
+    outcome = BatchOutcome()
+    if not sourcing_on():
+        return outcome
+    gpu_pods = [p for p in pods if p.gpu_count > 0]
+    if not gpu_pods:
+        return outcome
+    room = (
+        settings.SOURCING_MAX_INSTANCES
+        - ProvisionedInstance.objects.filter(status__in=LIVE_STATUSES).count()
+    )
+    waiting = set(
+        ProvisionedInstance.objects.filter(pod__in=gpu_pods, status__in=LIVE_STATUSES).values_list(
+            "pod_id", flat=True
+        )
+    )
+    for pod in gpu_pods:
+        if room <= 0:
+            break
+        if pod.pk in waiting:
+            continue  # its machine is on the way
+        best = book_offers(
+            gpu_model=pod.gpu_model,
+            gpu_count=pod.gpu_count,
+            min_vram_gb=-(-pod.min_vram_mb // 1024),
+            max_price_per_gpu_hour=pod.price_cap_per_gpu_hour,
+            limit=1,
+        )
+        if not best:
+            continue
+        instance_request(pod=pod, expected_price_per_gpu_hour=best[0].our_price_per_gpu_hour)
+        outcome.placed.add(pod.pk)
+        room -= 1
+    return outcome
