@@ -57,6 +57,8 @@ INSTALLED_APPS = [
     "apps.nodes",
     "apps.billing",
     "apps.pods",
+    "apps.catalog",
+    "apps.proxy",
 ]
 
 MIDDLEWARE = [
@@ -327,3 +329,29 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Model catalog and the OpenAI-compatible proxy (apps.catalog, apps.proxy) -------------------
+# How long the proxy trusts what it read of keys and READY replicas (revocations and health
+# changes take effect within this).
+PROXY_ROUTE_CACHE_S = env.float("PROXY_ROUTE_CACHE_S", default=2.0)
+# A replica that refused a connection gets no traffic from that web process for this long.
+PROXY_REPLICA_COOLDOWN_S = env.float("PROXY_REPLICA_COOLDOWN_S", default=5.0)
+PROXY_CONNECT_TIMEOUT_S = env.float("PROXY_CONNECT_TIMEOUT_S", default=2.0)
+# Longest silence from a backend (between two chunks, or before its answer) before giving up.
+PROXY_READ_TIMEOUT_S = env.float("PROXY_READ_TIMEOUT_S", default=300.0)
+PROXY_MAX_CONNECTIONS = env.int("PROXY_MAX_CONNECTIONS", default=1000)
+# Audio uploads are larger than API bodies (OpenAI allows 25 MB).
+PROXY_MAX_BODY_BYTES = env.int("PROXY_MAX_BODY_BYTES", default=25 * 1024 * 1024)
+# Usage rows are written in one INSERT per interval (or sooner past this many rows).
+PROXY_USAGE_FLUSH_S = env.float("PROXY_USAGE_FLUSH_S", default=1.0)
+PROXY_USAGE_FLUSH_ROWS = env.int("PROXY_USAGE_FLUSH_ROWS", default=500)
+# Replicas: a health check every CATALOG_HEALTH_INTERVAL_S; this many failures in a row take a
+# READY replica out of service; a replica LOADING longer than the timeout fails.
+CATALOG_HEALTH_TIMEOUT_S = env.float("CATALOG_HEALTH_TIMEOUT_S", default=3.0)
+CATALOG_HEALTH_FAILURES_UNHEALTHY = env.int("CATALOG_HEALTH_FAILURES_UNHEALTHY", default=2)
+CATALOG_LOADING_TIMEOUT_S = env.int("CATALOG_LOADING_TIMEOUT_S", default=1800)
+# Host ports handed to host-network replicas (the local CPU backends), one per replica.
+CATALOG_HOST_PORT_RANGE = (
+    env.int("CATALOG_HOST_PORT_MIN", default=18100),
+    env.int("CATALOG_HOST_PORT_MAX", default=18999),
+)
