@@ -12,11 +12,15 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from apps.core.asgi import BoundedConcurrency  # noqa: E402
+from apps.proxy.asgi import ProxyRouter  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": BoundedConcurrency(django_asgi_app, settings.WEB_MAX_CONCURRENT_REQUESTS),
+        # /v1 (the model proxy) bypasses the bound and the sync middleware: apps/proxy/asgi.py
+        "http": ProxyRouter(
+            BoundedConcurrency(django_asgi_app, settings.WEB_MAX_CONCURRENT_REQUESTS)
+        ),
         "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )

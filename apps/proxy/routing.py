@@ -147,6 +147,7 @@ class DeploymentRoute:
     status: str
     rate_limit_per_minute: int
     replicas: tuple[ReplicaRoute, ...]
+    created: int = 0  # epoch seconds
 
     @property
     def routable(self) -> bool:
@@ -198,6 +199,7 @@ def _route_from(deployment: Any, replicas: Iterable[Any]) -> DeploymentRoute:
             for r in replicas
             if r.status == "READY" and r.base_url
         ),
+        created=int(deployment.created_at.timestamp()),
     )
 
 
@@ -207,7 +209,15 @@ def _load_owner_routes(owner_id: uuid.UUID) -> list[DeploymentRoute]:
     deployments = list(
         Deployment.objects.filter(owner_id=owner_id)
         .exclude(status__in=("STOPPED", "FAILED"))
-        .only("id", "owner_id", "model_name", "capabilities", "status", "rate_limit_per_minute")
+        .only(
+            "id",
+            "owner_id",
+            "model_name",
+            "capabilities",
+            "status",
+            "rate_limit_per_minute",
+            "created_at",
+        )
         .order_by("created_at")
     )
     by_deployment: dict[uuid.UUID, list[Any]] = {d.id: [] for d in deployments}
@@ -307,9 +317,7 @@ class Router:
 
     async def owner_routes(self, owner_id: uuid.UUID) -> list[DeploymentRoute]:
         """Every live (not stopped or failed) deployment of the user, oldest first."""
-        return await self._owners.get(
-            owner_id, self.ttl, lambda: _db(_load_owner_routes)(owner_id)
-        )
+        return await self._owners.get(owner_id, self.ttl, lambda: _db(_load_owner_routes)(owner_id))
 
     async def deployment_route(self, identity: KeyIdentity) -> DeploymentRoute:
         """The key's own deployment (404 once it is gone)."""
