@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("apps.nodes.urls")),
     path("", include("apps.billing.urls")),
     path("", include("apps.pods.urls")),
+    path("", include("apps.catalog.urls")),
 ]
 
 urlpatterns = [

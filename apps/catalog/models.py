@@ -39,7 +39,7 @@ class ModelTemplate(models.Model):
     needs. `args` may contain `{port}` and `{model_name}`, filled in per replica. Templates with
     `gpu_count=0` run on CPU nodes (the local backends for laptops and tests)."""
 
-    slug = models.SlugField(max_length=80, unique=True)
+    slug = models.CharField(max_length=80, unique=True)  # letters, digits, . _ -
     name = models.CharField(max_length=120)
     description = models.TextField(blank=True)
     category = models.CharField(max_length=16, choices=ModelCategory.choices)

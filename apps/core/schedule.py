@@ -22,6 +22,9 @@ SCHEDULE: tuple[PeriodicEntry, ...] = (
     PeriodicEntry("schedule pending pods", "pods.schedule_pending", 15),
     PeriodicEntry("bill running pods", "pods.bill_running", 60),
     PeriodicEntry("ledger consistency check", "billing.ledger_check", 3600),
+    PeriodicEntry("provision pending deployments", "catalog.provision_pending", 30),
+    PeriodicEntry("check deployment health", "catalog.health_check", 30),
+    PeriodicEntry("sync deployment status from pods", "catalog.sync_status", 15),
 )
 
 NAME_PREFIX = "gco: "

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.accounts.models import User
+from apps.billing.spend import spend_refusal
 from apps.catalog.models import (
     DEPLOYMENT_FINAL,
     REPLICA_LIVE,
@@ -25,7 +26,7 @@ from apps.catalog.services import lifecycle
 from apps.core.gpu_models import CPU_MODEL
 from apps.core.secrets import secret_issue
 from apps.pods import services as pod_services
-from apps.pods.models import Pod, PodStatus
+from apps.pods.models import ON_NODE_STATUSES, Pod, PodStatus
 
 KEY_PREFIX = "sk_"
 
@@ -79,6 +80,17 @@ def deployment_create(
     template's `args`, `env` (merged) and `health_path`."""
     overrides = overrides or {}
     gpu_count = template.gpu_count if gpu_count is None else gpu_count
+    # The same refusal pod creation applies (no balance, monthly cap, hourly burn), before
+    # anything is made.
+    burn = sum(
+        p.hourly_rate
+        for p in Pod.objects.filter(owner=owner, status__in=ON_NODE_STATUSES)
+        .exclude(status=PodStatus.STOPPING)
+        .only("price_per_gpu_hour", "gpu_count")
+    )
+    refusal = spend_refusal(user_id=owner.pk, current_burn=burn)
+    if refusal:
+        raise pod_services.SpendRefusedError(refusal)
     with transaction.atomic():
         deployment = Deployment.objects.create(
             owner=owner,

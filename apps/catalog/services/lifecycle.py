@@ -277,7 +277,7 @@ def replica_sync_pod(*, pod_id: uuid.UUID | str) -> None:
     with transaction.atomic():
         deployment = _lock_deployment(replica_row["deployment_id"])
         replica = (
-            Replica.objects.select_for_update()
+            Replica.objects.select_for_update(of=("self",))
             .select_related("pod")
             .filter(pk=replica_row["id"])
             .first()
@@ -383,7 +383,7 @@ def replicas_health_check() -> HealthResult:
     for replica_id, error in probes.items():
         with transaction.atomic():
             replica = (
-                Replica.objects.select_for_update()
+                Replica.objects.select_for_update(of=("self",))
                 .select_related("pod")
                 .filter(pk=replica_id)
                 .first()
