@@ -54,7 +54,7 @@ class Request:
             name = part.get_param("name", header="content-disposition")
             if not name:
                 continue
-            payload = part.get_payload(decode=True) or b""
+            payload: Any = part.get_payload(decode=True) or b""
             filename = part.get_filename()
             if filename is not None:
                 fields[str(name)] = (filename, payload)

@@ -165,7 +165,7 @@ async def forward(
     raw: bytes,
     content_type: str,
     stream: bool,
-) -> HttpResponse:
+) -> HttpResponse | StreamingHttpResponse:
     """Send the body to a replica and answer with what it answers: whole, or chunk by chunk."""
     started = time.perf_counter()
     headers = {"content-type": content_type, "accept": request.headers.get("Accept", "*/*")}
@@ -263,7 +263,7 @@ async def forward(
 
 
 @v1.post("/chat/completions")
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     raw = request.read()
     body: Any = parse_json(raw, schemas.ChatCompletionIn)
     route = await authorize(request, capability="chat", model=body.model)
@@ -278,7 +278,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 
 
 @v1.post("/completions")
-async def completions(request: HttpRequest) -> HttpResponse:
+async def completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     raw = request.read()
     body: Any = parse_json(raw, schemas.CompletionIn)
     route = await authorize(request, capability="completions", model=body.model)
@@ -293,7 +293,7 @@ async def completions(request: HttpRequest) -> HttpResponse:
 
 
 @v1.post("/embeddings")
-async def embeddings(request: HttpRequest) -> HttpResponse:
+async def embeddings(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     raw = request.read()
     body: Any = parse_json(raw, schemas.EmbeddingsIn)
     route = await authorize(request, capability="embeddings", model=body.model)
@@ -308,7 +308,7 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
 
 
 @v1.post("/audio/speech")
-async def audio_speech(request: HttpRequest) -> HttpResponse:
+async def audio_speech(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     raw = request.read()
     body: Any = parse_json(raw, schemas.SpeechIn)
     route = await authorize(request, capability="speech", model=body.model)
@@ -323,7 +323,7 @@ async def audio_speech(request: HttpRequest) -> HttpResponse:
 
 
 @v1.post("/audio/transcriptions")
-async def audio_transcriptions(request: HttpRequest) -> HttpResponse:
+async def audio_transcriptions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     content_type = request.headers.get("Content-Type", "")
     if not content_type.startswith("multipart/form-data"):
         raise InvalidRequestError("Send the audio as multipart/form-data.", param="file")
@@ -350,7 +350,7 @@ async def audio_transcriptions(request: HttpRequest) -> HttpResponse:
 
 
 @v1.post("/images/generations")
-async def images_generations(request: HttpRequest) -> HttpResponse:
+async def images_generations(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     raw = request.read()
     body: Any = parse_json(raw, schemas.ImageGenerationIn)
     route = await authorize(request, capability="images", model=body.model)

@@ -17,7 +17,9 @@ def test_least_outstanding_replica_gets_the_request(proxy_server, echo_backends,
     """While replica A holds a long stream, new requests go to B."""
     a, b = echo_backends(name="a"), echo_backends(name="b")
     _, key = make_deployment(user, backends=[a, b])
-    client = openai.OpenAI(base_url=proxy_server.url + "/v1", api_key=key, max_retries=0, timeout=10)
+    client = openai.OpenAI(
+        base_url=proxy_server.url + "/v1", api_key=key, max_retries=0, timeout=10
+    )
     gate = str(uuid.uuid4())
     held = client.chat.completions.create(
         model="echo-model",
@@ -75,7 +77,9 @@ def test_stream_cut_by_a_dying_replica_ends_with_an_error_not_a_hang(
 ):
     a = echo_backends(name="a")
     _, key = make_deployment(user, backends=[a])
-    client = openai.OpenAI(base_url=proxy_server.url + "/v1", api_key=key, max_retries=0, timeout=10)
+    client = openai.OpenAI(
+        base_url=proxy_server.url + "/v1", api_key=key, max_retries=0, timeout=10
+    )
     stream = client.chat.completions.create(
         model="echo-model",
         messages=[{"role": "user", "content": "never finished"}],
@@ -97,7 +101,9 @@ def test_every_replica_down_is_503_fast(proxy_server, echo_backends, user):
     a.kill()
     b.kill()
     router.invalidate()
-    client = openai.OpenAI(base_url=proxy_server.url + "/v1", api_key=key, max_retries=0, timeout=10)
+    client = openai.OpenAI(
+        base_url=proxy_server.url + "/v1", api_key=key, max_retries=0, timeout=10
+    )
 
     with pytest.raises(openai.InternalServerError) as caught:
         client.embeddings.create(model="echo-model", input="x")

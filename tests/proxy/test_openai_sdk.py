@@ -131,9 +131,11 @@ def test_usage_is_recorded_in_batches(deployed):
         )
 
     rows = wait_for(
-        lambda: list(ModelUsageLog.objects.filter(deployment=deployment)) or None
-        if ModelUsageLog.objects.filter(deployment=deployment).count() >= 3
-        else None,
+        lambda: (
+            list(ModelUsageLog.objects.filter(deployment=deployment)) or None
+            if ModelUsageLog.objects.filter(deployment=deployment).count() >= 3
+            else None
+        ),
         "three usage rows",
     )
     assert {(r.endpoint, r.status_code, r.prompt_tokens, r.completion_tokens) for r in rows} == {

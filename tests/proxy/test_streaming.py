@@ -20,7 +20,9 @@ def test_each_chunk_reaches_the_client_before_the_backend_sends_the_next(
     chunk 1 and the request would time out."""
     backend = echo_backends(name="gated")
     _, key = make_deployment(user, backends=[backend])
-    client = openai.OpenAI(base_url=proxy_server.url + "/v1", api_key=key, max_retries=0, timeout=10)
+    client = openai.OpenAI(
+        base_url=proxy_server.url + "/v1", api_key=key, max_retries=0, timeout=10
+    )
     gate = str(uuid.uuid4())
     received = []
 
@@ -42,7 +44,9 @@ def test_chunks_100ms_apart_arrive_in_order_and_the_first_before_the_backend_is_
 ):
     backend = echo_backends(name="slow", chunk_interval=0.1)
     _, key = make_deployment(user, backends=[backend])
-    client = openai.OpenAI(base_url=proxy_server.url + "/v1", api_key=key, max_retries=0, timeout=10)
+    client = openai.OpenAI(
+        base_url=proxy_server.url + "/v1", api_key=key, max_retries=0, timeout=10
+    )
     arrivals = []
 
     stream = client.chat.completions.create(
