@@ -355,3 +355,26 @@ CATALOG_HOST_PORT_RANGE = (
     env.int("CATALOG_HOST_PORT_MIN", default=18100),
     env.int("CATALOG_HOST_PORT_MAX", default=18999),
 )
+
+# --- Real-time voice (apps.proxy.voice: the /ws/* sockets) --------------------------------------
+# A session with no frame from the client and nothing in progress for this long closes (4408).
+VOICE_IDLE_TIMEOUT_S = env.float("VOICE_IDLE_TIMEOUT_S", default=60.0)
+# Open sessions per deployment key, across web processes (4429 past it); a crashed process's
+# slots free themselves after the lease.
+VOICE_MAX_SESSIONS_PER_KEY = env.int("VOICE_MAX_SESSIONS_PER_KEY", default=20)
+VOICE_SESSION_LEASE_S = env.float("VOICE_SESSION_LEASE_S", default=60.0)
+# Reply audio goes out at most this far ahead of real-time playback (backpressure, barge-in).
+VOICE_AUDIO_LEAD_S = env.float("VOICE_AUDIO_LEAD_S", default=1.0)
+# webrtcvad: aggressiveness 0-3; silence that ends an utterance; longest utterance.
+VOICE_VAD_AGGRESSIVENESS = env.int("VOICE_VAD_AGGRESSIVENESS", default=2)
+VOICE_VAD_END_MS = env.int("VOICE_VAD_END_MS", default=500)
+VOICE_MAX_UTTERANCE_S = env.float("VOICE_MAX_UTTERANCE_S", default=30.0)
+# Partial transcripts every this many seconds of speech (0: none).
+VOICE_PARTIAL_INTERVAL_S = env.float("VOICE_PARTIAL_INTERVAL_S", default=1.0)
+VOICE_MAX_REPLY_TOKENS = env.int("VOICE_MAX_REPLY_TOKENS", default=200)
+VOICE_HISTORY_MESSAGES = env.int("VOICE_HISTORY_MESSAGES", default=20)
+VOICE_HISTORY_CHARS = env.int("VOICE_HISTORY_CHARS", default=6000)
+# Bounded queues: utterances waiting for a transcript, speeches waiting to be spoken.
+VOICE_PENDING_UTTERANCES = env.int("VOICE_PENDING_UTTERANCES", default=4)
+VOICE_PENDING_SPEECHES = env.int("VOICE_PENDING_SPEECHES", default=8)
+VOICE_MAX_FRAME_BYTES = env.int("VOICE_MAX_FRAME_BYTES", default=256 * 1024)
