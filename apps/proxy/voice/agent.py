@@ -57,9 +57,10 @@ def split_sentences(buffer: str) -> tuple[list[str], str]:
             sentences.append(sentence)
         start = match.end()
     rest = buffer[start:]
-    if len(rest) > _LONGEST_SENTENCE and " " in rest:
-        cut = rest.rindex(" ")
-        sentences.append(rest[:cut].strip())
+    while len(rest) > _LONGEST_SENTENCE and " " in rest[1:_LONGEST_SENTENCE]:
+        cut = rest.rindex(" ", 1, _LONGEST_SENTENCE)
+        if rest[:cut].strip():
+            sentences.append(rest[:cut].strip())
         rest = rest[cut + 1 :]
     return sentences, rest
 
