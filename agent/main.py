@@ -61,7 +61,9 @@ class Agent:
         self.stop_event = threading.Event()
         self.store = store or StateStore(config.state_dir)
         self.state: AgentState = self.store.load()
-        self.runtime = runtime or DockerRuntime(config.docker_host, config.network_mode)
+        self.runtime = runtime or DockerRuntime(
+            config.docker_host, config.network_mode, mounts=config.mounts
+        )
         self.gpus = gpus or GpuCollector()
         self.system = system or SystemProbe()
         self.client = client or ServerClient(self.server_url, wait=self.stop_event.wait)
