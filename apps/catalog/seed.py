@@ -51,7 +51,12 @@ def _local(kind: str) -> list[str]:
     ]
 
 
-LOCAL_ENV = {"PYTHONPATH": "/opt/gco/app", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+LOCAL_ENV = {
+    "PYTHONPATH": "/opt/gco/app",
+    "HOME": "/tmp",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}
 
 TEMPLATES: list[dict[str, Any]] = [
     # --- text / LLM (vLLM) ---
