@@ -55,10 +55,22 @@ def test_partials_while_speaking_then_a_final_per_utterance(
     partials_first = [e for e in events[: finals[0]] if not e["final"]]
     assert partials_first and all(e["text"] == "the quick brown fox" for e in partials_first)
     assert all(e["type"] == "transcription" for e in events)
-    # the final of each utterance carries its whole audio; partials were not billed
-    stt = [s for s in test_backend.stamps if s.kind == "stt"]
-    finals_audio = [s.detail["audio_bytes"] for s in stt if not s.request_id.endswith("partial")]
-    assert len(finals_audio) == 2 and finals_audio[0] > finals_audio[1] > 0
+    # the final of each utterance carries its whole audio; partials are logged, not billed
+    from apps.catalog.models import ModelUsageLog
+    from tests.e2e.conftest import wait_for
+
+    finals_logged = wait_for(
+        lambda: (
+            list(ModelUsageLog.objects.filter(endpoint="ws/transcriptions").order_by("at"))
+            if ModelUsageLog.objects.filter(endpoint="ws/transcriptions").count() == 2
+            else None
+        ),
+        "two final transcription usage rows",
+        timeout=30,
+    )
+    assert finals_logged[0].audio_in_s > finals_logged[1].audio_in_s > 0.5
+    partials = ModelUsageLog.objects.filter(endpoint="ws/transcriptions:partial")
+    assert partials.exists() and all(p.audio_in_s == 0 for p in partials)
 
 
 @pytest.mark.e2e

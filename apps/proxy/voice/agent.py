@@ -17,6 +17,7 @@ import enum
 import logging
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,7 +182,7 @@ class VoiceAgent:
         return int(self.conf.max_utterance_s * self.sample_rate) * 2
 
     async def _run_turn(self, turn: Turn) -> None:
-        request_id = f"{self.session_id}-{turn.number}"
+        request_id = str(uuid.uuid4())  # one id for the turn's three backend calls
         try:
             self.state = State.TRANSCRIBING
             text = await transcribe_utterance(

@@ -2,8 +2,9 @@
 `/v1/audio/transcriptions` (multipart WAV → `{"text"}`), `/v1/chat/completions` with
 `stream: true` (SSE deltas) and `/v1/audio/speech` (`response_format: "wav"`, streamed).
 
-Each call is given a replica base URL by the caller (routing picks it) and a request id that
-is sent as `X-Request-ID`, so one voice turn can be followed through every backend's logs.
+Each call is given a replica base URL by the caller (routing picks it) and a request id (a
+UUID: llama-cpp-python's server refuses any other X-Request-ID with a bare 400) that is sent as
+`X-Request-ID`, so one voice turn can be followed through every backend's logs.
 Failures are `BackendError`; `connected` on it says whether any byte came back (before that
 the caller may try another replica)."""
 

@@ -126,7 +126,7 @@ class Synthesizer:
                 route=self.route,
                 text=request.text,
                 voice=request.voice,
-                request_id=f"{self.session_id}-{request.id}",
+                request_id=str(uuid.uuid4()),
                 endpoint="ws/speech",
             )
         finally:

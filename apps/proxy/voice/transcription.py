@@ -11,6 +11,7 @@ cancelled, so a partial never follows its final."""
 import asyncio
 import contextlib
 import logging
+import uuid
 from typing import Any
 
 from apps.proxy.routing import DeploymentRoute
@@ -140,7 +141,7 @@ class Transcriber:
                     pcm=pcm,
                     sample_rate=rate,
                     language=self.language,
-                    request_id=f"{self.session_id}-{number}",
+                    request_id=str(uuid.uuid4()),
                     endpoint="ws/transcriptions",
                 )
                 await self.link.send_event({"type": "transcription", "text": text, "final": True})
@@ -164,7 +165,7 @@ class Transcriber:
                 pcm=pcm,
                 sample_rate=rate,
                 language=self.language,
-                request_id=f"{self.session_id}-{number}-partial",
+                request_id=str(uuid.uuid4()),
                 endpoint="ws/transcriptions:partial",
                 bill_audio=False,
             )
