@@ -53,7 +53,7 @@ def _local(kind: str) -> list[str]:
 
 LOCAL_ENV = {
     "PYTHONPATH": "/opt/gco/app",
-    "HOME": "/tmp",
+    "HOME": "/tmp",  # noqa: S108 - inside the container, where only /tmp is writable
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
 }
