@@ -345,6 +345,9 @@ PROXY_MAX_BODY_BYTES = env.int("PROXY_MAX_BODY_BYTES", default=25 * 1024 * 1024)
 # Usage rows are written in one INSERT per interval (or sooner past this many rows).
 PROXY_USAGE_FLUSH_S = env.float("PROXY_USAGE_FLUSH_S", default=1.0)
 PROXY_USAGE_FLUSH_ROWS = env.int("PROXY_USAGE_FLUSH_ROWS", default=500)
+# Per-deployment rate limits are counted in-process and summed across web processes through
+# Redis this often (no Redis round trip per request).
+PROXY_RATE_SYNC_S = env.float("PROXY_RATE_SYNC_S", default=0.1)
 # Replicas: a health check every CATALOG_HEALTH_INTERVAL_S; this many failures in a row take a
 # READY replica out of service; a replica LOADING longer than the timeout fails.
 CATALOG_HEALTH_TIMEOUT_S = env.float("CATALOG_HEALTH_TIMEOUT_S", default=3.0)

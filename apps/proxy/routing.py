@@ -284,8 +284,7 @@ class Router:
         self._owners = _TtlCache()
         self.outstanding: dict[int, int] = {}
         self._down_until: dict[int, float] = {}
-        self._local_counts: dict[str, int] = {}
-        self._redis: dict[int, Any] = {}
+        self._rates = SharedCounters()
 
     @property
     def ttl(self) -> float:
@@ -422,17 +421,20 @@ class Router:
     # --- how much ---
 
     async def check_rate(self, route: DeploymentRoute) -> None:
-        """Count one request against the deployment's per-minute limit (shared across web
-        processes through Redis when REDIS_URL is set); RateLimitedError (429) past it. A
-        limiter outage lets requests through."""
+        """Count one request against the deployment's per-minute limit; RateLimitedError (429)
+        past it. Counting is local and immediate; every PROXY_RATE_SYNC_S the process adds its
+        counts to the shared ones in Redis (when REDIS_URL is set) and learns the other
+        processes' — so no Redis round trip on the request path, and the limit holds across
+        web processes to within one sync interval of traffic. A Redis outage lets requests
+        through on the local counts."""
         limit = route.rate_limit_per_minute
         if not limit or not settings.RATE_LIMIT_ENABLED:
             return
         now = time.time()
         window = int(now // 60)
         key = f"prl:{route.id}:{window}"
-        count = await self._bump(key)
-        if count is not None and count > limit:
+        count = self._rates.hit(key)
+        if count > limit:
             retry_after = max(1, int((window + 1) * 60 - now + 0.999))
             raise RateLimitedError(
                 f"Rate limit of {limit} requests per minute reached for "
@@ -440,12 +442,45 @@ class Router:
                 retry_after=retry_after,
             )
 
-    async def _bump(self, key: str) -> int | None:
+
+class SharedCounters:
+    """Per-window request counters: counted in this process at once, summed across processes
+    through Redis in the background (INCRBY of what was counted since the last sync)."""
+
+    def __init__(self) -> None:
+        self._unsynced: dict[str, int] = {}
+        self._known: dict[str, int] = {}  # the shared count as of the last sync
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._redis: dict[int, Any] = {}
+
+    def hit(self, key: str) -> int:
+        """Count one; the count as this process knows it now."""
+        self._unsynced[key] = self._unsynced.get(key, 0) + 1
+        if settings.REDIS_URL:
+            self._ensure_syncing()
+        return self._known.get(key, 0) + self._unsynced[key]
+
+    def _ensure_syncing(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = self._tasks.get(id(loop))
+        if task is None or task.done():
+            self._tasks[id(loop)] = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(settings.PROXY_RATE_SYNC_S)
+            if self._unsynced:
+                await self.sync()
+
+    async def sync(self) -> None:
+        """Add this process's new counts to Redis and learn the totals."""
+        pending, self._unsynced = self._unsynced, {}
+        if len(self._known) > 10_000:
+            self._known = {}
         if not settings.REDIS_URL:
-            self._local_counts[key] = self._local_counts.get(key, 0) + 1
-            if len(self._local_counts) > 10_000:
-                self._local_counts = {key: self._local_counts[key]}
-            return self._local_counts[key]
+            for key, n in pending.items():
+                self._known[key] = self._known.get(key, 0) + n
+            return
         import redis.asyncio as aioredis
         from redis.exceptions import RedisError
 
@@ -455,16 +490,21 @@ class Router:
             client = self._redis[loop_id] = aioredis.Redis.from_url(
                 settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1
             )
+        keys = list(pending)
         try:
             pipe = client.pipeline(transaction=False)
-            pipe.incr(key)
-            pipe.expire(key, 61, nx=True)
-            count, _ = await pipe.execute()
-            return int(count)
+            for key in keys:
+                pipe.incrby(key, pending[key])
+                pipe.expire(key, 61, nx=True)
+            results = await pipe.execute()
         except (RedisError, OSError) as exc:
-            logger.error("proxy rate limiter: Redis unavailable, not limiting: %s", exc)
+            logger.error("proxy rate limiter: Redis unavailable, counting locally: %s", exc)
             self._redis.pop(loop_id, None)
-            return None
+            for key, n in pending.items():
+                self._known[key] = self._known.get(key, 0) + n
+            return
+        for key, total in zip(keys, results[0::2], strict=True):
+            self._known[key] = int(total)
 
 
 router = Router()

@@ -253,3 +253,29 @@ def test_body_over_the_limit_is_413_before_it_is_read(proxy_server, settings):
 
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
+
+
+def test_rate_limit_counts_other_web_processes_through_redis(proxy_server, echo_backends, user):
+    """Another web process's requests (its counts in Redis) count against the same limit."""
+    import time
+
+    import redis
+    from django.conf import settings
+
+    deployment, key = make_deployment(user, backends=[echo_backends()], rate_limit_per_minute=5)
+    client = sdk(proxy_server, key)
+    window = int(time.time() // 60)
+    shared = redis.Redis.from_url(settings.REDIS_URL)
+    for w in (window, window + 1):  # the test may straddle a minute
+        shared.set(f"prl:{deployment.pk}:{w}", 5, ex=120)
+
+    client.embeddings.create(model="echo-model", input="x")  # counted here, synced soon
+
+    def refused() -> bool:
+        try:
+            client.embeddings.create(model="echo-model", input="x")
+        except openai.RateLimitError:
+            return True
+        return False
+
+    assert wait_for(refused, "the shared count to refuse")
