@@ -91,6 +91,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        """`GET /test/stamps`: every request's stamps so far (for a bench in another process;
+        `time.monotonic()` is the system-wide monotonic clock on Linux)."""
+        if self.path != "/test/stamps":
+            self._json(404, {"error": {"message": "not found"}})
+            return
+        with self.server.lock:
+            stamps = [
+                {
+                    "kind": s.kind,
+                    "request_id": s.request_id,
+                    "start": s.start,
+                    "first_byte": s.first_byte,
+                    "end": s.end,
+                    "system": (s.detail.get("messages") or [{}])[0].get("content", ""),
+                }
+                for s in self.server.stamps
+            ]
+        self._json(200, {"stamps": stamps})
+
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
         stamp = Stamp(kind="", request_id=self.headers.get("X-Request-ID", ""), start=0.0)
         stamp.start = time.monotonic()
@@ -164,10 +184,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self._chunk(_tone_wav_header())
-        stamp.first_byte = time.monotonic()
         try:
             for start in range(0, total, step):
                 self._chunk(_tone(min(step, total - start), start))
+                if not stamp.first_byte:
+                    stamp.first_byte = time.monotonic()
             self._chunk(b"")
         except (BrokenPipeError, ConnectionResetError):
             stamp.detail["client_went_away"] = True
@@ -185,8 +206,8 @@ class _Server(ThreadingHTTPServer):
 class VoiceTestBackend:
     """Start with `with VoiceTestBackend(config) as backend:`; `backend.url` is its base URL."""
 
-    def __init__(self, config: BackendConfig | None = None) -> None:
-        self.server = _Server(("127.0.0.1", 0), _Handler)
+    def __init__(self, config: BackendConfig | None = None, port: int = 0) -> None:
+        self.server = _Server(("127.0.0.1", port), _Handler)
         self.server.config = config or BackendConfig()
         self.server.stamps = []
         self.server.lock = threading.Lock()
@@ -213,3 +234,30 @@ class VoiceTestBackend:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def main() -> None:
+    """`python -m tests.voice.backend --port N [--speech-s-per-char S] ...`: serve until
+    killed (the bench runs it in a process of its own)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.voice.backend")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--transcript", default="hello there")
+    parser.add_argument("--stt-delay", type=float, default=0.0)
+    parser.add_argument("--chunk-delay", type=float, default=0.0)
+    parser.add_argument("--speech-s-per-char", type=float, default=0.06)
+    args = parser.parse_args()
+    config = BackendConfig(
+        transcript=args.transcript,
+        stt_delay_s=args.stt_delay,
+        chunk_delay_s=args.chunk_delay,
+        speech_s_per_char=args.speech_s_per_char,
+    )
+    backend = VoiceTestBackend(config, port=args.port)
+    print(f"voice test backend on {backend.url}", flush=True)
+    backend.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

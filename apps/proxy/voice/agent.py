@@ -89,6 +89,15 @@ class Turn:
     transcript_sent: bool = False
     reply_parts: list[str] = field(default_factory=list)
     reply_recorded: bool = False
+    marks: dict[str, float] = field(default_factory=dict)  # step → monotonic time
+
+    def mark(self, step: str) -> None:
+        self.marks.setdefault(step, time.monotonic())
+
+    def timings(self) -> str:
+        return ", ".join(
+            f"{step} +{(at - self.ended_at) * 1000:.1f} ms" for step, at in self.marks.items()
+        )
 
 
 class VoiceAgent:
@@ -193,6 +202,7 @@ class VoiceAgent:
                 request_id=request_id,
                 endpoint="ws/voice-agent:transcription",
             )
+            turn.mark("transcribed")
             await self.link.send_event({"type": "transcription", "text": text, "final": True})
             turn.transcript_sent = True
             if text:
@@ -210,6 +220,7 @@ class VoiceAgent:
                 code=fatal.code, message=fatal.message, close_code=fatal.close_code
             )
         finally:
+            logger.debug("voice turn %s: %s", request_id, turn.timings())
             if turn.reply_parts and not turn.reply_recorded:
                 self._remember({"role": "assistant", "content": "".join(turn.reply_parts)})
             if self.turn is turn:
@@ -222,7 +233,7 @@ class VoiceAgent:
             self.link, audio_id=f"turn-{turn.number}", lead_s=self.conf.audio_lead_s
         )
         sentences: asyncio.Queue[str | None] = asyncio.Queue()  # bounded by max_reply_tokens
-        speaker = asyncio.create_task(self._speak(sentences, audio, request_id))
+        speaker = asyncio.create_task(self._speak(sentences, audio, turn, request_id))
         record = CallRecord(
             endpoint="ws/voice-agent:chat", route=self.routes.chat, started=time.monotonic()
         )
@@ -241,12 +252,15 @@ class VoiceAgent:
                     usage=usage,
                 ),
             ):
+                turn.mark("first token")
                 turn.reply_parts.append(delta)
                 await self.link.send_event({"type": "response", "text": delta, "delta": True})
                 ready, pending = split_sentences(pending + delta)
                 for sentence in ready:
+                    turn.mark("first sentence")
                     sentences.put_nowait(sentence)
             if pending.strip():
+                turn.mark("first sentence")
                 sentences.put_nowait(pending.strip())
             sentences.put_nowait(None)
             whole = "".join(turn.reply_parts)
@@ -267,7 +281,11 @@ class VoiceAgent:
                     await speaker
 
     async def _speak(
-        self, sentences: "asyncio.Queue[str | None]", audio: AudioStream, request_id: str
+        self,
+        sentences: "asyncio.Queue[str | None]",
+        audio: AudioStream,
+        turn: Turn,
+        request_id: str,
     ) -> None:
         while (sentence := await sentences.get()) is not None:
             self.state = State.SPEAKING
@@ -278,6 +296,8 @@ class VoiceAgent:
                 request_id=request_id,
                 endpoint="ws/voice-agent:speech",
             )
+            if audio.first_audio_at is not None:
+                turn.marks.setdefault("first audio", audio.first_audio_at)
         await audio.finish()
 
     def _remember(self, message: dict[str, str]) -> None:
