@@ -24,6 +24,7 @@ from django.core.handlers.exception import convert_exception_to_response
 from django.urls import set_script_prefix
 
 PREFIX = "/v1/"
+URLCONF = "apps.proxy.urls"
 
 
 class ProxyASGIHandler(ASGIHandler):
@@ -48,6 +49,8 @@ class ProxyASGIHandler(ASGIHandler):
         try:
             set_script_prefix(get_script_prefix(scope))
             request, error_response = self.create_request(scope, body_file)
+            if request is not None:
+                request.urlconf = URLCONF
             if request is None:
                 assert error_response is not None  # noqa: S101 - create_request's contract
                 await self.send_response(error_response, send)
