@@ -114,7 +114,6 @@ class ReplicaOutput(serializers.ModelSerializer):
             "status_reason",
             "pod",
             "pod_status",
-            "base_url",
             "last_health_at",
             "ready_at",
         )
