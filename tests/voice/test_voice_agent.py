@@ -420,3 +420,41 @@ def test_a_backend_failure_sends_an_error_and_closes_with_1011(
     assert code == 1011
     assert received[-1]["type"] == "error" and received[-1]["code"] == "backend_error"
     assert "500" in received[-1]["message"]
+
+
+@pytest.mark.e2e
+def test_a_deployment_stopped_mid_session_ends_it_with_4409(
+    voice_server, test_backend, user, tmp_path
+):
+    from apps.catalog.models import Deployment
+
+    stack = voice_stack(
+        user, stt_url=test_backend.url, chat_url=test_backend.url, tts_url=test_backend.url
+    )
+    server = voice_server(PROXY_ROUTE_CACHE_S="0")
+    pcm = spoken_pcm("Hello again.", tmp_path) + silence(1.0)
+
+    async def scenario() -> tuple[int, list]:
+        recorder = Recorder()
+        async with websockets.connect(server.url("/ws/voice-agent", stack.key)) as ws:
+            await send_audio(ws, pcm)
+            await read_until(ws, recorder, is_event("audio_end"))
+            # when the text-to-speech deployment is stopped while the caller talks
+            await asyncio.to_thread(
+                Deployment.objects.filter(pk=stack.tts.pk).update, status="STOPPED"
+            )
+            await send_audio(ws, pcm)
+            try:
+                while True:
+                    message = await asyncio.wait_for(ws.recv(), 30)
+                    recorder.frames.append(
+                        json.loads(message) if isinstance(message, str) else message
+                    )
+            except ConnectionClosed as closed:
+                return closed.rcvd.code, recorder.events
+        raise AssertionError("not closed")
+
+    code, events = asyncio.run(scenario())
+    assert code == 4409
+    assert events[-1]["code"] == "deployment_not_ready"
+    assert "text-to-speech" in events[-1]["message"]

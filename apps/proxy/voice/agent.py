@@ -34,6 +34,7 @@ from apps.proxy.voice.messages import (
     optional_sample_rate,
     optional_str,
 )
+from apps.proxy.voice.routes import LiveRoutes
 from apps.proxy.voice.speech_out import AudioStream, ClientLink
 from apps.proxy.voice.vad import SpeechEnded, SpeechStarted, UtteranceDetector
 
@@ -102,7 +103,12 @@ class Turn:
 
 class VoiceAgent:
     def __init__(
-        self, *, link: ClientLink, routes: AgentRoutes, conf: VoiceConf, session_id: str
+        self,
+        *,
+        link: ClientLink,
+        routes: LiveRoutes[AgentRoutes],
+        conf: VoiceConf,
+        session_id: str,
     ) -> None:
         self.link = link
         self.routes = routes
@@ -154,11 +160,13 @@ class VoiceAgent:
     async def on_audio(self, pcm: bytes) -> None:
         for event in self.vad.feed(pcm):
             if isinstance(event, SpeechStarted):
+                self.routes.refresh()  # ready (and current) by the time the user stops
                 await self._barge_in()
             elif isinstance(event, SpeechEnded):
                 self._start_turn(event.pcm)
 
     async def close(self) -> None:
+        await self.routes.close()
         turn = self.turn
         if turn is not None and turn.task is not None and not turn.task.done():
             turn.task.cancel()
@@ -193,9 +201,10 @@ class VoiceAgent:
     async def _run_turn(self, turn: Turn) -> None:
         request_id = str(uuid.uuid4())  # one id for the turn's three backend calls
         try:
+            routes = await self.routes.get()
             self.state = State.TRANSCRIBING
             text = await transcribe_utterance(
-                route=self.routes.stt,
+                route=routes.stt,
                 pcm=turn.pcm,
                 sample_rate=self.sample_rate,
                 language=self.language,
@@ -207,7 +216,7 @@ class VoiceAgent:
             turn.transcript_sent = True
             if text:
                 self._remember({"role": "user", "content": text})
-                await self._reply(turn, request_id)
+                await self._reply(turn, routes, request_id)
         except asyncio.CancelledError:
             raise
         except FatalError as exc:
@@ -226,26 +235,26 @@ class VoiceAgent:
             if self.turn is turn:
                 self.state = State.LISTENING
 
-    async def _reply(self, turn: Turn, request_id: str) -> None:
+    async def _reply(self, turn: Turn, routes: AgentRoutes, request_id: str) -> None:
         self.state = State.THINKING
         messages = [{"role": "system", "content": self.system_prompt}, *self.history]
         audio = AudioStream(
             self.link, audio_id=f"turn-{turn.number}", lead_s=self.conf.audio_lead_s
         )
         sentences: asyncio.Queue[str | None] = asyncio.Queue()  # bounded by max_reply_tokens
-        speaker = asyncio.create_task(self._speak(sentences, audio, turn, request_id))
+        speaker = asyncio.create_task(self._speak(sentences, audio, turn, routes, request_id))
         record = CallRecord(
-            endpoint="ws/voice-agent:chat", route=self.routes.chat, started=time.monotonic()
+            endpoint="ws/voice-agent:chat", route=routes.chat, started=time.monotonic()
         )
         usage = backends.ChatUsage()
         pending = ""
         try:
             async for delta in stream_replica(
-                self.routes.chat,
+                routes.chat,
                 record,
                 lambda base_url: backends.chat_stream(
                     base_url=base_url,
-                    model=self.routes.chat.model_name,
+                    model=routes.chat.model_name,
                     messages=messages,
                     max_tokens=self.conf.max_reply_tokens,
                     request_id=request_id,
@@ -285,12 +294,13 @@ class VoiceAgent:
         sentences: "asyncio.Queue[str | None]",
         audio: AudioStream,
         turn: Turn,
+        routes: AgentRoutes,
         request_id: str,
     ) -> None:
         while (sentence := await sentences.get()) is not None:
             self.state = State.SPEAKING
             await audio.speak(
-                route=self.routes.tts,
+                route=routes.tts,
                 text=sentence,
                 voice=self.voice,
                 request_id=request_id,

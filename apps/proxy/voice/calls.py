@@ -147,6 +147,8 @@ async def transcribe_utterance(
 def fatal_from(exc: Exception) -> FatalError:
     """What a failed backend call does to the session: rate limits close with 4429, anything
     else that failed on the backend side with 1011."""
+    if isinstance(exc, FatalError):
+        return exc
     if isinstance(exc, RateLimitedError):
         return FatalError("rate_limited", exc.message, CLOSE_RATE_LIMITED)
     if isinstance(exc, ProxyError):

@@ -18,7 +18,7 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from apps.proxy.routing import KeyIdentity, ProxyError, router
+from apps.proxy.routing import DeploymentRoute, KeyIdentity, ProxyError, router
 from apps.proxy.voice.agent import AgentRoutes, VoiceAgent
 from apps.proxy.voice.limits import session_slots
 from apps.proxy.voice.messages import (
@@ -31,6 +31,7 @@ from apps.proxy.voice.messages import (
     check_audio_frame,
     parse_text_frame,
 )
+from apps.proxy.voice.routes import LiveRoutes, NotReadyError
 from apps.proxy.voice.speech import Synthesizer
 from apps.proxy.voice.transcription import Transcriber
 
@@ -41,10 +42,6 @@ CAPABILITY_NAMES = {
     "chat": "chat",
     "speech": "text-to-speech",
 }
-
-
-class NotReadyError(Exception):
-    pass
 
 
 class VoiceConsumer(AsyncWebsocketConsumer):
@@ -111,7 +108,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
     async def open_session(self, identity: KeyIdentity) -> Any:
         raise NotImplementedError
 
-    async def ready_route(self, identity: KeyIdentity, capability: str) -> Any:
+    async def ready_route(self, identity: KeyIdentity, capability: str) -> DeploymentRoute:
         """The user's deployment that serves `capability`, READY, or NotReadyError saying why."""
         try:
             own = await router.deployment_route(identity)
@@ -208,27 +205,42 @@ class VoiceConsumer(AsyncWebsocketConsumer):
 
 class TranscriptionConsumer(VoiceConsumer):
     async def open_session(self, identity: KeyIdentity) -> Transcriber:
-        route = await self.ready_route(identity, "transcription")
+        async def resolve() -> DeploymentRoute:
+            return await self.ready_route(identity, "transcription")
+
         return Transcriber(
-            link=self, route=route, conf=VoiceConf.load(), session_id=self.session_id
+            link=self,
+            routes=LiveRoutes(await resolve(), resolve),
+            conf=VoiceConf.load(),
+            session_id=self.session_id,
         )
 
 
 class SpeechConsumer(VoiceConsumer):
     async def open_session(self, identity: KeyIdentity) -> Synthesizer:
-        route = await self.ready_route(identity, "speech")
+        async def resolve() -> DeploymentRoute:
+            return await self.ready_route(identity, "speech")
+
         return Synthesizer(
-            link=self, route=route, conf=VoiceConf.load(), session_id=self.session_id
+            link=self,
+            routes=LiveRoutes(await resolve(), resolve),
+            conf=VoiceConf.load(),
+            session_id=self.session_id,
         )
 
 
 class VoiceAgentConsumer(VoiceConsumer):
     async def open_session(self, identity: KeyIdentity) -> VoiceAgent:
-        routes = AgentRoutes(
-            stt=await self.ready_route(identity, "transcription"),
-            chat=await self.ready_route(identity, "chat"),
-            tts=await self.ready_route(identity, "speech"),
-        )
+        async def resolve() -> AgentRoutes:
+            return AgentRoutes(
+                stt=await self.ready_route(identity, "transcription"),
+                chat=await self.ready_route(identity, "chat"),
+                tts=await self.ready_route(identity, "speech"),
+            )
+
         return VoiceAgent(
-            link=self, routes=routes, conf=VoiceConf.load(), session_id=self.session_id
+            link=self,
+            routes=LiveRoutes(await resolve(), resolve),
+            conf=VoiceConf.load(),
+            session_id=self.session_id,
         )

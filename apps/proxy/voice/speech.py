@@ -24,6 +24,7 @@ from apps.proxy.voice.messages import (
     optional_str,
     required_text,
 )
+from apps.proxy.voice.routes import LiveRoutes
 from apps.proxy.voice.speech_out import AudioStream, ClientLink
 
 logger = logging.getLogger(__name__)
@@ -38,10 +39,15 @@ class SpeakRequest:
 
 class Synthesizer:
     def __init__(
-        self, *, link: ClientLink, route: DeploymentRoute, conf: VoiceConf, session_id: str
+        self,
+        *,
+        link: ClientLink,
+        routes: LiveRoutes[DeploymentRoute],
+        conf: VoiceConf,
+        session_id: str,
     ) -> None:
         self.link = link
-        self.route = route
+        self.routes = routes
         self.conf = conf
         self.session_id = session_id
         self._pending: collections.deque[SpeakRequest] = collections.deque()
@@ -77,6 +83,7 @@ class Synthesizer:
                 f"{self.conf.pending_speeches} speeches are already waiting; this one was refused.",
             )
         self._pending.append(SpeakRequest(id=speech_id, text=text, voice=voice or None))
+        self.routes.refresh()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work())
 
@@ -90,6 +97,7 @@ class Synthesizer:
                 self._current_task.cancel()
 
     async def close(self) -> None:
+        await self.routes.close()
         self._pending.clear()
         for task in (self._current_task, self._worker):
             if task is not None and not task.done():
@@ -123,7 +131,7 @@ class Synthesizer:
         audio = AudioStream(self.link, audio_id=request.id, lead_s=self.conf.audio_lead_s)
         try:
             await audio.speak(
-                route=self.route,
+                route=await self.routes.get(),
                 text=request.text,
                 voice=request.voice,
                 request_id=str(uuid.uuid4()),

@@ -25,6 +25,7 @@ from apps.proxy.voice.messages import (
     optional_sample_rate,
     optional_str,
 )
+from apps.proxy.voice.routes import LiveRoutes
 from apps.proxy.voice.speech_out import ClientLink
 from apps.proxy.voice.vad import SpeechEnded, SpeechStarted, UtteranceDetector
 
@@ -33,10 +34,15 @@ logger = logging.getLogger(__name__)
 
 class Transcriber:
     def __init__(
-        self, *, link: ClientLink, route: DeploymentRoute, conf: VoiceConf, session_id: str
+        self,
+        *,
+        link: ClientLink,
+        routes: LiveRoutes[DeploymentRoute],
+        conf: VoiceConf,
+        session_id: str,
     ) -> None:
         self.link = link
-        self.route = route
+        self.routes = routes
         self.conf = conf
         self.session_id = session_id
         self.language: str | None = None
@@ -89,6 +95,7 @@ class Transcriber:
     async def on_audio(self, pcm: bytes) -> None:
         for event in self.vad.feed(pcm):
             if isinstance(event, SpeechStarted):
+                self.routes.refresh()
                 self._utterance += 1
                 self._partial_mark = 0.0
             elif isinstance(event, SpeechEnded):
@@ -105,6 +112,7 @@ class Transcriber:
             )
 
     async def close(self) -> None:
+        await self.routes.close()
         for task in (self._partial, self._worker):
             if task is not None and not task.done():
                 task.cancel()
@@ -137,7 +145,7 @@ class Transcriber:
             self._working = True
             try:
                 text = await transcribe_utterance(
-                    route=self.route,
+                    route=await self.routes.get(),
                     pcm=pcm,
                     sample_rate=rate,
                     language=self.language,
@@ -161,7 +169,7 @@ class Transcriber:
     async def _send_partial(self, pcm: bytes, number: int, rate: int) -> None:
         try:
             text = await transcribe_utterance(
-                route=self.route,
+                route=await self.routes.get(),
                 pcm=pcm,
                 sample_rate=rate,
                 language=self.language,
