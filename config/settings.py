@@ -222,6 +222,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PodStatusEnum": "apps.pods.models.PodStatus",
         "NodeStatusEnum": "apps.nodes.models.NodeStatus",
+        "DeploymentStatusEnum": "apps.catalog.models.DeploymentStatus",
+        "ReplicaStatusEnum": "apps.catalog.models.ReplicaStatus",
     },
 }
 
