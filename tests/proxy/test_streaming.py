@@ -111,3 +111,36 @@ def test_many_concurrent_streams_are_not_capped_by_the_web_bound(
         return await asyncio.gather(*tasks)
 
     assert asyncio.run(run()) == ["echo: x"] * streams
+
+
+def test_a_client_that_leaves_mid_stream_releases_the_replica(proxy_server, echo_backends, user):
+    """The client hangs up after the first chunk: the proxy stops relaying, closes the
+    upstream stream and gives the replica's outstanding-request slot back."""
+    from apps.catalog.models import ModelUsageLog
+    from apps.proxy.routing import router
+    from tests.proxy.conftest import wait_for
+
+    backend = echo_backends(name="left")
+    deployment, key = make_deployment(user, backends=[backend])
+    replica_id = deployment.replica_set.get().pk
+    with httpx.Client(timeout=10) as http:
+        with http.stream(
+            "POST",
+            proxy_server.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={
+                "model": "echo-model",
+                "messages": [{"role": "user", "content": "never read to the end"}],
+                "stream": True,
+                "x_test_gate": str(uuid.uuid4()),
+            },
+        ) as response:
+            first = next(response.iter_raw())
+            assert b"echo:" in first
+            assert router.outstanding.get(replica_id) == 1
+
+    wait_for(lambda: router.outstanding.get(replica_id, 0) == 0, "the replica's slot back")
+    row = wait_for(
+        lambda: ModelUsageLog.objects.filter(deployment=deployment).first(), "the usage row"
+    )
+    assert row.streamed and row.status_code == 200
