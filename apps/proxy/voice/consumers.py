@@ -29,6 +29,7 @@ from apps.proxy.voice.messages import (
     MessageError,
     VoiceConf,
     check_audio_frame,
+    check_text_frame,
     parse_text_frame,
 )
 from apps.proxy.voice.routes import LiveRoutes, NotReadyError
@@ -132,6 +133,7 @@ class VoiceConsumer(AsyncWebsocketConsumer):
                 check_audio_frame(bytes_data)
                 await self.session.on_audio(bytes_data)
             elif text_data is not None:
+                check_text_frame(text_data)
                 await self.session.on_message(parse_text_frame(text_data))
         except MessageError as exc:
             await self.send_event({"type": "error", "code": exc.code, "message": exc.message})

@@ -78,6 +78,15 @@ def optional_sample_rate(message: dict[str, Any]) -> int | None:
     return value
 
 
+def check_text_frame(text: str) -> None:
+    limit = MAX_SYSTEM_PROMPT_CHARS + 4096  # the largest message: a config with its prompt
+    if len(text) > limit:
+        raise MessageError(
+            "frame_too_large",
+            f"Text frames may be at most {limit} characters; this one was dropped.",
+        )
+
+
 def check_audio_frame(data: bytes) -> None:
     limit = settings.VOICE_MAX_FRAME_BYTES
     if len(data) > limit:
