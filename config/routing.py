@@ -1,5 +1,20 @@
-"""WebSocket routes (`/ws/*`). The voice consumers register here when they land."""
+"""WebSocket routes (`/ws/*`)."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from apps.proxy.voice.auth import DeploymentKeyAuthMiddleware
+from apps.proxy.voice.consumers import (
+    SpeechConsumer,
+    TranscriptionConsumer,
+    VoiceAgentConsumer,
+)
+
+websocket_urlpatterns: list[URLPattern] = [
+    # Real-time voice (apps/proxy/voice), authenticated by deployment key.
+    path(
+        "ws/audio/transcriptions",
+        DeploymentKeyAuthMiddleware(TranscriptionConsumer.as_asgi()),
+    ),
+    path("ws/audio/speech", DeploymentKeyAuthMiddleware(SpeechConsumer.as_asgi())),
+    path("ws/voice-agent", DeploymentKeyAuthMiddleware(VoiceAgentConsumer.as_asgi())),
+]

@@ -60,6 +60,8 @@ INSTALLED_APPS = [
     "apps.pods",
     "apps.providers",
     "apps.sourcing",
+    "apps.catalog",
+    "apps.proxy",
 ]
 
 MIDDLEWARE = [
@@ -225,6 +227,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PodStatusEnum": "apps.pods.models.PodStatus",
         "NodeStatusEnum": "apps.nodes.models.NodeStatus",
+        "DeploymentStatusEnum": "apps.catalog.models.DeploymentStatus",
+        "ReplicaStatusEnum": "apps.catalog.models.ReplicaStatus",
     },
 }
 
@@ -429,3 +433,57 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Model catalog and the OpenAI-compatible proxy (apps.catalog, apps.proxy) -------------------
+# How long the proxy trusts what it read of keys and READY replicas (revocations and health
+# changes take effect within this).
+PROXY_ROUTE_CACHE_S = env.float("PROXY_ROUTE_CACHE_S", default=2.0)
+# A replica that refused a connection gets no traffic from that web process for this long.
+PROXY_REPLICA_COOLDOWN_S = env.float("PROXY_REPLICA_COOLDOWN_S", default=5.0)
+PROXY_CONNECT_TIMEOUT_S = env.float("PROXY_CONNECT_TIMEOUT_S", default=2.0)
+# Longest silence from a backend (between two chunks, or before its answer) before giving up.
+PROXY_READ_TIMEOUT_S = env.float("PROXY_READ_TIMEOUT_S", default=300.0)
+PROXY_MAX_CONNECTIONS = env.int("PROXY_MAX_CONNECTIONS", default=1000)
+# Upstream connections are split over this many small httpx pools (see apps/proxy/upstream.py).
+PROXY_POOL_SHARDS = env.int("PROXY_POOL_SHARDS", default=16)
+# Audio uploads are larger than API bodies (OpenAI allows 25 MB).
+PROXY_MAX_BODY_BYTES = env.int("PROXY_MAX_BODY_BYTES", default=25 * 1024 * 1024)
+# Usage rows are written in one INSERT per interval (or sooner past this many rows).
+PROXY_USAGE_FLUSH_S = env.float("PROXY_USAGE_FLUSH_S", default=1.0)
+PROXY_USAGE_FLUSH_ROWS = env.int("PROXY_USAGE_FLUSH_ROWS", default=500)
+# Per-deployment rate limits are counted in-process and summed across web processes through
+# Redis this often (no Redis round trip per request).
+PROXY_RATE_SYNC_S = env.float("PROXY_RATE_SYNC_S", default=0.1)
+# Replicas: a health check every CATALOG_HEALTH_INTERVAL_S; this many failures in a row take a
+# READY replica out of service; a replica LOADING longer than the timeout fails.
+CATALOG_HEALTH_TIMEOUT_S = env.float("CATALOG_HEALTH_TIMEOUT_S", default=3.0)
+CATALOG_HEALTH_FAILURES_UNHEALTHY = env.int("CATALOG_HEALTH_FAILURES_UNHEALTHY", default=2)
+CATALOG_LOADING_TIMEOUT_S = env.int("CATALOG_LOADING_TIMEOUT_S", default=1800)
+# Host ports handed to host-network replicas (the local CPU backends), one per replica.
+CATALOG_HOST_PORT_RANGE = (
+    env.int("CATALOG_HOST_PORT_MIN", default=18100),
+    env.int("CATALOG_HOST_PORT_MAX", default=18999),
+)
+
+# --- Real-time voice (apps.proxy.voice: the /ws/* sockets) --------------------------------------
+# A session with no frame from the client and nothing in progress for this long closes (4408).
+VOICE_IDLE_TIMEOUT_S = env.float("VOICE_IDLE_TIMEOUT_S", default=60.0)
+# Open sessions per deployment key, across web processes (4429 past it); a crashed process's
+# slots free themselves after the lease.
+VOICE_MAX_SESSIONS_PER_KEY = env.int("VOICE_MAX_SESSIONS_PER_KEY", default=20)
+VOICE_SESSION_LEASE_S = env.float("VOICE_SESSION_LEASE_S", default=60.0)
+# Reply audio goes out at most this far ahead of real-time playback (backpressure, barge-in).
+VOICE_AUDIO_LEAD_S = env.float("VOICE_AUDIO_LEAD_S", default=1.0)
+# webrtcvad: aggressiveness 0-3; silence that ends an utterance; longest utterance.
+VOICE_VAD_AGGRESSIVENESS = env.int("VOICE_VAD_AGGRESSIVENESS", default=2)
+VOICE_VAD_END_MS = env.int("VOICE_VAD_END_MS", default=500)
+VOICE_MAX_UTTERANCE_S = env.float("VOICE_MAX_UTTERANCE_S", default=30.0)
+# Partial transcripts every this many seconds of speech (0: none).
+VOICE_PARTIAL_INTERVAL_S = env.float("VOICE_PARTIAL_INTERVAL_S", default=1.0)
+VOICE_MAX_REPLY_TOKENS = env.int("VOICE_MAX_REPLY_TOKENS", default=200)
+VOICE_HISTORY_MESSAGES = env.int("VOICE_HISTORY_MESSAGES", default=20)
+VOICE_HISTORY_CHARS = env.int("VOICE_HISTORY_CHARS", default=6000)
+# Bounded queues: utterances waiting for a transcript, speeches waiting to be spoken.
+VOICE_PENDING_UTTERANCES = env.int("VOICE_PENDING_UTTERANCES", default=4)
+VOICE_PENDING_SPEECHES = env.int("VOICE_PENDING_SPEECHES", default=8)
+VOICE_MAX_FRAME_BYTES = env.int("VOICE_MAX_FRAME_BYTES", default=256 * 1024)

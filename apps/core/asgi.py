@@ -72,3 +72,22 @@ class BoundedConcurrency:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class BrowserOriginValidator:
+    """WebSocket origin check for sockets that authenticate by API key. A browser always sends
+    `Origin`: it must be one of ALLOWED_HOSTS (Channels' AllowedHostsOriginValidator rules).
+    A request without `Origin` comes from a non-browser client (an SDK, a server), which
+    carries no ambient cookies to hijack, so it is let through to its key check."""
+
+    def __init__(self, app: Any) -> None:
+        from channels.security.websocket import AllowedHostsOriginValidator
+
+        self.app = app
+        self.browser_checked = AllowedHostsOriginValidator(app)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if any(name == b"origin" for name, _ in scope.get("headers", [])):
+            await self.browser_checked(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

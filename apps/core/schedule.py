@@ -29,6 +29,9 @@ SCHEDULE: tuple[PeriodicEntry, ...] = (
     PeriodicEntry("drive provisioned instances", "sourcing.provisioning_tick", 10),
     PeriodicEntry("reconcile provisioned instances with providers", "sourcing.reconcile", 60),
     PeriodicEntry("book upstream costs", "sourcing.accrue_upstream_costs", 60),
+    PeriodicEntry("provision pending deployments", "catalog.provision_pending", 30),
+    PeriodicEntry("check deployment health", "catalog.health_check", 30),
+    PeriodicEntry("sync deployment status from pods", "catalog.sync_status", 15),
 )
 
 NAME_PREFIX = "gco: "

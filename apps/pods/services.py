@@ -178,9 +178,34 @@ def pod_observe_workload(*, workload: Workload) -> None:
             node_services.workload_stop(node=pod.node, pod_id=pod.pk, timeout_s=5)
 
 
+def pod_endpoints(*, address: str, ports: dict[str, Any]) -> dict[str, str]:
+    """`{"8000/tcp": "203.0.113.7:32768"}` from a start_pod result's published ports and the
+    node's address (loopback when the node reported none)."""
+    host = address or "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # IPv6
+    return {
+        str(key): f"{host}:{int(port)}"
+        for key, port in (ports or {}).items()
+        if isinstance(port, int) or (isinstance(port, str) and port.isdigit())
+    }
+
+
 @transaction.atomic
 def pod_observe_command(*, command: NodeCommand) -> None:
-    """A start_pod the agent could not carry out fails the pod."""
+    """A start_pod the agent carried out tells where the pod answers (its endpoints); one it
+    could not carry out fails the pod."""
+    if command.type == CommandType.START_POD and command.status == "ACKED":
+        pod = _lock(command.payload.get("pod_id", ""))
+        if pod is None or pod.node_id != command.node_id or pod.status in FINAL:
+            return
+        endpoints = pod_endpoints(
+            address=pod.node.address if pod.node else "", ports=command.result.get("ports") or {}
+        )
+        if endpoints != pod.endpoints:
+            pod.endpoints = endpoints
+            pod.save(update_fields=["endpoints", "updated_at"])
+        return
     if command.type != CommandType.START_POD or command.status != "FAILED":
         return
     pod = _lock(command.payload.get("pod_id", ""))

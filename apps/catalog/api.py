@@ -1,0 +1,137 @@
+"""`/api/v1/models/*`: the catalog (public), deploying (owner), deployments, their keys and
+metrics (owner; another user's deployment id answers 404)."""
+
+from typing import Any
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.catalog import selectors
+from apps.catalog import serializers as s
+from apps.catalog.models import Deployment, ModelTemplate
+from apps.catalog.services import deploy
+from apps.pods.services import SpendRefusedError
+
+MAX_METRICS_WINDOW_S = 7 * 86400
+
+
+class PaymentRequired(exceptions.APIException):
+    status_code = status.HTTP_402_PAYMENT_REQUIRED
+    default_code = "payment_required"
+
+
+def owned_deployment(request: Request, deployment_id: str) -> Deployment:
+    return get_object_or_404(selectors.deployments_for(request.user), pk=deployment_id)
+
+
+class TemplateListView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        parameters=[s.TemplateFilterInput],
+        responses={200: s.TemplateOutput(many=True)},
+        tags=["models"],
+    )
+    def get(self, request: Request) -> Response:
+        filters = s.TemplateFilterInput(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        templates = selectors.templates_search(**filters.validated_data)
+        return Response(s.TemplateOutput(templates, many=True).data)
+
+
+class TemplateDetailView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses={200: s.TemplateOutput}, tags=["models"])
+    def get(self, request: Request, slug: str) -> Response:
+        template = get_object_or_404(ModelTemplate, slug=slug, is_active=True)
+        return Response(s.TemplateOutput(template).data)
+
+
+class DeployView(APIView):
+    @extend_schema(request=s.DeployInput, responses={201: s.DeploymentOutput}, tags=["models"])
+    def post(self, request: Request, slug: str) -> Response:
+        template = get_object_or_404(ModelTemplate, slug=slug, is_active=True)
+        data = s.DeployInput(data=request.data, context={"template": template})
+        data.is_valid(raise_exception=True)
+        values: dict[str, Any] = dict(data.validated_data)
+        try:
+            created = deploy.deployment_create(
+                owner=request.user,  # type: ignore[arg-type]
+                template=template,
+                **values,
+            )
+        except SpendRefusedError as exc:
+            raise PaymentRequired(detail=str(exc)) from exc
+        deployment = selectors.deployments_for(request.user).get(pk=created.deployment.pk)
+        body = s.DeploymentOutput(deployment).data
+        body["api_key"] = created.key.raw  # shown once
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class DeploymentListView(APIView):
+    @extend_schema(responses={200: s.DeploymentOutput(many=True)}, tags=["deployments"])
+    def get(self, request: Request) -> Response:
+        deployments = selectors.deployments_for(request.user)
+        wanted = request.query_params.get("status")
+        if wanted:
+            deployments = deployments.filter(status=wanted.upper())
+        return Response(s.DeploymentOutput(deployments[:200], many=True).data)
+
+
+class DeploymentDetailView(APIView):
+    @extend_schema(responses={200: s.DeploymentOutput}, tags=["deployments"])
+    def get(self, request: Request, deployment_id: str) -> Response:
+        return Response(s.DeploymentOutput(owned_deployment(request, deployment_id)).data)
+
+    @extend_schema(responses={200: s.DeploymentOutput}, tags=["deployments"])
+    def delete(self, request: Request, deployment_id: str) -> Response:
+        deployment = deploy.deployment_stop(deployment=owned_deployment(request, deployment_id))
+        return Response(s.DeploymentOutput(owned_deployment(request, str(deployment.pk))).data)
+
+
+class DeploymentEventsView(APIView):
+    @extend_schema(responses={200: s.DeploymentEventOutput(many=True)}, tags=["deployments"])
+    def get(self, request: Request, deployment_id: str) -> Response:
+        deployment = owned_deployment(request, deployment_id)
+        return Response(s.DeploymentEventOutput(deployment.events.all(), many=True).data)
+
+
+class DeploymentKeyRotateView(APIView):
+    @extend_schema(request=None, responses={201: s.KeyOutput}, tags=["deployments"])
+    def post(self, request: Request, deployment_id: str) -> Response:
+        deployment = owned_deployment(request, deployment_id)
+        if not deploy.deployment_is_live(deployment):
+            raise exceptions.ValidationError(
+                {"non_field_errors": f"The deployment is {deployment.status}."}
+            )
+        issued = deploy.deployment_key_rotate(deployment=deployment)
+        body = s.KeyOutput(issued.key).data
+        body["api_key"] = issued.raw  # shown once
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class DeploymentMetricsView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("window", int, description="Seconds back from now (default 3600).")
+        ],
+        responses={200: None},
+        tags=["deployments"],
+    )
+    def get(self, request: Request, deployment_id: str) -> Response:
+        deployment = owned_deployment(request, deployment_id)
+        try:
+            window = int(request.query_params.get("window", "3600"))
+        except ValueError as exc:
+            raise exceptions.ValidationError({"window": "A whole number is required."}) from exc
+        if not 1 <= window <= MAX_METRICS_WINDOW_S:
+            raise exceptions.ValidationError(
+                {"window": f"Must be between 1 and {MAX_METRICS_WINDOW_S} seconds."}
+            )
+        return Response(selectors.deployment_metrics(deployment=deployment, window_s=window))

@@ -1,0 +1,171 @@
+from typing import Any
+
+from rest_framework import serializers
+
+from apps.catalog.models import (
+    Capability,
+    Deployment,
+    DeploymentEvent,
+    DeploymentKey,
+    ModelCategory,
+    ModelTemplate,
+    Replica,
+)
+from apps.core.money import micros_to_usd, usd_to_micros
+from apps.pods.scheduler import known_gpu_models
+
+
+class TemplateOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ModelTemplate
+        fields = (
+            "slug",
+            "name",
+            "description",
+            "category",
+            "capabilities",
+            "served_model",
+            "image",
+            "args",
+            "env",
+            "port",
+            "health_path",
+            "min_vram_gb",
+            "recommended_vram_gb",
+            "recommended_gpu",
+            "gpu_count",
+        )
+
+
+class TemplateFilterInput(serializers.Serializer):
+    category = serializers.ChoiceField(choices=ModelCategory.choices, required=False)
+    capability = serializers.ChoiceField(choices=Capability.choices, required=False)
+    max_vram_gb = serializers.IntegerField(min_value=0, required=False)
+    gpu = serializers.CharField(max_length=64, required=False)
+    search = serializers.CharField(max_length=100, required=False)
+
+
+class OverridesInput(serializers.Serializer):
+    args = serializers.ListField(
+        child=serializers.CharField(max_length=4096), max_length=64, required=False
+    )
+    env = serializers.DictField(
+        child=serializers.CharField(max_length=8192, allow_blank=True), required=False
+    )
+    health_path = serializers.RegexField(r"^/[\x21-\x7e]{0,199}$", required=False)
+
+    def validate_env(self, env: dict[str, str]) -> dict[str, str]:
+        bad = [
+            k
+            for k in env
+            if not k
+            or not (k[0].isalpha() or k[0] == "_")
+            or not all(c.isalnum() or c == "_" for c in k)
+        ]
+        if bad:
+            raise serializers.ValidationError(f"Invalid variable name(s): {', '.join(bad)}.")
+        return env
+
+
+class DeployInput(serializers.Serializer):
+    name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", required=False)
+    model_name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$", required=False)
+    gpu_model = serializers.CharField(max_length=64, required=False)
+    gpu_count = serializers.IntegerField(min_value=0, max_value=8, required=False)
+    replicas = serializers.IntegerField(min_value=1, max_value=8, default=1)
+    overrides = OverridesInput(required=False)
+    price_cap_per_gpu_hour_usd = serializers.DecimalField(
+        max_digits=8, decimal_places=6, min_value=0, required=False, allow_null=True
+    )
+    rate_limit_per_minute = serializers.IntegerField(
+        min_value=1, max_value=1_000_000, required=False
+    )
+
+    def validate_gpu_model(self, model: str) -> str:
+        known = known_gpu_models()
+        if model not in known:
+            raise serializers.ValidationError(
+                f"Unknown GPU model {model!r}; known models: {', '.join(sorted(known))}."
+            )
+        return model
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        template: ModelTemplate = self.context["template"]
+        price = data.pop("price_cap_per_gpu_hour_usd", None)
+        data["price_cap_per_gpu_hour"] = None if price is None else usd_to_micros(price)
+        count = data.get("gpu_count", template.gpu_count)
+        if template.gpu_count and count == 0:
+            raise serializers.ValidationError(
+                {"gpu_count": f"{template.name} needs at least one GPU."}
+            )
+        if template.gpu_count == 0 and count:
+            raise serializers.ValidationError({"gpu_count": f"{template.name} runs on CPU only."})
+        return data
+
+
+class ReplicaOutput(serializers.ModelSerializer):
+    pod_status = serializers.CharField(source="pod.status", default=None)
+
+    class Meta:
+        model = Replica
+        fields = (
+            "id",
+            "status",
+            "status_reason",
+            "pod",
+            "pod_status",
+            "last_health_at",
+            "ready_at",
+        )
+
+
+class KeyOutput(serializers.ModelSerializer):
+    class Meta:
+        model = DeploymentKey
+        fields = ("id", "name", "prefix", "created_at", "revoked_at")
+
+
+class DeploymentOutput(serializers.ModelSerializer):
+    template = serializers.CharField(source="template.slug")
+    replica_set = ReplicaOutput(many=True)
+    keys = serializers.SerializerMethodField()
+    price_cap_per_gpu_hour_usd = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Deployment
+        fields = (
+            "id",
+            "name",
+            "template",
+            "model_name",
+            "capabilities",
+            "status",
+            "status_reason",
+            "image",
+            "args",
+            "env",
+            "health_path",
+            "gpu_model",
+            "gpu_count",
+            "replicas",
+            "rate_limit_per_minute",
+            "price_cap_per_gpu_hour_usd",
+            "replica_set",
+            "keys",
+            "created_at",
+            "ready_at",
+            "stopped_at",
+        )
+
+    def get_keys(self, deployment: Deployment) -> list[dict[str, Any]]:
+        return KeyOutput([k for k in deployment.keys.all() if k.revoked_at is None], many=True).data  # type: ignore[return-value]
+
+    def get_price_cap_per_gpu_hour_usd(self, deployment: Deployment) -> str | None:
+        cap = deployment.price_cap_per_gpu_hour
+        return None if cap is None else micros_to_usd(cap, 6)
+
+
+class DeploymentEventOutput(serializers.ModelSerializer):
+    class Meta:
+        model = DeploymentEvent
+        fields = ("at", "from_status", "to_status", "reason")

@@ -1,0 +1,387 @@
+"""`/v1`: the OpenAI-compatible API in front of deployments (django-ninja, async views).
+
+A request is authenticated by its deployment key (`Authorization: Bearer sk_…` or
+`X-API-Key`), checked against the key's deployment (`model` must be the deployment's
+`model_name` and the deployment must serve the endpoint), counted against the deployment's
+per-minute limit, and sent to the READY replica with the fewest outstanding requests (see
+`routing` and `upstream`). Streaming answers (`stream: true`, and speech audio) are passed
+through chunk by chunk as they arrive. Usage is recorded in the in-memory buffer, never written
+to the database on the request path. Every refusal has OpenAI's error body and status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from io import BytesIO
+from typing import Any
+
+import httpx
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.multipartparser import MultiPartParser, MultiPartParserError
+from ninja import NinjaAPI, Router
+from pydantic import BaseModel, ValidationError
+
+from apps.proxy import schemas
+from apps.proxy.routing import (
+    DeploymentRoute,
+    InvalidRequestError,
+    KeyIdentity,
+    ModelNotFoundError,
+    ProxyError,
+    UsageEntry,
+    router,
+    usage_buffer,
+)
+from apps.proxy.upstream import UpstreamCall, open_upstream
+
+logger = logging.getLogger(__name__)
+
+api = NinjaAPI(
+    title="OpenAI-compatible API",
+    version="1",
+    urls_namespace="openai",
+    description="Point the official `openai` SDK at `/v1` with a deployment key (`sk_…`).",
+)
+v1 = Router(tags=["openai"])
+
+PASS_HEADERS = ("content-type", "x-sample-rate", "content-disposition")
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def proxy_error_response(exc: ProxyError) -> JsonResponse:
+    response = JsonResponse(exc.body(), status=exc.status)
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
+    for name, value in SECURITY_HEADERS.items():
+        response[name] = value
+    return response
+
+
+@api.exception_handler(ProxyError)
+def _proxy_error(request: HttpRequest, exc: ProxyError) -> HttpResponse:
+    return proxy_error_response(exc)
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("proxy: unexpected error on %s", request.path)
+    return proxy_error_response(ProxyError("Internal error; it has been logged."))
+
+
+# --- request helpers ----------------------------------------------------------------------------
+
+
+def credential(request: HttpRequest) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("X-API-Key") or None
+
+
+def parse_json(raw: bytes, schema: type[BaseModel]) -> BaseModel:
+    """The body checked against `schema`; a 400 naming the first bad field otherwise."""
+    try:
+        return schema.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        param = ".".join(str(p) for p in error.get("loc", ())) or None
+        if error.get("type") == "json_invalid":
+            raise InvalidRequestError(f"The body is not valid JSON: {error['msg']}.") from exc
+        raise InvalidRequestError(
+            f"{param}: {error['msg']}" if param else str(error["msg"]), param=param
+        ) from exc
+
+
+async def authorize(request: HttpRequest, *, capability: str, model: str | None) -> DeploymentRoute:
+    identity: KeyIdentity = await router.authenticate(credential(request))
+    route = await router.resolve(identity, capability=capability, model=model)
+    await router.check_rate(route)
+    return route
+
+
+def _usage_of(data: Any) -> tuple[int, int]:
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return 0, 0
+    prompt = usage.get("prompt_tokens") or usage.get("input_tokens") or 0
+    completion = usage.get("completion_tokens") or usage.get("output_tokens") or 0
+    return (
+        prompt if isinstance(prompt, int) else 0,
+        completion if isinstance(completion, int) else 0,
+    )
+
+
+def _headers_of(call: UpstreamCall) -> dict[str, str]:
+    out = {
+        name: call.response.headers[name] for name in PASS_HEADERS if name in call.response.headers
+    }
+    out["X-Replica-Id"] = str(call.replica.replica_id)
+    out.update(SECURITY_HEADERS)
+    return out
+
+
+def sse_error(message: str, code: str) -> bytes:
+    body = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+class _Usage:
+    """Token counts found in an SSE stream: the `usage` object when the server sends one
+    (OpenAI's `stream_options.include_usage`), else the number of content events."""
+
+    def __init__(self) -> None:
+        self.prompt = 0
+        self.completion = 0
+        self.events = 0
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self.events += chunk.count(b"data:")
+        if b'"usage"' not in chunk and b'"usage"' not in self._tail + chunk[:16]:
+            self._tail = chunk[-16:]
+            return
+        for line in (self._tail + chunk).split(b"\n"):
+            if line.startswith(b"data:") and b'"usage"' in line:
+                try:
+                    prompt, completion = _usage_of(json.loads(line[5:]))
+                except ValueError:
+                    continue
+                if prompt or completion:
+                    self.prompt, self.completion = prompt, completion
+        self._tail = chunk[-16:]
+
+
+async def forward(
+    request: HttpRequest,
+    *,
+    route: DeploymentRoute,
+    endpoint: str,
+    raw: bytes,
+    content_type: str,
+    stream: bool,
+) -> HttpResponse | StreamingHttpResponse:
+    """Send the body to a replica and answer with what it answers: whole, or chunk by chunk."""
+    started = time.perf_counter()
+    headers = {"content-type": content_type, "accept": request.headers.get("Accept", "*/*")}
+    try:
+        call = await open_upstream(
+            route, method="POST", path="/v1/" + endpoint, content=raw, headers=headers
+        )
+    except ProxyError as exc:
+        usage_buffer.record(
+            UsageEntry(
+                deployment_id=route.id,
+                endpoint=endpoint,
+                status_code=exc.status,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                streamed=stream,
+                error=exc.code,
+            )
+        )
+        raise
+    upstream = call.response
+    if not stream or upstream.status_code >= 400:
+        try:
+            body = await upstream.aread()
+        finally:
+            await call.aclose()
+        prompt = completion = 0
+        if upstream.status_code < 400 and b'"usage"' in body:
+            try:
+                prompt, completion = _usage_of(json.loads(body))
+            except ValueError:
+                pass
+        latency = (time.perf_counter() - started) * 1000
+        usage_buffer.record(
+            UsageEntry(
+                deployment_id=route.id,
+                replica_id=call.replica.replica_id,
+                endpoint=endpoint,
+                status_code=upstream.status_code,
+                latency_ms=latency,
+                first_byte_ms=latency,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                error="" if upstream.status_code < 400 else f"upstream_{upstream.status_code}",
+            )
+        )
+        return HttpResponse(body, status=upstream.status_code, headers=_headers_of(call))
+
+    is_sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+
+    async def relay() -> AsyncIterator[bytes]:
+        usage = _Usage()
+        first_byte_ms: float | None = None
+        error = ""
+        try:
+            async for chunk in upstream.aiter_raw():
+                if first_byte_ms is None:
+                    first_byte_ms = (time.perf_counter() - started) * 1000
+                usage.feed(chunk)
+                yield chunk
+        except httpx.HTTPError as exc:
+            # The replica died mid-stream. What was sent cannot be taken back, so no retry: end
+            # with an error event (the openai SDK raises APIError on it) rather than a stream
+            # that just stops and looks complete.
+            error = "upstream_disconnected"
+            logger.warning("proxy: stream from replica %s broke: %s", call.replica.replica_id, exc)
+            if is_sse:
+                yield sse_error(
+                    "The model server stopped in the middle of the answer; retry.", error
+                )
+        finally:
+            await call.aclose()
+            usage_buffer.record(
+                UsageEntry(
+                    deployment_id=route.id,
+                    replica_id=call.replica.replica_id,
+                    endpoint=endpoint,
+                    status_code=upstream.status_code,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    first_byte_ms=first_byte_ms,
+                    prompt_tokens=usage.prompt,
+                    completion_tokens=usage.completion or max(0, usage.events - 2),
+                    streamed=True,
+                    error=error,
+                )
+            )
+
+    response = StreamingHttpResponse(
+        relay(), status=upstream.status_code, headers=_headers_of(call)
+    )
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+# --- endpoints ----------------------------------------------------------------------------------
+
+
+@v1.post("/chat/completions")
+async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    raw = request.read()
+    body: Any = parse_json(raw, schemas.ChatCompletionIn)
+    route = await authorize(request, capability="chat", model=body.model)
+    return await forward(
+        request,
+        route=route,
+        endpoint="chat/completions",
+        raw=raw,
+        content_type="application/json",
+        stream=bool(body.stream),
+    )
+
+
+@v1.post("/completions")
+async def completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    raw = request.read()
+    body: Any = parse_json(raw, schemas.CompletionIn)
+    route = await authorize(request, capability="completions", model=body.model)
+    return await forward(
+        request,
+        route=route,
+        endpoint="completions",
+        raw=raw,
+        content_type="application/json",
+        stream=bool(body.stream),
+    )
+
+
+@v1.post("/embeddings")
+async def embeddings(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    raw = request.read()
+    body: Any = parse_json(raw, schemas.EmbeddingsIn)
+    route = await authorize(request, capability="embeddings", model=body.model)
+    return await forward(
+        request,
+        route=route,
+        endpoint="embeddings",
+        raw=raw,
+        content_type="application/json",
+        stream=False,
+    )
+
+
+@v1.post("/audio/speech")
+async def audio_speech(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    raw = request.read()
+    body: Any = parse_json(raw, schemas.SpeechIn)
+    route = await authorize(request, capability="speech", model=body.model)
+    return await forward(
+        request,
+        route=route,
+        endpoint="audio/speech",
+        raw=raw,
+        content_type="application/json",
+        stream=True,  # audio is relayed as the server produces it
+    )
+
+
+@v1.post("/audio/transcriptions")
+async def audio_transcriptions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    content_type = request.headers.get("Content-Type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise InvalidRequestError("Send the audio as multipart/form-data.", param="file")
+    raw = request.read()
+    meta = {**request.META, "CONTENT_LENGTH": str(len(raw))}
+    try:
+        fields, files = MultiPartParser(meta, BytesIO(raw), request.upload_handlers).parse()
+    except MultiPartParserError as exc:
+        raise InvalidRequestError(f"Malformed multipart body: {exc}", param="file") from exc
+    model = fields.get("model")
+    if not model:
+        raise InvalidRequestError("model: Field required", param="model")
+    if "file" not in files:
+        raise InvalidRequestError("file: Field required", param="file")
+    route = await authorize(request, capability="transcription", model=model)
+    return await forward(
+        request,
+        route=route,
+        endpoint="audio/transcriptions",
+        raw=raw,
+        content_type=content_type,
+        stream=False,
+    )
+
+
+@v1.post("/images/generations")
+async def images_generations(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    raw = request.read()
+    body: Any = parse_json(raw, schemas.ImageGenerationIn)
+    route = await authorize(request, capability="images", model=body.model)
+    return await forward(
+        request,
+        route=route,
+        endpoint="images/generations",
+        raw=raw,
+        content_type="application/json",
+        stream=False,
+    )
+
+
+def _model_out(route: DeploymentRoute) -> dict[str, Any]:
+    return {"id": route.model_name, "object": "model", "created": route.created, "owned_by": "you"}
+
+
+@v1.get("/models", response=schemas.ModelListOut)
+async def models(request: HttpRequest) -> dict[str, Any]:
+    identity = await router.authenticate(credential(request))
+    route = await router.deployment_route(identity)
+    return {"object": "list", "data": [_model_out(route)]}
+
+
+@v1.get("/models/{model}", response=schemas.ModelOut)
+async def model_detail(request: HttpRequest, model: str) -> dict[str, Any]:
+    identity = await router.authenticate(credential(request))
+    route = await router.deployment_route(identity)
+    if model != route.model_name:
+        raise ModelNotFoundError(f"The model '{model}' does not exist.", param="model")
+    return _model_out(route)
+
+
+api.add_router("/", v1)

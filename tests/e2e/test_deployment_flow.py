@@ -1,0 +1,157 @@
+"""Deploy a model, a REAL agent runs its replica as a Docker container (host network, the
+local backends image with the host's venv mounted), the health check makes it READY, and the
+official `openai` SDK gets an answer through our /v1 proxy."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+from rest_framework.test import APIClient
+
+from apps.catalog.models import Deployment, DeploymentStatus
+from apps.catalog.services import lifecycle
+from apps.catalog.services.templates import templates_seed
+from apps.nodes.models import Node, NodeStatus
+from apps.pods.models import Pod, PodStatus
+from apps.proxy.routing import router
+from backends.localimage import agent_mounts, ensure_image
+from tests.e2e.conftest import BOOTSTRAP, ROOT, wait_for
+from tests.pods.conftest import fund
+from tests.proxy.conftest import AsgiServer, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
+
+MODELS_VENV = Path(os.environ.get("GCO_MODELS_VENV", ROOT / ".venv-models"))
+
+
+def models_venv_or_skip() -> Path:
+    if not (MODELS_VENV / "bin" / "python").exists():
+        pytest.skip(
+            f"the CPU model backends are not installed ({MODELS_VENV} missing): `make models` "
+            "builds them (~5 min), or set GCO_MODELS_VENV"
+        )
+    return MODELS_VENV
+
+
+@pytest.fixture
+def proxy_server(transactional_db):
+    """Our ASGI app (with /v1) under uvicorn in this process, beside the live server."""
+    router.invalidate()
+    server = AsgiServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def local_agent(live_server, settings, tmp_path, docker_client):
+    """Start a real agent with host networking and the mounts for `venv`."""
+    settings.NODE_BOOTSTRAP_TOKEN = BOOTSTRAP
+    settings.NODE_HEARTBEAT_INTERVAL = 1
+    ensure_image(docker_client)
+    started: list[subprocess.Popen] = []
+
+    def start(venv: Path) -> subprocess.Popen:
+        args = [
+            sys.executable,
+            "-m",
+            "agent",
+            "--server",
+            live_server.url,
+            "--bootstrap-token",
+            BOOTSTRAP,
+            "--state-dir",
+            str(tmp_path / "agent-state"),
+            "--network-mode",
+            "host",
+        ]
+        for mount in agent_mounts(venv):
+            args += ["--mount", mount]
+        log = (tmp_path / "agent.log").open("ab")
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        started.append(proc)
+        wait_for(lambda: Node.objects.filter(status=NodeStatus.ONLINE).exists(), "agent online")
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def deploy_and_wait_ready(user, slug: str, settings, timeout: float = 120) -> tuple[str, str]:
+    port = free_port()
+    settings.CATALOG_HOST_PORT_RANGE = (port, port)
+    templates_seed()
+    fund(user, 100_000_000)
+    api = APIClient()
+    api.force_authenticate(user)
+    response = api.post(f"/api/v1/models/{slug}/deploy", {}, format="json")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+
+    def ready() -> bool:
+        # What beat runs every 15-30 s, run as often as the test polls.
+        lifecycle.deployments_sync_status()
+        lifecycle.replicas_health_check()
+        return Deployment.objects.get(pk=body["id"]).status == DeploymentStatus.READY
+
+    wait_for(ready, f"{slug} READY", timeout=timeout)
+    return body["id"], body["api_key"]
+
+
+def test_deploy_echo_model_and_call_it_with_the_openai_sdk(
+    proxy_server, local_agent, cleanup_containers, user, settings
+):
+    local_agent(Path(sys.prefix))  # the test backend needs only the core venv
+    deployment_id, key = deploy_and_wait_ready(user, "local-echo-test", settings)
+    client = openai.OpenAI(base_url=proxy_server.url + "/v1", api_key=key, max_retries=0)
+
+    reply = client.chat.completions.create(
+        model="local-echo-test", messages=[{"role": "user", "content": "hello from a container"}]
+    )
+    streamed = client.chat.completions.create(
+        model="local-echo-test",
+        messages=[{"role": "user", "content": "and streamed"}],
+        stream=True,
+    )
+
+    assert reply.choices[0].message.content == "echo: hello from a container"
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == "echo: and streamed"
+
+    api = APIClient()
+    api.force_authenticate(user)
+    assert api.delete(f"/api/v1/models/deployments/{deployment_id}").status_code == 200
+    pod = Pod.objects.get(replica__deployment_id=deployment_id)
+    wait_for(
+        lambda: Pod.objects.get(pk=pod.pk).status == PodStatus.STOPPED, "the replica's pod stopped"
+    )
+    router.invalidate()  # the proxy trusts what it read for PROXY_ROUTE_CACHE_S (2 s)
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()
+
+
+@pytest.mark.models
+def test_local_smollm2_deployment_answers_for_real(
+    proxy_server, local_agent, cleanup_containers, user, settings
+):
+    local_agent(models_venv_or_skip())
+    _, key = deploy_and_wait_ready(user, "local-smollm2-135m", settings, timeout=180)
+    client = openai.OpenAI(base_url=proxy_server.url + "/v1", api_key=key, max_retries=0)
+
+    reply = client.chat.completions.create(
+        model="local-smollm2-135m",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=24,
+        temperature=0,
+    )
+
+    assert "Paris" in reply.choices[0].message.content
+    assert reply.usage.completion_tokens > 0
