@@ -20,6 +20,10 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("api/v1/", include(api_v1)),
     path("webhooks/", include("apps.billing.webhook_urls")),
+    # Customer portal pages (server-rendered; each app's web_urls.py).
+    path("", include("apps.accounts.web_urls")),
+    path("billing/", include("apps.billing.web_urls")),
+    path("pods/", include("apps.pods.web_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -1,10 +1,13 @@
 """Reads of the ledger that views and other apps share. Everything a user sees is scoped to
 their own wallet here, so another user's data is unreachable by construction."""
 
-from django.db.models import QuerySet
+from datetime import UTC, date, datetime
+
+from django.db.models import QuerySet, Sum
+from django.db.models.functions import TruncDate
 
 from apps.accounts.models import User
-from apps.billing.models import AccountKind, Entry, LedgerAccount
+from apps.billing.models import AccountKind, Entry, LedgerAccount, TransactionKind
 
 
 def wallet_balance(user: User) -> int:
@@ -25,3 +28,37 @@ def wallet_entries(user: User, *, kind: str | None = None) -> QuerySet[Entry]:
     if kind:
         entries = entries.filter(transaction__kind=kind)
     return entries.order_by("-id")
+
+
+def wallet_statement(
+    user: User,
+    *,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[Entry]:
+    """`wallet_entries` within [since, until) of the transactions' time."""
+    entries = wallet_entries(user, kind=kind)
+    if since:
+        entries = entries.filter(transaction__created_at__gte=since)
+    if until:
+        entries = entries.filter(transaction__created_at__lt=until)
+    return entries
+
+
+def daily_usage_spend(user: User, *, since: datetime, until: datetime) -> dict[date, int]:
+    """Usage charged to the user's wallet per UTC day in [since, until), micro-dollars (positive),
+    in one grouped query."""
+    rows = (
+        Entry.objects.filter(
+            account__kind=AccountKind.USER_WALLET,
+            account__user=user,
+            transaction__kind=TransactionKind.USAGE,
+            transaction__created_at__gte=since,
+            transaction__created_at__lt=until,
+        )
+        .annotate(day=TruncDate("transaction__created_at", tzinfo=UTC))
+        .values("day")
+        .annotate(total=Sum("amount"))
+    )
+    return {row["day"]: -row["total"] for row in rows}
