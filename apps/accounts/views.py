@@ -19,6 +19,12 @@ from apps.core.money import micros_to_usd
 from apps.pods.selectors import user_pods
 
 
+def _spend_usd(micros: int) -> str:
+    """Cents, or tenths of a cent while the total is under a dollar (a few minutes of a
+    cheap pod would otherwise read $0.00)."""
+    return micros_to_usd(micros, places=4 if 0 < micros < 1_000_000 else 2)
+
+
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Balance, running pods and this month's spend by day."""
@@ -40,7 +46,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     pods = list(user_pods(request.user, active_only=True)[:20])
     context = {
         "balance_usd": micros_to_usd(wallet_balance(request.user)),  # type: ignore[arg-type]
-        "month_spent_usd": micros_to_usd(sum(per_day.values())),
+        "month_spent_usd": _spend_usd(sum(per_day.values())),
         "month_label": f"{start:%B %Y}",
         "spend_days": days,
         "pods": pods,

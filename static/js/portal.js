@@ -69,6 +69,7 @@
     var width = 600, height = 180, left = 44, bottom = 20, top = 8;
     var max = Math.max.apply(null, points.map(function (p) { return p.value; })) || 1;
     var prefix = container.getAttribute("data-chart-prefix") || "";
+    var decimals = max >= 10 ? 0 : max >= 0.1 ? 2 : 4;
     var svg = el("svg", { viewBox: "0 0 " + width + " " + height, role: "img",
       "aria-label": container.getAttribute("data-chart-label") || "chart" });
     var plotH = height - bottom - top, plotW = width - left;
@@ -77,13 +78,13 @@
       var y = top + plotH * (1 - f);
       svg.appendChild(el("line", { x1: left, x2: width, y1: y, y2: y, "class": "axis" }));
       svg.appendChild(el("text", { x: left - 4, y: y + 3, "text-anchor": "end" },
-        prefix + (max * f).toFixed(max * f >= 10 ? 0 : 2)));
+        prefix + (max * f).toFixed(decimals)));
     });
     points.forEach(function (p, i) {
       var h = Math.max(p.value > 0 ? 1 : 0, plotH * p.value / max);
       var x = left + i * slot + slot * 0.15;
       var bar = el("rect", { x: x, y: top + plotH - h, width: slot * 0.7, height: h, "class": "bar" });
-      bar.appendChild(el("title", {}, p.label + ": " + prefix + p.value.toFixed(2)));
+      bar.appendChild(el("title", {}, p.label + ": " + prefix + p.value.toFixed(Math.max(decimals, 2))));
       svg.appendChild(bar);
       if (points.length <= 12 || i % Math.ceil(points.length / 10) === 0) {
         svg.appendChild(el("text", { x: x + slot * 0.35, y: height - 6, "text-anchor": "middle" }, p.short || p.label));

@@ -1,5 +1,6 @@
 """Template helpers for pod pages: how often to re-check a list or a pod, and its progress."""
 
+import shlex
 from collections.abc import Iterable
 
 from django import template
@@ -38,3 +39,9 @@ def transitioning(pod: Pod) -> bool:
 @register.filter
 def watch_interval_one(pod: Pod) -> int | str:
     return watch_interval([pod])
+
+
+@register.filter
+def shell_join(command: list[str] | None) -> str:
+    """A pod's command as one would type it: ["sh", "-c", "a; b"] → sh -c 'a; b'."""
+    return shlex.join(command or [])
