@@ -145,7 +145,9 @@ class UsageFilterForm(RangeForm):
     pod = forms.UUIDField(required=False, label="Pod id")
 
 
-def _csv_response(filename: str, header: list[str], rows: Iterable[list[Any]]) -> HttpResponse:
+def _csv_response(
+    filename: str, header: list[str], rows: Iterable[list[Any]]
+) -> StreamingHttpResponse:
     class Echo:
         def write(self, value: str) -> str:
             return value
@@ -175,7 +177,7 @@ def _query_without_page(request: HttpRequest) -> str:
 
 @login_required
 @require_GET
-def transactions(request: HttpRequest) -> HttpResponse:
+def transactions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     form = TransactionFilterForm(request.GET)
     if not form.is_valid():
         context = {"form": form, "page": None, "query": ""}
@@ -207,7 +209,7 @@ def transactions(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def usage(request: HttpRequest) -> HttpResponse:
+def usage(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     form = UsageFilterForm(request.GET)
     if not form.is_valid():
         return render(
@@ -216,7 +218,10 @@ def usage(request: HttpRequest) -> HttpResponse:
     since, until = form.bounds()
     pod = form.cleaned_data["pod"]
     records = usage_records(
-        request.user, pod_id=str(pod) if pod else None, since=since, until=until
+        request.user,  # type: ignore[arg-type]
+        pod_id=str(pod) if pod else None,
+        since=since,
+        until=until,
     )
     if request.GET.get("format") == "csv":
         rows = (

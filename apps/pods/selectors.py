@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
+from apps.accounts.models import User
 from apps.core.gpu_models import CANONICAL, CPU_MODEL
 from apps.nodes.models import Node, Workload
 from apps.nodes.selectors import gpu_price_per_hour
@@ -72,7 +73,7 @@ def user_pods(user: object, *, active_only: bool = False) -> QuerySet[Pod]:
 
 
 # How far along the way to RUNNING a pod is, for the progress bar (out of PROGRESS_STEPS).
-PROGRESS = {
+PROGRESS: dict[str, int] = {
     PodStatus.PENDING: 1,
     PodStatus.PROVISIONING: 2,
     PodStatus.SCHEDULED: 3,
@@ -98,7 +99,7 @@ def pod_workload(pod: Pod) -> Workload | None:
 
 
 def usage_records(
-    user: object,
+    user: User,
     *,
     pod_id: str | None = None,
     since: datetime | None = None,

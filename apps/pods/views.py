@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.core.gpu_models import CPU_MODEL
-from apps.nodes.models import CommandStatus, NodeCommand
+from apps.nodes.models import NodeCommand
 from apps.pods import selectors, services
 from apps.pods.models import Pod
 from apps.pods.serializers import MAX_GPUS, PodCreateInput
@@ -76,7 +76,9 @@ class PodForm(forms.Form):
 
     def __init__(self, *args: Any, models: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["gpu_model"].choices = [(m, m) for m in models]
+        field = self.fields["gpu_model"]
+        assert isinstance(field, forms.ChoiceField)  # noqa: S101 - declared just above
+        field.choices = [(m, m) for m in models]
 
     def clean_command(self) -> list[str] | None:
         raw = self.cleaned_data["command"].strip()
@@ -186,7 +188,11 @@ def pod_logs_request(request: HttpRequest, pod_id: uuid.UUID) -> HttpResponse:
 def pod_logs(request: HttpRequest, pod_id: uuid.UUID, command_id: uuid.UUID) -> HttpResponse:
     """The answer to one log request: the page, or (for portal.js) just the fragment."""
     pod = _owned(request, pod_id)
-    command = NodeCommand.objects.filter(pk=command_id, node_id=pod.node_id).first()
+    command = (
+        NodeCommand.objects.filter(pk=command_id, node_id=pod.node_id).first()
+        if pod.node_id
+        else None
+    )
     if command is None or command.payload.get("pod_id") != str(pod.pk):
         raise Http404
     context = {"pod": pod, "command": command, "tail": LOG_TAIL}

@@ -39,10 +39,14 @@ def test_revoke_by_owner_only(owner, user, other_user):
 
     assert stranger.post(f"/api-keys/{key.pk}/revoke").status_code == 404
     assert stranger.get("/api-keys/").content.count(key.prefix.encode()) == 0
-    assert Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get("/api/v1/users/balance").status_code == 200
+    assert (
+        Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get("/api/v1/users/balance").status_code == 200
+    )
 
     assert owner.post(f"/api-keys/{key.pk}/revoke").status_code == 302
-    assert Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get("/api/v1/users/balance").status_code == 401
+    assert (
+        Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get("/api/v1/users/balance").status_code == 401
+    )
     assert owner.get(f"/api-keys/{key.pk}/revoke").status_code == 405
 
 

@@ -13,9 +13,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from apps.billing.models import Transaction, TransactionKind
+from apps.billing.models import AccountKind, Transaction, TransactionKind
 from apps.billing.services import ledger_post, platform_account, wallet_for
-from apps.billing.models import AccountKind
 from tests.billing.conftest import deliver
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +31,10 @@ def topup(user, micros, *, key=None, memo="test top-up"):
         kind=TransactionKind.TOPUP,
         idempotency_key=key or f"test:{uuid.uuid4()}",
         memo=memo,
-        lines=[(platform_account(AccountKind.STRIPE_CLEARING), -micros), (wallet_for(user), micros)],
+        lines=[
+            (platform_account(AccountKind.STRIPE_CLEARING), -micros),
+            (wallet_for(user), micros),
+        ],
     )
 
 
@@ -41,7 +43,10 @@ def charge(user, micros, memo="usage"):
         kind=TransactionKind.USAGE,
         idempotency_key=f"test:{uuid.uuid4()}",
         memo=memo,
-        lines=[(wallet_for(user), -micros), (platform_account(AccountKind.PLATFORM_REVENUE), micros)],
+        lines=[
+            (wallet_for(user), -micros),
+            (platform_account(AccountKind.PLATFORM_REVENUE), micros),
+        ],
     )
 
 
@@ -129,8 +134,11 @@ def test_transactions_filter_by_kind_and_date_and_export_csv(owner, user, other_
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [({"kind": "BRIBE"}, "kind"), ({"since": "yesterday"}, "since"),
-     ({"since": "2026-02-02", "until": "2026-02-01"}, "until")],
+    [
+        ({"kind": "BRIBE"}, "kind"),
+        ({"since": "yesterday"}, "since"),
+        ({"since": "2026-02-02", "until": "2026-02-01"}, "until"),
+    ],
 )
 def test_bad_filters_are_400_naming_the_field(owner, query, field):
     response = owner.get("/billing/transactions/", query)
@@ -139,9 +147,8 @@ def test_bad_filters_are_400_naming_the_field(owner, query, field):
 
 
 def test_usage_page_filters_by_pod_and_exports_csv(owner, user):
-    from apps.pods.models import UsageRecord
+    from apps.pods.models import Pod, UsageRecord
     from tests.pods.conftest import make_node
-    from apps.pods.models import Pod
 
     node = make_node()
     pods = [
@@ -151,8 +158,15 @@ def test_usage_page_filters_by_pod_and_exports_csv(owner, user):
     start = timezone.now() - timedelta(minutes=5)
     for i, pod in enumerate(pods):
         UsageRecord.objects.create(
-            pod=pod, owner=user, node=node, period_start=start, period_end=start + timedelta(seconds=60),
-            seconds=60, gpu_count=0, price_per_gpu_hour=360_000, amount=6_000 * (i + 1),
+            pod=pod,
+            owner=user,
+            node=node,
+            period_start=start,
+            period_end=start + timedelta(seconds=60),
+            seconds=60,
+            gpu_count=0,
+            price_per_gpu_hour=360_000,
+            amount=6_000 * (i + 1),
         )
 
     page = owner.get("/billing/usage/", {"pod": str(pods[1].pk)})

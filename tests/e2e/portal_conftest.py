@@ -99,11 +99,13 @@ def new_page(browser, browser_guard) -> Iterator[Callable[..., Any]]:
         page = context.new_page()
         page.on(
             "console",
-            lambda message: browser_guard.record(
-                f"console.{message.type}", f"{message.text} ({message.location.get('url')})"
-            )
-            if message.type in ("error", "assert")
-            else None,
+            lambda message: (
+                browser_guard.record(
+                    f"console.{message.type}", f"{message.text} ({message.location.get('url')})"
+                )
+                if message.type in ("error", "assert")
+                else None
+            ),
         )
         page.on("pageerror", lambda error: browser_guard.record("uncaught exception", str(error)))
         page.on("dialog", lambda dialog: dialog.accept())

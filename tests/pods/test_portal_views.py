@@ -43,7 +43,7 @@ def test_create_form_shows_live_offers_from_the_scheduler_view(owner):
     offers = owner.get("/pods/offers.json").json()["offers"]
 
     assert page.status_code == 200
-    assert b'data-price-form' in page.content and b'id="pod-offers"' in page.content
+    assert b"data-price-form" in page.content and b'id="pod-offers"' in page.content
     gpu = next(o for o in offers if o["gpu_model"] == "RTX 4090")
     assert gpu == {
         "gpu_model": "RTX 4090",
