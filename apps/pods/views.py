@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.core.gpu_models import CPU_MODEL
 from apps.nodes.models import NodeCommand
 from apps.pods import selectors, services
-from apps.pods.models import Pod
+from apps.pods.models import Pod, PodStatus
 from apps.pods.serializers import MAX_GPUS, PodCreateInput
 
 LOG_TAIL = 200
@@ -62,6 +62,19 @@ class PodForm(forms.Form):
         required=False,
         help_text="Optional, shell-style: sleep 3600",
     )
+    env = forms.CharField(
+        label="Environment",
+        required=False,
+        max_length=65536,
+        widget=forms.Textarea({"rows": 3}),
+        help_text="One NAME=value per line.",
+    )
+    ports = forms.CharField(
+        label="Ports",
+        required=False,
+        max_length=200,
+        help_text="Container ports to expose, e.g. 8888, 22",
+    )
     gpu_model = forms.ChoiceField(label="GPU model")
     gpu_count = forms.IntegerField(label="GPUs", min_value=0, max_value=MAX_GPUS, initial=1)
     price_cap_per_gpu_hour_usd = forms.DecimalField(
@@ -89,6 +102,26 @@ class PodForm(forms.Form):
         except ValueError as exc:
             raise forms.ValidationError(f"Cannot split this command: {exc}.") from exc
 
+    def clean_env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for number, line in enumerate(self.cleaned_data["env"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, sep, value = line.partition("=")
+            if not sep:
+                raise forms.ValidationError(f"Line {number} has no “=”: write NAME=value.")
+            env[name.strip()] = value
+        return env
+
+    def clean_ports(self) -> list[dict[str, Any]]:
+        ports = []
+        for item in self.cleaned_data["ports"].replace(",", " ").split():
+            number, _, protocol = item.partition("/")
+            if not number.isdigit():
+                raise forms.ValidationError(f"“{item}” is not a port number.")
+            ports.append({"container_port": int(number), "protocol": protocol or "tcp"})
+        return ports
+
 
 def _apply_api_rules(form: PodForm) -> dict[str, Any] | None:
     """Validate the form's values with the API's serializer, so the page and the API accept
@@ -101,9 +134,18 @@ def _apply_api_rules(form: PodForm) -> dict[str, Any] | None:
         return dict(serializer.validated_data)
     for field, errors in serializer.errors.items():
         target = field if field in form.fields else None
-        for error in errors if isinstance(errors, list) else [errors]:
-            form.add_error(target, str(error))
+        for error in _messages(errors):
+            form.add_error(target, error)
     return None
+
+
+def _messages(detail: Any) -> list[str]:
+    """DRF's error detail (nested for ports) as plain sentences."""
+    if isinstance(detail, dict):
+        return [f"{k}: {m}" for k, v in detail.items() for m in _messages(v)]
+    if isinstance(detail, list):
+        return [m for item in detail for m in _messages(item)]
+    return [str(detail)]
 
 
 @login_required
@@ -167,6 +209,18 @@ def pod_status_fragment(request: HttpRequest, pod_id: uuid.UUID) -> HttpResponse
 def pod_stop(request: HttpRequest, pod_id: uuid.UUID) -> HttpResponse:
     pod = services.pod_stop(pod=_owned(request, pod_id))
     messages.success(request, f"Stopping {pod.name}: billing has ended.")
+    return redirect("pods:detail", pod_id=pod.pk)
+
+
+@login_required
+@require_POST
+def pod_remove(request: HttpRequest, pod_id: uuid.UUID) -> HttpResponse:
+    """Remove a stopped or failed pod from the lists (its usage and events stay)."""
+    pod = services.pod_terminate(pod=_owned(request, pod_id))
+    if pod.status == PodStatus.TERMINATED:
+        messages.success(request, f"Removed {pod.name}.")
+        return redirect("pods:list")
+    messages.info(request, f"Stopping {pod.name} first: billing has ended.")
     return redirect("pods:detail", pod_id=pod.pk)
 
 

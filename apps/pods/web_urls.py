@@ -13,6 +13,7 @@ urlpatterns = [
     path("<uuid:pod_id>/", views.pod_detail, name="detail"),
     path("<uuid:pod_id>/status", views.pod_status_fragment, name="status"),
     path("<uuid:pod_id>/stop", views.pod_stop, name="stop"),
+    path("<uuid:pod_id>/remove", views.pod_remove, name="remove"),
     path("<uuid:pod_id>/logs", views.pod_logs_request, name="logs_request"),
     path("<uuid:pod_id>/logs/<uuid:command_id>", views.pod_logs, name="logs"),
 ]

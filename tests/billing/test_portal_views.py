@@ -195,3 +195,34 @@ def test_anonymous_is_sent_to_log_in(client):
     for path in ("/billing/topup/", "/billing/transactions/", "/billing/usage/", "/dashboard/"):
         response = client.get(path)
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_usage_page_queries_do_not_grow(owner, user):
+    from apps.pods.models import Pod, UsageRecord
+    from tests.pods.conftest import make_node
+
+    node = make_node()
+    start = timezone.now() - timedelta(hours=1)
+
+    def record(i):
+        pod = Pod.objects.create(owner=user, name=f"p{i}", image="x", gpu_model="CPU", gpu_count=0)
+        UsageRecord.objects.create(
+            pod=pod,
+            owner=user,
+            node=node,
+            period_start=start + timedelta(seconds=i),
+            period_end=start + timedelta(seconds=i + 1),
+            seconds=1,
+            gpu_count=0,
+            price_per_gpu_hour=360_000,
+            amount=100,
+        )
+
+    record(0)
+    with CaptureQueriesContext(connection) as one:
+        owner.get("/billing/usage/")
+    for i in range(1, 10):
+        record(i)
+    with CaptureQueriesContext(connection) as ten:
+        owner.get("/billing/usage/")
+    assert len(ten) == len(one)

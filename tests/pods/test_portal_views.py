@@ -180,3 +180,43 @@ def test_list_queries_do_not_grow_with_pods(owner, user):
         owner.get("/pods/")
     assert Pod.objects.filter(owner=user).count() == 6
     assert len(six) == len(one)
+
+
+def test_env_and_ports_reach_the_pod_and_bad_ones_name_the_field(owner, user):
+    make_node(price=690_000)
+
+    bad_env = owner.post("/pods/new/", form(env="NO_EQUALS_SIGN"))
+    bad_name = owner.post("/pods/new/", form(env="1BAD=x"))
+    bad_port = owner.post("/pods/new/", form(ports="80, 70000"))
+    good = owner.post("/pods/new/", form(env="MODE=train\nEMPTY=\n", ports="8888, 53/udp"))
+
+    assert bad_env.status_code == 400 and "env" in bad_env.context["form"].errors
+    assert bad_name.status_code == 400 and "1BAD" in " ".join(
+        bad_name.context["form"].errors["env"]
+    )
+    assert bad_port.status_code == 400 and "ports" in bad_port.context["form"].errors
+    pod = Pod.objects.get(owner=user)
+    assert good.status_code == 302
+    assert pod.env == {"MODE": "train", "EMPTY": ""}
+    assert pod.ports == [
+        {"container_port": 8888, "protocol": "tcp"},
+        {"container_port": 53, "protocol": "udp"},
+    ]
+
+
+def test_remove_hides_a_stopped_pod_and_stops_a_running_one_first(owner, user):
+    make_node(price=690_000)
+    owner.post("/pods/new/", form(name="short-lived"))
+    pod = Pod.objects.get(owner=user)
+
+    first = owner.post(f"/pods/{pod.pk}/remove")  # still on its node: stop first
+    pod.refresh_from_db()
+    assert first["Location"] == f"/pods/{pod.pk}/" and pod.status == PodStatus.STOPPING
+    Pod.objects.filter(pk=pod.pk).update(status=PodStatus.STOPPED)
+
+    second = owner.post(f"/pods/{pod.pk}/remove")
+    pod.refresh_from_db()
+    assert second["Location"] == "/pods/" and pod.status == PodStatus.TERMINATED
+    listing = owner.get("/pods/").content
+    assert b"Removed short-lived" in listing  # the message, once
+    assert f'data-pod="{pod.pk}"'.encode() not in listing
