@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -16,6 +18,11 @@ class ReadOnlyInline(admin.TabularInline):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> Any:
+        # Every shown field is read-only, so saving the node's page builds no inline forms
+        # (a non-editable field such as NodeEvent.at would make Django refuse to build one).
+        return self.fields or ()
 
 
 class GpuInline(ReadOnlyInline):
@@ -89,6 +96,11 @@ class NodeAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # nodes come from agents registering
+
+    def save_model(self, request: HttpRequest, obj: Node, form: Any, change: bool) -> None:
+        """The price is the one editable field; it goes through the service, which writes that
+        column alone (a plain save would write back every field as the form loaded it)."""
+        services.node_price_set(node=obj, price_per_gpu_hour=obj.price_per_gpu_hour)
 
     def _apply(self, request: HttpRequest, queryset: QuerySet[Node], action, verb: str) -> None:
         done = 0

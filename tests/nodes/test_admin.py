@@ -1,0 +1,66 @@
+"""The operator's node and pod admin: the price edit goes through the service and cannot
+overwrite a status that changed meanwhile; pods are view-only with a force-stop action."""
+
+import pytest
+
+from apps.nodes.models import Node, NodeStatus
+from apps.pods.models import Pod, PodStatus
+from apps.pods.services import pod_create
+from tests.pods.conftest import fund, make_node
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator_client(client, django_user_model):
+    operator = django_user_model.objects.create_superuser(
+        email="ops@example.com", password="operator-pass-1"
+    )
+    client.force_login(operator)
+    return client
+
+
+def test_price_edit_writes_only_the_price(operator_client):
+    node = make_node("host-a", price=690_000)
+    url = f"/admin/nodes/node/{node.pk}/change/"
+    assert operator_client.get(url).status_code == 200
+    # The node goes offline while the operator has the form open.
+    Node.objects.filter(pk=node.pk).update(status=NodeStatus.OFFLINE, hostname="renamed")
+
+    response = operator_client.post(url, {"price_per_gpu_hour": "500000", **_no_inlines()})
+
+    assert response.status_code == 302, response.content[:2000]
+    node.refresh_from_db()
+    assert node.price_per_gpu_hour == 500_000
+    assert node.status == NodeStatus.OFFLINE and node.hostname == "renamed"
+
+
+def _no_inlines():
+    """Management forms of the node page's read-only inlines."""
+    data = {}
+    for prefix in ("gpus", "workloads", "events", "commands"):
+        for key, value in (("TOTAL_FORMS", "0"), ("INITIAL_FORMS", "0")):
+            data[f"{prefix}-{key}"] = value
+    return data
+
+
+def test_pods_are_view_only_and_force_stop_goes_through_the_service(operator_client, user):
+    fund(user, 10_000_000)
+    make_node("host-b", price=690_000)
+    pod = pod_create(
+        owner=user, spec={"name": "p", "image": "x", "gpu_model": "RTX 4090", "gpu_count": 1}
+    ).pod
+
+    page = operator_client.get(f"/admin/pods/pod/{pod.pk}/change/")
+    assert page.status_code == 200 and b'name="_save"' not in page.content
+    assert operator_client.post(f"/admin/pods/pod/{pod.pk}/change/", {}).status_code == 403
+
+    response = operator_client.post(
+        "/admin/pods/pod/", {"action": "force_stop", "_selected_action": [str(pod.pk)]}
+    )
+
+    assert response.status_code == 302
+    pod.refresh_from_db()
+    assert pod.status == PodStatus.STOPPING
+    assert pod.events.filter(to_status=PodStatus.STOPPING).exists()
+    assert Pod.objects.count() == 1
