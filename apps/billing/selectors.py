@@ -2,12 +2,15 @@
 their own wallet here, so another user's data is unreachable by construction."""
 
 from datetime import UTC, date, datetime
+from typing import Any
 
 from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncDate
+from django.utils import timezone
 
 from apps.accounts.models import User
-from apps.billing.models import AccountKind, Entry, LedgerAccount, TransactionKind
+from apps.billing.models import AccountKind, Entry, LedgerAccount, SpendLimit, TransactionKind
+from apps.core.money import micros_to_usd
 
 
 def wallet_balance(user: User) -> int:
@@ -62,3 +65,19 @@ def daily_usage_spend(user: User, *, since: datetime, until: datetime) -> dict[d
         .annotate(total=Sum("amount"))
     )
     return {row["day"]: -row["total"] for row in rows}
+
+
+def spend_limits_summary(user: User) -> dict[str, Any]:
+    """The user's spend limits and this month's usage, in dollars (None: no limit)."""
+    from apps.billing.spend import WARN_AT_PERCENT, month_spent
+
+    limit = SpendLimit.objects.filter(user=user).first()
+    cap = limit.monthly_cap if limit else None
+    burn = limit.max_hourly_burn if limit else None
+    spent = month_spent([user.pk], now=timezone.now()).get(user.pk, 0)
+    return {
+        "monthly_cap_usd": None if cap is None else micros_to_usd(cap),
+        "max_hourly_burn_usd": None if burn is None else micros_to_usd(burn),
+        "month_spent_usd": micros_to_usd(spent),
+        "warning_at_percent": WARN_AT_PERCENT,
+    }

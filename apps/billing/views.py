@@ -12,15 +12,20 @@ from typing import Any
 
 import stripe
 from django import forms
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
 from apps.billing import selectors
 from apps.billing.models import Transaction, TransactionKind
-from apps.billing.services import StripeNotConfiguredError, checkout_session_create
+from apps.billing.services import (
+    StripeNotConfiguredError,
+    checkout_session_create,
+    spend_limits_set,
+)
 from apps.core.money import micros_to_usd, usd_to_micros
 from apps.pods.selectors import usage_records
 
@@ -109,6 +114,58 @@ def topup_done(request: HttpRequest) -> HttpResponse:
         else "billing/topup_done.html"
     )
     return render(request, template, context)
+
+
+# --- Spend limits ------------------------------------------------------------------------------
+
+
+class SpendLimitsForm(forms.Form):
+    """The API's limits (SpendLimitsInput): blank means no limit."""
+
+    monthly_cap_usd = forms.DecimalField(
+        label="Monthly cap (USD)",
+        required=False,
+        min_value=Decimal("1"),
+        max_digits=10,
+        decimal_places=2,
+        help_text="Usage charges per calendar month. At 80% you get a mail; at 100% new pods "
+        "are refused and running ones stop. Blank: no cap.",
+    )
+    max_hourly_burn_usd = forms.DecimalField(
+        label="Maximum hourly burn (USD/h)",
+        required=False,
+        min_value=Decimal("0.01"),
+        max_digits=10,
+        decimal_places=2,
+        help_text="What all your running pods together may cost per hour. Blank: no limit.",
+    )
+
+
+@login_required
+def spend_limits(request: HttpRequest) -> HttpResponse:
+    user: Any = request.user
+    summary = selectors.spend_limits_summary(user)
+    if request.method == "POST":
+        form = SpendLimitsForm(request.POST)
+        if form.is_valid():
+            cap = form.cleaned_data["monthly_cap_usd"]
+            burn = form.cleaned_data["max_hourly_burn_usd"]
+            spend_limits_set(
+                user=user,
+                monthly_cap=None if cap is None else usd_to_micros(cap),
+                max_hourly_burn=None if burn is None else usd_to_micros(burn),
+            )
+            messages.success(request, "Spend limits saved.")
+            return redirect("billing:limits")
+    else:
+        form = SpendLimitsForm(
+            initial={
+                "monthly_cap_usd": summary["monthly_cap_usd"],
+                "max_hourly_burn_usd": summary["max_hourly_burn_usd"],
+            }
+        )
+    context = {"form": form, "summary": summary}
+    return render(request, "billing/limits.html", context, status=400 if form.errors else 200)
 
 
 # --- Statements --------------------------------------------------------------------------------

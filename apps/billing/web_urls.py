@@ -8,6 +8,7 @@ app_name = "billing"
 urlpatterns = [
     path("topup/", views.topup, name="topup"),
     path("topup/done", views.topup_done, name="topup_done"),
+    path("limits/", views.spend_limits, name="limits"),
     path("transactions/", views.transactions, name="transactions"),
     path("usage/", views.usage, name="usage"),
 ]

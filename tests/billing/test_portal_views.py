@@ -226,3 +226,24 @@ def test_usage_page_queries_do_not_grow(owner, user):
     with CaptureQueriesContext(connection) as ten:
         owner.get("/billing/usage/")
     assert len(ten) == len(one)
+
+
+def test_spend_limits_page_sets_and_clears_them_like_the_api(owner, user):
+    from apps.billing.models import SpendLimit
+
+    saved = owner.post("/billing/limits/", {"monthly_cap_usd": "50", "max_hourly_burn_usd": "2.5"})
+    assert saved.status_code == 302
+    limit = SpendLimit.objects.get(user=user)
+    assert (limit.monthly_cap, limit.max_hourly_burn) == (50_000_000, 2_500_000)
+    api = owner.get("/api/v1/users/spend-limits").json()
+    assert api["monthly_cap_usd"] == "50.00" and api["max_hourly_burn_usd"] == "2.50"
+    assert b'value="50.00"' in owner.get("/billing/limits/").content
+
+    bad = owner.post("/billing/limits/", {"monthly_cap_usd": "0.5", "max_hourly_burn_usd": ""})
+    assert bad.status_code == 400 and "monthly_cap_usd" in bad.context["form"].errors
+    limit.refresh_from_db()
+    assert limit.monthly_cap == 50_000_000
+
+    owner.post("/billing/limits/", {"monthly_cap_usd": "", "max_hourly_burn_usd": ""})
+    limit.refresh_from_db()
+    assert (limit.monthly_cap, limit.max_hourly_burn) == (None, None)

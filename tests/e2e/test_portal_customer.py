@@ -155,6 +155,13 @@ def test_signup_topup_run_a_pod_stop_and_see_the_charge(
     assert page.get_by_test_id("month-spent").inner_text() != "$0.00"
     screenshot(page, "dashboard")
 
+    # A monthly cap, set from the dashboard.
+    page.get_by_role("link", name="Spend limits").click()
+    page.fill("input[name=monthly_cap_usd]", "100")
+    page.get_by_role("button", name="Save limits").click()
+    expect(page.locator(".messages")).to_contain_text("Spend limits saved.")
+    assert page.locator("input[name=monthly_cap_usd]").input_value() == "100.00"
+
     # An API key, shown once.
     page.get_by_role("link", name="API keys").click()
     page.fill("input[name=name]", "laptop")
