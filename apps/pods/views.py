@@ -87,6 +87,17 @@ class PodForm(forms.Form):
     )
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=64)
 
+    field_order = (
+        "name",
+        "image",
+        "gpu_model",
+        "gpu_count",
+        "price_cap_per_gpu_hour_usd",
+        "command",
+        "ports",
+        "env",
+    )
+
     def __init__(self, *args: Any, models: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["gpu_model"]

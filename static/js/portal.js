@@ -31,10 +31,17 @@
       if (document.hidden) { window.setTimeout(tick, interval); return; }
       fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
         .then(function (response) {
+          if (response.redirected) {
+            // The session ended (the fragment answered with the log-in page): reload, so
+            // the log-in page comes back here afterwards.
+            window.location.reload();
+            return null;
+          }
           if (!response.ok) throw new Error("HTTP " + response.status);
           return response.text();
         })
         .then(function (html) {
+          if (html === null) return;
           failures = 0;
           var replacement = fragmentFrom(html);
           if (!replacement || !element.isConnected) return;

@@ -220,3 +220,10 @@ def test_remove_hides_a_stopped_pod_and_stops_a_running_one_first(owner, user):
     listing = owner.get("/pods/").content
     assert b"Removed short-lived" in listing  # the message, once
     assert f'data-pod="{pod.pk}"'.encode() not in listing
+
+
+def test_not_found_is_a_page_for_people_and_json_for_the_api(owner):
+    page = owner.get(f"/pods/{uuid.uuid4()}/")
+    api = owner.get(f"/api/v1/pods/{uuid.uuid4()}")
+    assert page.status_code == 404 and b"<h1>Not found</h1>" in page.content
+    assert api.status_code == 404 and api.json()["error"]["status"] == 404
