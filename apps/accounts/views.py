@@ -44,13 +44,17 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         )
         day += timedelta(days=1)
     pods = list(user_pods(request.user, active_only=True)[:20])
+    balance = wallet_balance(request.user)  # type: ignore[arg-type]
+    burn = sum(p.hourly_rate for p in pods if p.status == "RUNNING")
     context = {
-        "balance_usd": micros_to_usd(wallet_balance(request.user)),  # type: ignore[arg-type]
+        "balance_usd": micros_to_usd(balance),
+        # Whole hours the balance lasts at the current burn (None: nothing is running).
+        "hours_left": max(balance, 0) // burn if burn else None,
         "month_spent_usd": _spend_usd(sum(per_day.values())),
         "month_label": f"{start:%B %Y}",
         "spend_days": days,
         "pods": pods,
-        "burn_usd": micros_to_usd(sum(p.hourly_rate for p in pods if p.status == "RUNNING")),
+        "burn_usd": micros_to_usd(burn),
     }
     return render(request, "accounts/dashboard.html", context)
 

@@ -86,3 +86,37 @@ def test_login_lands_on_the_dashboard(client, user):
     EmailAddress.objects.create(user=user, email=user.email, primary=True, verified=True)
     response = client.post("/accounts/login/", {"login": user.email, "password": "s3cret-pass-1"})
     assert response["Location"] == "/dashboard/"
+
+
+def test_dashboard_says_how_long_the_balance_lasts_and_its_queries_do_not_grow(owner, user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.pods.models import Pod, PodStatus
+    from tests.pods.conftest import fund, make_node
+
+    fund(user, 10_000_000)
+    node = make_node(price=1_000_000)
+
+    def running_pod(i):
+        Pod.objects.create(
+            owner=user,
+            name=f"r{i}",
+            image="x",
+            gpu_model="RTX 4090",
+            gpu_count=1,
+            status=PodStatus.RUNNING,
+            node=node,
+            price_per_gpu_hour=1_000_000,
+        )
+
+    running_pod(0)
+    with CaptureQueriesContext(connection) as one:
+        page = owner.get("/dashboard/")
+    assert b"About 10 h of balance left" in page.content
+    for i in range(1, 4):
+        running_pod(i)
+    with CaptureQueriesContext(connection) as four:
+        page = owner.get("/dashboard/")
+    assert b"About 2 h of balance left" in page.content  # $10 at $4/h
+    assert len(four) == len(one)
