@@ -16,6 +16,7 @@ from apps.accounts.services import api_key_create, api_key_revoke
 from apps.billing.selectors import daily_usage_spend, wallet_balance
 from apps.billing.spend import month_start
 from apps.core.money import micros_to_usd
+from apps.pods.models import PodStatus
 from apps.pods.selectors import user_pods
 
 
@@ -39,13 +40,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             {
                 "label": day.isoformat(),
                 "short": str(day.day),
-                "value": float(micros_to_usd(micros, places=6)),
+                "value": micros_to_usd(micros, places=6),  # a string: the chart parses it
             }
         )
         day += timedelta(days=1)
     pods = list(user_pods(request.user, active_only=True)[:20])
     balance = wallet_balance(request.user)  # type: ignore[arg-type]
-    burn = sum(p.hourly_rate for p in pods if p.status == "RUNNING")
+    burn = sum(p.hourly_rate for p in pods if p.status == PodStatus.RUNNING)
     context = {
         "balance_usd": micros_to_usd(balance),
         # Whole hours the balance lasts at the current burn (None: nothing is running).

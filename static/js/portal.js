@@ -73,6 +73,7 @@
     var points;
     try { points = JSON.parse(source.textContent); } catch (e) { return; }
     if (!points.length) return;
+    points.forEach(function (p) { p.value = parseFloat(p.value) || 0; });
     var width = 600, height = 180, left = 44, bottom = 20, top = 8;
     var max = Math.max.apply(null, points.map(function (p) { return p.value; })) || 1;
     var prefix = container.getAttribute("data-chart-prefix") || "";

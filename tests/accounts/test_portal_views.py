@@ -2,6 +2,7 @@
 only."""
 
 import uuid
+from decimal import Decimal
 
 import pytest
 from django.test import Client
@@ -76,7 +77,7 @@ def test_dashboard_shows_balance_and_this_months_spend(owner, user):
     assert page.status_code == 200
     assert b"$8.50" in page.content and b"$1.50" in page.content
     days = page.context["spend_days"]
-    assert sum(d["value"] for d in days) == 1.5
+    assert sum(Decimal(d["value"]) for d in days) == Decimal("1.5")
     assert b'id="spend-data"' in page.content and b'data-chart="spend-data"' in page.content
 
 
