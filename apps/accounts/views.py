@@ -1,7 +1,7 @@
 """The customer portal's own pages: the dashboard and personal API keys. Views parse, call a
 service or selector, and render."""
 
-from datetime import timedelta
+from typing import Any
 
 from django import forms
 from django.contrib import messages
@@ -13,8 +13,9 @@ from django.views.decorators.http import require_POST
 
 from apps.accounts.models import ApiKey
 from apps.accounts.services import api_key_create, api_key_revoke
-from apps.billing.selectors import daily_usage_spend, wallet_balance
-from apps.billing.spend import month_start
+from apps.billing.models import AccountKind, LedgerAccount, TransactionKind
+from apps.billing.selectors import wallet_balance
+from apps.billing.series import PERIODS, chart_points, entry_series, parse_period
 from apps.core.money import micros_to_usd
 from apps.pods.models import PodStatus
 from apps.pods.selectors import user_pods
@@ -26,34 +27,44 @@ def _spend_usd(micros: int) -> str:
     return micros_to_usd(micros, places=4 if 0 < micros < 1_000_000 else 2)
 
 
+SPEND_TITLES = {
+    "day": "this month, by day",
+    "week": "the last 12 weeks",
+    "month": "the last 12 months",
+}
+
+
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """Balance, running pods and this month's spend by day."""
+    """Balance, active pods, and usage charges as a chart (this month by day, or by week or
+    month with ?period=)."""
+    user: Any = request.user
+    period = parse_period(request.GET.get("period"))
     now = timezone.now()
-    start = month_start(now)
-    per_day = daily_usage_spend(request.user, since=start, until=now)  # type: ignore[arg-type]
-    days = []
-    day = start.date()
-    while day <= now.date():
-        micros = per_day.get(day, 0)
-        days.append(
-            {
-                "label": day.isoformat(),
-                "short": str(day.day),
-                "value": micros_to_usd(micros, places=6),  # a string: the chart parses it
-            }
-        )
-        day += timedelta(days=1)
-    pods = list(user_pods(request.user, active_only=True)[:20])
-    balance = wallet_balance(request.user)  # type: ignore[arg-type]
+    wallets = LedgerAccount.objects.filter(kind=AccountKind.USER_WALLET, user=user)
+    buckets = entry_series(
+        accounts=wallets, kind=TransactionKind.USAGE, period=period, now=now, negate=True
+    )
+    pods = list(user_pods(user, active_only=True)[:20])
+    balance = wallet_balance(user)
     burn = sum(p.hourly_rate for p in pods if p.status == PodStatus.RUNNING)
+    this_month = (
+        buckets
+        if period == "day"
+        else entry_series(
+            accounts=wallets, kind=TransactionKind.USAGE, period="day", now=now, negate=True
+        )
+    )
     context = {
         "balance_usd": micros_to_usd(balance),
         # Whole hours the balance lasts at the current burn (None: nothing is running).
         "hours_left": max(balance, 0) // burn if burn else None,
-        "month_spent_usd": _spend_usd(sum(per_day.values())),
-        "month_label": f"{start:%B %Y}",
-        "spend_days": days,
+        "month_spent_usd": _spend_usd(sum(b.micros for b in this_month)),
+        "month_label": f"{now:%B %Y}",
+        "period": period,
+        "periods": [(p, p.capitalize() + "s") for p in PERIODS],
+        "spend_title": SPEND_TITLES[period],
+        "spend_points": chart_points(buckets, period),
         "pods": pods,
         "burn_usd": micros_to_usd(burn),
     }

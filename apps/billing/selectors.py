@@ -1,15 +1,14 @@
 """Reads of the ledger that views and other apps share. Everything a user sees is scoped to
 their own wallet here, so another user's data is unreachable by construction."""
 
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import User
-from apps.billing.models import AccountKind, Entry, LedgerAccount, SpendLimit, TransactionKind
+from apps.billing.models import AccountKind, Entry, LedgerAccount, SpendLimit
 from apps.core.money import micros_to_usd
 
 
@@ -47,24 +46,6 @@ def wallet_statement(
     if until:
         entries = entries.filter(transaction__created_at__lt=until)
     return entries
-
-
-def daily_usage_spend(user: User, *, since: datetime, until: datetime) -> dict[date, int]:
-    """Usage charged to the user's wallet per UTC day in [since, until), micro-dollars (positive),
-    in one grouped query."""
-    rows = (
-        Entry.objects.filter(
-            account__kind=AccountKind.USER_WALLET,
-            account__user=user,
-            transaction__kind=TransactionKind.USAGE,
-            transaction__created_at__gte=since,
-            transaction__created_at__lt=until,
-        )
-        .annotate(day=TruncDate("transaction__created_at", tzinfo=UTC))
-        .values("day")
-        .annotate(total=Sum("amount"))
-    )
-    return {row["day"]: -row["total"] for row in rows}
 
 
 def spend_limits_summary(user: User) -> dict[str, Any]:

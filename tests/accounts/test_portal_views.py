@@ -76,7 +76,7 @@ def test_dashboard_shows_balance_and_this_months_spend(owner, user):
 
     assert page.status_code == 200
     assert b"$8.50" in page.content and b"$1.50" in page.content
-    days = page.context["spend_days"]
+    days = page.context["spend_points"]
     assert sum(Decimal(d["value"]) for d in days) == Decimal("1.5")
     assert b'id="spend-data"' in page.content and b'data-chart="spend-data"' in page.content
 
@@ -121,3 +121,14 @@ def test_dashboard_says_how_long_the_balance_lasts_and_its_queries_do_not_grow(o
         page = owner.get("/dashboard/")
     assert b"About 2 h of balance left" in page.content  # $10 at $4/h
     assert len(four) == len(one)
+
+
+@pytest.mark.parametrize(("period", "bars"), [("week", 12), ("month", 12), ("bogus", None)])
+def test_dashboard_chart_by_week_and_month(owner, period, bars):
+    page = owner.get("/dashboard/", {"period": period})
+    assert page.status_code == 200
+    points = page.context["spend_points"]
+    if bars is None:  # an unknown period falls back to this month by day
+        assert page.context["period"] == "day" and len(points) >= 1
+    else:
+        assert len(points) == bars and page.context["period"] == period

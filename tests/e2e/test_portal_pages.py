@@ -66,6 +66,8 @@ def test_every_customer_page_is_clean(new_page, live_server, customer, browser_g
     paths = [
         "/",
         "/dashboard/",
+        "/dashboard/?period=week",
+        "/dashboard/?period=month",
         "/pods/",
         "/pods/new/",
         f"/pods/{placed.pk}/",
