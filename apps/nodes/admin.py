@@ -3,6 +3,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.loader import render_to_string
 
 from apps.nodes import services
 from apps.nodes.lifecycle import IllegalNodeTransitionError
@@ -80,12 +81,21 @@ class NodeAdmin(admin.ModelAdmin):
     )
     list_filter = ("status",)
     search_fields = ("hostname", "id", "provider_instance_id", "gpus__uuid")
-    readonly_fields = [f.name for f in Node._meta.fields if f.name != "price_per_gpu_hour"]
+    readonly_fields = [
+        "telemetry",
+        *(f.name for f in Node._meta.fields if f.name != "price_per_gpu_hour"),
+    ]
     inlines = (GpuInline, WorkloadInline, EventInline, CommandInline)
     actions = ("drain", "undrain", "retire")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Node]:
         return super().get_queryset(request).prefetch_related("gpus")
+
+    @admin.display(description="Telemetry")
+    def telemetry(self, node: Node) -> str:
+        return render_to_string(
+            "nodes/_telemetry.html", {"node": node, "gpus": list(node.gpus.all())}
+        )
 
     @admin.display(description="GPUs")
     def gpu_summary(self, node: Node) -> str:

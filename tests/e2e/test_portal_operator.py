@@ -73,6 +73,10 @@ def test_operator_drains_retires_force_stops_and_credits(page, live_server, oper
     assert pod.status == PodStatus.STOPPING
     assert "force-stopped by operator ops@example.com" in pod.status_reason
 
+    page.goto(live_server.url + f"/admin/nodes/node/{node.pk}/change/")
+    expect(page.locator(".field-telemetry")).to_contain_text("RTX 4090")
+    screenshot(page, "admin-node")
+
     page.goto(live_server.url + "/admin/nodes/node/")
     run_action(page, "Retire (revoke token, never schedule again)", "gpu-host-1")
     expect(page.locator(".messagelist")).to_contain_text("Retired 1 node(s)")

@@ -64,3 +64,28 @@ def test_pods_are_view_only_and_force_stop_goes_through_the_service(operator_cli
     assert pod.status == PodStatus.STOPPING
     assert pod.events.filter(to_status=PodStatus.STOPPING).exists()
     assert Pod.objects.count() == 1
+
+
+def test_node_page_shows_the_latest_gpu_telemetry(operator_client):
+    from apps.nodes import services as node_services
+
+    node = make_node("host-c", gpus=2)
+    node_services.node_heartbeat(
+        node=node,
+        gpus=[
+            {
+                "index": 1,
+                "utilization_pct": 87.4,
+                "memory_used_mb": 12000,
+                "temperature_c": 65.2,
+                "power_w": 301.0,
+            }
+        ],
+        system={},
+        containers=[],
+    )
+
+    page = operator_client.get(f"/admin/nodes/node/{node.pk}/change/").content.decode()
+
+    assert '<meter min="0" max="100" value="87">' in page
+    assert "12000 / 24564 MiB" in page and "65 °C" in page and "301 W" in page
