@@ -15,6 +15,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
@@ -307,5 +308,12 @@ def usage(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
             "amount_micros",
         ]
         return _csv_response("usage.csv", header, rows)
-    context = {"form": form, "page": _page(request, records), "query": _query_without_page(request)}
+    totals = records.aggregate(seconds=Sum("seconds"), amount=Sum("amount"))
+    context = {
+        "form": form,
+        "page": _page(request, records),
+        "query": _query_without_page(request),
+        "total_seconds": totals["seconds"] or 0,
+        "total_amount": totals["amount"] or 0,
+    }
     return render(request, "billing/usage.html", context)

@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 
 from apps.accounts.models import User
 from apps.core.gpu_models import CANONICAL, CPU_MODEL
-from apps.nodes.models import Node, Workload
+from apps.nodes.models import Gpu, Node, Workload
 from apps.nodes.selectors import gpu_price_per_hour
 from apps.pods.lifecycle import FINAL
 from apps.pods.models import ACTIVE_STATUSES, Pod, PodStatus, UsageRecord
@@ -96,6 +96,13 @@ def pod_workload(pod: Pod) -> Workload | None:
     if pod.node_id is None:
         return None
     return Workload.objects.filter(node_id=pod.node_id, pod_id=pod.pk).first()
+
+
+def pod_gpus(pod: Pod) -> list[Gpu]:
+    """The GPUs a pod holds, with their latest telemetry (none before it is placed)."""
+    if pod.node_id is None or not pod.gpu_indices or pod.status in FINAL:
+        return []
+    return list(Gpu.objects.filter(node_id=pod.node_id, index__in=pod.gpu_indices))
 
 
 def usage_records(

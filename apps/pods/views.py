@@ -198,6 +198,7 @@ def _detail_context(pod: Pod) -> dict[str, Any]:
         "pod": pod,
         "events": list(pod.events.all()),
         "workload": selectors.pod_workload(pod),
+        "gpus": selectors.pod_gpus(pod),
     }
 
 

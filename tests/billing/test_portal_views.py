@@ -174,6 +174,7 @@ def test_usage_page_filters_by_pod_and_exports_csv(owner, user):
     bad = owner.get("/billing/usage/", {"pod": "not-a-uuid"})
 
     assert b"p1" in page.content and b">p0<" not in page.content
+    assert b"<strong>$0.012000</strong> for 60 s" in page.content
     assert b"0.012000" in page.content
     rows = list(csv.DictReader(io.StringIO(b"".join(exported.streaming_content).decode())))
     assert sorted(r["amount_micros"] for r in rows) == ["12000", "6000"]

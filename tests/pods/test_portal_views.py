@@ -227,3 +227,26 @@ def test_not_found_is_a_page_for_people_and_json_for_the_api(owner):
     api = owner.get(f"/api/v1/pods/{uuid.uuid4()}")
     assert page.status_code == 404 and b"<h1>Not found</h1>" in page.content
     assert api.status_code == 404 and api.json()["error"]["status"] == 404
+
+
+def test_detail_shows_the_telemetry_of_the_pods_own_gpus_only(owner, user):
+    from apps.nodes import services as node_services
+
+    node = make_node(gpus=2, price=690_000)
+    owner.post("/pods/new/", form())
+    pod = Pod.objects.get(owner=user)
+    assert pod.gpu_indices == [0]
+    node_services.node_heartbeat(
+        node=node,
+        gpus=[
+            {"index": 0, "utilization_pct": 41.0, "memory_used_mb": 100, "temperature_c": 50.0},
+            {"index": 1, "utilization_pct": 99.0, "memory_used_mb": 200, "temperature_c": 80.0},
+        ],
+        system={},
+        containers=[],
+    )
+
+    page = owner.get(f"/pods/{pod.pk}/status").content.decode()
+
+    assert 'value="41"' in page and "50 °C" in page
+    assert 'value="99"' not in page and "80 °C" not in page  # another tenant's GPU
