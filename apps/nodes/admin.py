@@ -107,6 +107,16 @@ class NodeAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # nodes come from agents registering
 
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # a node leaves by being retired (its history and billing stay)
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "price_per_gpu_hour" and field is not None:
+            field.label = "Asking price per GPU-hour (micro-dollars)"
+            field.help_text = "1,000,000 = $1.00. Blank: the platform default for its GPU model."
+        return field
+
     def save_model(self, request: HttpRequest, obj: Node, form: Any, change: bool) -> None:
         """The price is the one editable field; it goes through the service, which writes that
         column alone (a plain save would write back every field as the form loaded it)."""

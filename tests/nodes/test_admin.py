@@ -89,3 +89,14 @@ def test_node_page_shows_the_latest_gpu_telemetry(operator_client):
 
     assert '<meter min="0" max="100" value="87">' in page
     assert "12000 / 24564 MiB" in page and "65 °C" in page and "301 W" in page
+
+
+def test_nodes_cannot_be_deleted_only_retired(operator_client):
+    node = make_node("host-d")
+    page = operator_client.get(f"/admin/nodes/node/{node.pk}/change/")
+    assert b"/delete/" not in page.content
+    assert (
+        operator_client.post(f"/admin/nodes/node/{node.pk}/delete/", {"post": "yes"}).status_code
+        == 403
+    )
+    assert Node.objects.filter(pk=node.pk).exists()
