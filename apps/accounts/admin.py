@@ -70,6 +70,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # keys are created by their owner, who must see the raw key once
 
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # revoke instead: the row stays for the audit trail
+
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset):
         for api_key in queryset:
