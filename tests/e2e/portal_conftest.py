@@ -68,21 +68,30 @@ class BrowserGuard:
         assert not problems, "browser reported problems:\n" + "\n".join(problems)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium")
-    # Playwright's sync API keeps an asyncio loop running on this thread; Django's ORM, used by
-    # the test body between browser steps, refuses to run where a loop runs unless told it is
-    # safe (it is: the loop only drives the browser's pipe, never our database connection).
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
+    # Playwright's sync API keeps an asyncio loop running on this thread while it is started;
+    # Django's ORM, used by the test body between browser steps, refuses to run where a loop
+    # runs unless told it is safe (it is: the loop only drives the browser's pipe, never our
+    # database connection). Module scope: both end with the module, so the rest of the
+    # session (and `check --deploy` in a subprocess) never sees either.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_api.sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            yield chromium
+            chromium.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
