@@ -127,6 +127,7 @@ class NodeAdmin(admin.ModelAdmin):
         for node in queryset:
             try:
                 action(node=node, reason=f"{verb} by {request.user}")
+                self.log_change(request, node, f"{verb.capitalize()} (admin action).")
                 done += 1
             except IllegalNodeTransitionError as exc:
                 self.message_user(request, str(exc), level=messages.WARNING)

@@ -46,6 +46,7 @@ class PodAdmin(admin.ModelAdmin):
     def force_stop(self, request: HttpRequest, queryset: QuerySet[Pod]) -> None:
         for pod in queryset:
             services.pod_stop(pod=pod, reason=f"force-stopped by operator {request.user}")
+            self.log_change(request, pod, "Force-stopped (admin action).")
         self.message_user(request, f"Stopping {queryset.count()} pod(s).")
 
 

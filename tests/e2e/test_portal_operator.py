@@ -56,6 +56,8 @@ def test_operator_drains_retires_force_stops_and_credits(page, live_server, oper
     assert pod.status == PodStatus.SCHEDULED
 
     admin_login(page, live_server)
+    expect(page.get_by_test_id("nodes-online")).to_have_text("1")
+    page.locator("#back-office-summary .chart svg").wait_for()  # drawn by portal.js
     screenshot(page, "admin-index")
 
     # Drain the node, then retire it.

@@ -100,3 +100,35 @@ def test_nodes_cannot_be_deleted_only_retired(operator_client):
         == 403
     )
     assert Node.objects.filter(pk=node.pk).exists()
+
+
+def test_front_page_shows_the_fleet_and_money_and_actions_are_logged(operator_client, user):
+    from django.contrib.admin.models import LogEntry
+
+    from apps.billing.models import AccountKind, TransactionKind
+    from apps.billing.services import ledger_post, platform_account, wallet_for
+
+    node = make_node("host-e")
+    make_node("host-f")
+    fund(user, 5_000_000)
+    ledger_post(
+        kind=TransactionKind.USAGE,
+        idempotency_key="test-usage-1",
+        memo="usage",
+        lines=[
+            (wallet_for(user), -1_250_000),
+            (platform_account(AccountKind.PLATFORM_REVENUE), 1_250_000),
+        ],
+    )
+    operator_client.post(
+        "/admin/nodes/node/", {"action": "drain", "_selected_action": [str(node.pk)]}
+    )
+
+    page = operator_client.get("/admin/").content.decode()
+
+    assert '<span class="kpi-value" data-testid="nodes-online">1</span>' in page
+    assert "1 draining" in page
+    assert '<span class="kpi-value" data-testid="revenue">$1.25</span>' in page
+    assert 'id="revenue-data"' in page
+    entry = LogEntry.objects.get(object_id=str(node.pk))
+    assert "Drained" in entry.get_change_message()
