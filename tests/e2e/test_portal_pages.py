@@ -2,12 +2,14 @@
 violation, nothing wider than the screen. The pages are filled with data in every state a
 fragment can show (pods pending, scheduled, stopped; statements with rows; a key; limits)."""
 
+import re
 import uuid
 from datetime import timedelta
 
 import pytest
 from allauth.account.models import EmailAddress
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from apps.accounts.services import api_key_create
 from apps.billing.services import spend_limits_set
@@ -96,3 +98,19 @@ def test_every_customer_page_is_clean(new_page, live_server, customer, browser_g
     browser_guard.allow(r"status of 404")
     response = page.goto(f"{live_server.url}/pods/{uuid.uuid4()}/")
     assert response.status == 404 and page.get_by_role("heading", name="Not found").is_visible()
+
+
+def test_pod_form_prices_the_chosen_gpus_live(page, live_server, customer):
+    log_in(page, live_server)
+    page.goto(live_server.url + "/pods/new/")
+    price = page.get_by_test_id("price")
+
+    page.select_option("select[name=gpu_model]", "RTX 4090")
+    page.fill("input[name=gpu_count]", "2")
+    expect(price).to_have_text(re.compile(r"^\$1\.38/h \(2 × \$0\.69/GPU-h\) · \d+ free"))
+    page.fill("input[name=gpu_count]", "8")
+    expect(price).to_contain_text("no node has 8 free: it will wait")
+    page.select_option("select[name=gpu_model]", "H200")
+    expect(price).to_have_text(re.compile(r"^No free H200 right now"))
+    page.select_option("select[name=gpu_model]", "CPU")
+    expect(page.locator("input[name=gpu_count]")).to_have_value("0")
