@@ -175,7 +175,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 SITE_ID = 1
-LOGIN_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL = "/dashboard/"
 ACCOUNT_LOGOUT_REDIRECT_URL = "/"
 ACCOUNT_USER_MODEL_USERNAME_FIELD = None
 ACCOUNT_LOGIN_METHODS = {"email"}
@@ -267,10 +267,10 @@ STRIPE_TIMEOUT_S = env.float("STRIPE_TIMEOUT_S", default=10.0)
 STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
 STRIPE_CHECKOUT_SUCCESS_URL = env.str(
     "STRIPE_CHECKOUT_SUCCESS_URL",
-    default=SITE_URL + "/?deposit=success&session_id={CHECKOUT_SESSION_ID}",
+    default=SITE_URL + "/billing/topup/done?session_id={CHECKOUT_SESSION_ID}",
 )
 STRIPE_CHECKOUT_CANCEL_URL = env.str(
-    "STRIPE_CHECKOUT_CANCEL_URL", default=SITE_URL + "/?deposit=cancelled"
+    "STRIPE_CHECKOUT_CANCEL_URL", default=SITE_URL + "/billing/topup/?cancelled=1"
 )
 if STRIPE_SECRET_KEY and not STRIPE_WEBHOOK_SECRET:
     # Checkout without the webhook would take money and never credit it.

@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
@@ -16,8 +18,16 @@ api_v1 = [
     path("", include("apps.catalog.urls")),
 ]
 
+
+def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
+    # Resolved per request: with hashed static names the manifest exists only after
+    # collectstatic, which must not be needed to import the URLconf.
+    return HttpResponsePermanentRedirect(static("img/favicon.svg"))
+
+
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
+    path("favicon.ico", favicon),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
@@ -26,6 +36,10 @@ urlpatterns = [
     path("webhooks/", include("apps.billing.webhook_urls")),
     path("v1/", openai_api.urls),
     path("voice/", include("apps.proxy.voice.urls")),
+    # Customer portal pages (server-rendered; each app's web_urls.py).
+    path("", include("apps.accounts.web_urls")),
+    path("billing/", include("apps.billing.web_urls")),
+    path("pods/", include("apps.pods.web_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]

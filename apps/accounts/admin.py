@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from apps.accounts.models import ApiKey, User
 from apps.accounts.services import api_key_revoke
@@ -26,10 +28,27 @@ class UserAdmin(BaseUserAdmin):
     fieldsets = (
         (None, {"fields": ("email", "password", "name")}),
         ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups")}),
+        ("Wallet", {"fields": ("wallet",)}),
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
+    readonly_fields = ("wallet",)
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
     inlines = (ApiKeyInline,)
+
+    @admin.display(description="Balance")
+    def wallet(self, user: User) -> str:
+        """The balance, with the credit and refund forms (billing's services post them)."""
+        from apps.billing.selectors import wallet_balance
+        from apps.core.money import micros_to_usd
+
+        if user.pk is None:
+            return "—"
+        return format_html(
+            '${} · <a href="{}">Credit…</a> · <a href="{}">Refund…</a>',
+            micros_to_usd(wallet_balance(user)),
+            reverse("admin:billing_wallet_credit", args=[user.pk]),
+            reverse("admin:billing_wallet_refund", args=[user.pk]),
+        )
 
 
 @admin.register(ApiKey)
@@ -50,6 +69,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # keys are created by their owner, who must see the raw key once
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # revoke instead: the row stays for the audit trail
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset):

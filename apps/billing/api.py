@@ -6,7 +6,6 @@ from typing import Any
 
 import stripe
 from django.db.models import QuerySet
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, generics, status
@@ -16,9 +15,12 @@ from rest_framework.views import APIView
 
 from apps.billing import selectors
 from apps.billing import serializers as s
-from apps.billing.models import Entry, SpendLimit
-from apps.billing.services import StripeNotConfiguredError, checkout_session_create
-from apps.billing.spend import WARN_AT_PERCENT, month_spent
+from apps.billing.models import Entry
+from apps.billing.services import (
+    StripeNotConfiguredError,
+    checkout_session_create,
+    spend_limits_set,
+)
 from apps.core.money import micros_to_usd, usd_to_micros
 
 logger = logging.getLogger(__name__)
@@ -122,16 +124,7 @@ class DepositView(APIView):
 
 
 def _limits_body(user: Any) -> dict[str, Any]:
-    limit = SpendLimit.objects.filter(user=user).first()
-    cap = limit.monthly_cap if limit else None
-    burn = limit.max_hourly_burn if limit else None
-    spent = month_spent([user.pk], now=timezone.now()).get(user.pk, 0)
-    return {
-        "monthly_cap_usd": None if cap is None else micros_to_usd(cap),
-        "max_hourly_burn_usd": None if burn is None else micros_to_usd(burn),
-        "month_spent_usd": micros_to_usd(spent),
-        "warning_at_percent": WARN_AT_PERCENT,
-    }
+    return selectors.spend_limits_summary(user)
 
 
 class SpendLimitsView(APIView):
@@ -149,11 +142,9 @@ class SpendLimitsView(APIView):
         data.is_valid(raise_exception=True)
         cap = data.validated_data["monthly_cap_usd"]
         burn = data.validated_data["max_hourly_burn_usd"]
-        SpendLimit.objects.update_or_create(
-            user_id=request.user.pk,  # type: ignore[misc]  # IsAuthenticated: never None
-            defaults={
-                "monthly_cap": None if cap is None else usd_to_micros(cap),
-                "max_hourly_burn": None if burn is None else usd_to_micros(burn),
-            },
+        spend_limits_set(
+            user=request.user,  # type: ignore[arg-type]  # IsAuthenticated: never anonymous
+            monthly_cap=None if cap is None else usd_to_micros(cap),
+            max_hourly_burn=None if burn is None else usd_to_micros(burn),
         )
         return Response(_limits_body(request.user))

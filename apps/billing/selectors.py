@@ -1,10 +1,15 @@
 """Reads of the ledger that views and other apps share. Everything a user sees is scoped to
 their own wallet here, so another user's data is unreachable by construction."""
 
+from datetime import datetime
+from typing import Any
+
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from apps.accounts.models import User
-from apps.billing.models import AccountKind, Entry, LedgerAccount
+from apps.billing.models import AccountKind, Entry, LedgerAccount, SpendLimit
+from apps.core.money import micros_to_usd
 
 
 def wallet_balance(user: User) -> int:
@@ -25,3 +30,35 @@ def wallet_entries(user: User, *, kind: str | None = None) -> QuerySet[Entry]:
     if kind:
         entries = entries.filter(transaction__kind=kind)
     return entries.order_by("-id")
+
+
+def wallet_statement(
+    user: User,
+    *,
+    kind: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet[Entry]:
+    """`wallet_entries` within [since, until) of the transactions' time."""
+    entries = wallet_entries(user, kind=kind)
+    if since:
+        entries = entries.filter(transaction__created_at__gte=since)
+    if until:
+        entries = entries.filter(transaction__created_at__lt=until)
+    return entries
+
+
+def spend_limits_summary(user: User) -> dict[str, Any]:
+    """The user's spend limits and this month's usage, in dollars (None: no limit)."""
+    from apps.billing.spend import WARN_AT_PERCENT, month_spent
+
+    limit = SpendLimit.objects.filter(user=user).first()
+    cap = limit.monthly_cap if limit else None
+    burn = limit.max_hourly_burn if limit else None
+    spent = month_spent([user.pk], now=timezone.now()).get(user.pk, 0)
+    return {
+        "monthly_cap_usd": None if cap is None else micros_to_usd(cap),
+        "max_hourly_burn_usd": None if burn is None else micros_to_usd(burn),
+        "month_spent_usd": micros_to_usd(spent),
+        "warning_at_percent": WARN_AT_PERCENT,
+    }

@@ -1,6 +1,9 @@
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.loader import render_to_string
 
 from apps.nodes import services
 from apps.nodes.lifecycle import IllegalNodeTransitionError
@@ -16,6 +19,11 @@ class ReadOnlyInline(admin.TabularInline):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> Any:
+        # Every shown field is read-only, so saving the node's page builds no inline forms
+        # (a non-editable field such as NodeEvent.at would make Django refuse to build one).
+        return self.fields or ()
 
 
 class GpuInline(ReadOnlyInline):
@@ -73,12 +81,21 @@ class NodeAdmin(admin.ModelAdmin):
     )
     list_filter = ("status",)
     search_fields = ("hostname", "id", "provider_instance_id", "gpus__uuid")
-    readonly_fields = [f.name for f in Node._meta.fields if f.name != "price_per_gpu_hour"]
+    readonly_fields = [
+        "telemetry",
+        *(f.name for f in Node._meta.fields if f.name != "price_per_gpu_hour"),
+    ]
     inlines = (GpuInline, WorkloadInline, EventInline, CommandInline)
     actions = ("drain", "undrain", "retire")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Node]:
         return super().get_queryset(request).prefetch_related("gpus")
+
+    @admin.display(description="Telemetry")
+    def telemetry(self, node: Node) -> str:
+        return render_to_string(
+            "nodes/_telemetry.html", {"node": node, "gpus": list(node.gpus.all())}
+        )
 
     @admin.display(description="GPUs")
     def gpu_summary(self, node: Node) -> str:
@@ -90,11 +107,27 @@ class NodeAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # nodes come from agents registering
 
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # a node leaves by being retired (its history and billing stay)
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "price_per_gpu_hour" and field is not None:
+            field.label = "Asking price per GPU-hour (micro-dollars)"
+            field.help_text = "1,000,000 = $1.00. Blank: the platform default for its GPU model."
+        return field
+
+    def save_model(self, request: HttpRequest, obj: Node, form: Any, change: bool) -> None:
+        """The price is the one editable field; it goes through the service, which writes that
+        column alone (a plain save would write back every field as the form loaded it)."""
+        services.node_price_set(node=obj, price_per_gpu_hour=obj.price_per_gpu_hour)
+
     def _apply(self, request: HttpRequest, queryset: QuerySet[Node], action, verb: str) -> None:
         done = 0
         for node in queryset:
             try:
                 action(node=node, reason=f"{verb} by {request.user}")
+                self.log_change(request, node, f"{verb.capitalize()} (admin action).")
                 done += 1
             except IllegalNodeTransitionError as exc:
                 self.message_user(request, str(exc), level=messages.WARNING)

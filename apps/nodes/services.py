@@ -448,3 +448,21 @@ def node_retire(*, node: Node, reason: str = "retired by operator") -> Node:
     node = lock_node(node.pk)
     node_transition(node=node, to=NodeStatus.RETIRED, reason=reason)
     return node
+
+
+@transaction.atomic
+def node_price_set(*, node: Node, price_per_gpu_hour: int | None) -> Node:
+    """Set the node's asking price per GPU-hour in micro-dollars (None: the platform default
+    for its GPU model). Pods already placed keep the price they were placed at. Writes only
+    this column, under the node's lock, so a heartbeat or status change racing an operator's
+    (or provider's) edit is never overwritten with a stale copy."""
+    if price_per_gpu_hour is not None and (
+        isinstance(price_per_gpu_hour, bool)
+        or not isinstance(price_per_gpu_hour, int)
+        or price_per_gpu_hour < 0
+    ):
+        raise ValueError("A price is a non-negative number of micro-dollars, or None.")
+    locked = lock_node(node.pk)
+    locked.price_per_gpu_hour = price_per_gpu_hour
+    locked.save(update_fields=["price_per_gpu_hour"])
+    return locked

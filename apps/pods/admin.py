@@ -30,10 +30,23 @@ class PodAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description="Force stop (bill to now, remove the container)")
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # View-only: a pod changes through its services (the action below), never a form save.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_stop_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("pods.change_pod")
+
+    @admin.action(
+        description="Force stop (bill to now, remove the container)", permissions=["stop"]
+    )
     def force_stop(self, request: HttpRequest, queryset: QuerySet[Pod]) -> None:
         for pod in queryset:
             services.pod_stop(pod=pod, reason=f"force-stopped by operator {request.user}")
+            self.log_change(request, pod, "Force-stopped (admin action).")
         self.message_user(request, f"Stopping {queryset.count()} pod(s).")
 
 

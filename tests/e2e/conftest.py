@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.agent.conftest import busybox_image, docker_client  # noqa: F401 - shared fixtures
+from tests.e2e.portal_conftest import browser, browser_guard, new_page, page  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = "bt_e2e-bootstrap-token"

@@ -15,6 +15,7 @@ from apps.billing.services.ledger import (
     wallet_floor,
     wallet_for,
 )
+from apps.billing.services.limits import spend_limits_set
 from apps.billing.services.operator import OperatorError, wallet_credit, wallet_refund
 from apps.billing.services.topups import (
     CheckoutSession,
@@ -38,6 +39,7 @@ __all__ = [
     "ledger_post",
     "platform_account",
     "provider_payable",
+    "spend_limits_set",
     "topup_from_checkout_event",
     "wallet_credit",
     "wallet_floor",

@@ -1,0 +1,47 @@
+"""Template helpers for pod pages: how often to re-check a list or a pod, and its progress."""
+
+import shlex
+from collections.abc import Iterable
+
+from django import template
+
+from apps.pods.models import Pod
+from apps.pods.selectors import PROGRESS, pod_is_settled, pod_is_transitioning
+
+register = template.Library()
+
+# Milliseconds between checks: quick while something is on its way, slow while it just runs.
+FAST_MS = 2000
+SLOW_MS = 10000
+
+
+@register.filter
+def watch_interval(pods: Iterable[Pod]) -> int | str:
+    """The poll interval for a page showing these pods; "" when none can change by itself."""
+    pods = list(pods)
+    if any(pod_is_transitioning(p) for p in pods):
+        return FAST_MS
+    if any(not pod_is_settled(p) for p in pods):
+        return SLOW_MS
+    return ""
+
+
+@register.filter
+def progress_step(pod: Pod) -> int:
+    return PROGRESS.get(pod.status, 0)
+
+
+@register.filter
+def transitioning(pod: Pod) -> bool:
+    return pod_is_transitioning(pod)
+
+
+@register.filter
+def watch_interval_one(pod: Pod) -> int | str:
+    return watch_interval([pod])
+
+
+@register.filter
+def shell_join(command: list[str] | None) -> str:
+    """A pod's command as one would type it: ["sh", "-c", "a; b"] → sh -c 'a; b'."""
+    return shlex.join(command or [])
