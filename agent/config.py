@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpu-devices",
         help="on|off: attach GPUs to containers via the NVIDIA runtime (default on; off only "
         "for simulated GPUs) [GPU_AGENT_GPU_DEVICES]",
+    )
+    parser.add_argument(
         "--mount",
         action="append",
         default=None,
