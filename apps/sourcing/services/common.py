@@ -17,7 +17,6 @@ from apps.sourcing.models import (
     ProvisionedInstance,
 )
 
-
 S = InstanceStatus
 
 
