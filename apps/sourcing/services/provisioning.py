@@ -4,8 +4,10 @@ failover (outside any transaction), and activation when its agent registers."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from datetime import timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -37,6 +39,8 @@ from apps.sourcing.services.common import (
     sourcing_on,
 )
 
+logger = logging.getLogger(__name__)
+
 
 def instance_request(*, pod: Pod, expected_price_per_gpu_hour: int) -> ProvisionedInstance:
     """Record that `pod` (locked by the caller) needs an upstream machine, and move the pod
@@ -58,7 +62,20 @@ def instance_request(*, pod: Pod, expected_price_per_gpu_hour: int) -> Provision
             f"(about ${micros_to_usd(expected_price_per_gpu_hour)}/GPU-h)"
         ),
     )
+    if settings.SOURCING_DISPATCH_ON_REQUEST:
+        transaction.on_commit(partial(_dispatch_provision, instance.pk))
     return instance
+
+
+def _dispatch_provision(instance_id: uuid.UUID) -> None:
+    """Start the rent now rather than at the next tick. If the broker cannot take the task,
+    the provisioning tick (every 10 s) does the same work."""
+    from apps.sourcing.tasks import provision_instance
+
+    try:
+        provision_instance.apply_async(args=[str(instance_id)], expires=60)
+    except Exception:  # noqa: BLE001 - the tick is the fallback
+        logger.warning("could not dispatch provisioning of %s; the tick will", instance_id)
 
 
 def bootstrap_script(*, token: str) -> str:
