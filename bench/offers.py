@@ -101,6 +101,7 @@ def main() -> None:
             for i, n in enumerate(names)
         }
         settings.SOURCING_SEARCH_DEADLINE_S = 5.0
+        settings.SOURCING_ENABLED = True  # searches only: nothing is rented here
         for i in range(3):  # no price drift during the bench
             SimControl(f"http://127.0.0.1:{base + i}").configure(drift_seconds=0)
         print(f"machines per simulator: {args.offers}; CPU cores: {os.cpu_count()}")
@@ -141,6 +142,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 offer_book.book_offers(gpu_model=args.gpu, strategy=strategy, limit=20)
                 reads.append(time.perf_counter() - t0)
+            found = offer_book.book_offers(gpu_model=args.gpu, strategy=strategy, limit=20)
+            assert len(found) == 20, "the book must hold the offers it is read for"
             print(f"book read, {args.gpu}, top 20, {strategy.value:20s} {ms(reads)}")
 
         # 4. ranking cost per strategy over the whole market

@@ -360,6 +360,8 @@ SOURCING_INSTANCE_IMAGE = env.str(
     "SOURCING_INSTANCE_IMAGE", default="nvidia/cuda:12.4.1-runtime-ubuntu22.04"
 )
 SOURCING_SERVER_URL = env.str("SOURCING_SERVER_URL", default=SITE_URL)
+# Send the rent to a worker as soon as the scheduler asks for a machine (else: the next tick).
+SOURCING_DISPATCH_ON_REQUEST = env.bool("SOURCING_DISPATCH_ON_REQUEST", default=True)
 # The startup script of a rented machine; {server} and {token} are filled in (the token is a
 # per-instance registration token bound to that instance).
 SOURCING_AGENT_BOOTSTRAP = env.str(

@@ -5,12 +5,15 @@ whose price with our markup fits the pod's price cap. Runs inside the scheduling
 transaction: it only records the request; the rent happens in the provisioning tick."""
 
 from django.conf import settings
+from django.db import connection
 
 from apps.pods.models import Pod
 from apps.pods.scheduler import BatchOutcome, CapacityView
 from apps.sourcing.models import LIVE_STATUSES, ProvisionedInstance
 from apps.sourcing.offer_book import book_offers
 from apps.sourcing.services import instance_request, sourcing_on
+
+ADVISORY_LOCK_KEY = 0x5EC0_0001  # sourcing: the live-instance count
 
 
 def upstream_clouds(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
@@ -20,6 +23,11 @@ def upstream_clouds(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
     gpu_pods = [p for p in pods if p.gpu_count > 0]
     if not gpu_pods:
         return outcome
+    if connection.vendor == "postgresql":
+        # Two scheduling passes at once must not both see room for the last instance: the
+        # count and the requests below are serialised (until the pass's transaction ends).
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
     room = (
         settings.SOURCING_MAX_INSTANCES
         - ProvisionedInstance.objects.filter(status__in=LIVE_STATUSES).count()

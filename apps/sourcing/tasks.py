@@ -1,3 +1,5 @@
+import uuid
+
 from celery import shared_task
 
 from apps.sourcing import offer_book, services
@@ -6,6 +8,12 @@ from apps.sourcing import offer_book, services
 @shared_task(name="sourcing.refresh_offers", ignore_result=True)
 def refresh_offers() -> int:
     return offer_book.offer_book_refresh().offers
+
+
+@shared_task(name="sourcing.provision_instance", ignore_result=True)
+def provision_instance(instance_id: str) -> str | None:
+    instance = services.instance_provision(instance_id=uuid.UUID(instance_id))
+    return instance.status if instance else None
 
 
 @shared_task(name="sourcing.provisioning_tick", ignore_result=True)

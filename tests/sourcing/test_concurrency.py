@@ -55,3 +55,22 @@ def test_two_passes_at_once_rent_one_machine(sourcing, user):
     )
     live = [i for i in sourcing[instance.provider].control.instances() if not i["terminated"]]
     assert live == []
+
+
+def test_two_scheduling_passes_at_once_respect_max_instances(sourcing, user, settings):
+    settings.SOURCING_MAX_INSTANCES = 1
+    offer_book.offer_book_refresh()
+    pods = [
+        Pod.objects.create(owner=user, name=f"p{i}", image="i", gpu_model="RTX 4090", gpu_count=1)
+        for i in range(2)
+    ]
+    queue = [pods[0].pk, pods[1].pk]
+    lock = threading.Lock()
+
+    def one_pass():
+        with lock:
+            pod_id = queue.pop()
+        schedule_pending(pod_ids=[pod_id])
+
+    _together(one_pass)
+    assert ProvisionedInstance.objects.count() == 1

@@ -12,7 +12,6 @@ import enum
 import json
 import random
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -95,9 +94,9 @@ class Instance:
     message: str = ""
 
 
-def usd_per_hour_to_micros(value: object) -> int:
+def usd_per_hour_to_micros(value: float | int | str) -> int:
     """Upstream dollars (float on the wire) → micro-dollars, rounded to the micro-dollar."""
-    return round(float(value) * 1_000_000)  # type: ignore[arg-type]
+    return round(float(value) * 1_000_000)
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -377,7 +376,3 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
-
-
-def monotonic() -> float:
-    return time.monotonic()
