@@ -250,3 +250,17 @@ def test_detail_shows_the_telemetry_of_the_pods_own_gpus_only(owner, user):
 
     assert 'value="41"' in page and "50 °C" in page
     assert 'value="99"' not in page and "80 °C" not in page  # another tenant's GPU
+
+
+def test_list_shows_active_pods_only_when_asked(owner, user):
+    make_node(price=690_000)
+    owner.post("/pods/new/", form(name="still-running"))
+    owner.post("/pods/new/", form(name="long-gone"))
+    Pod.objects.filter(name="long-gone").update(status=PodStatus.STOPPED)
+
+    everything = owner.get("/pods/").content
+    active = owner.get("/pods/", {"scope": "active"}).content
+
+    assert b"still-running" in everything and b"long-gone" in everything
+    assert b"still-running" in active and b"long-gone" not in active
+    assert b'/pods/table?scope=active' in active  # the polled fragment keeps the scope
