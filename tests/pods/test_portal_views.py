@@ -263,4 +263,4 @@ def test_list_shows_active_pods_only_when_asked(owner, user):
 
     assert b"still-running" in everything and b"long-gone" in everything
     assert b"still-running" in active and b"long-gone" not in active
-    assert b'/pods/table?scope=active' in active  # the polled fragment keeps the scope
+    assert b"/pods/table?scope=active" in active  # the polled fragment keeps the scope
