@@ -113,7 +113,19 @@ class Conn:
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(self, raw: bytes) -> tuple[float, float]:
-        """Send `raw`; (seconds to the first body byte, seconds to the end)."""
+        """Send `raw`; (seconds to the first body byte, seconds to the end). A kept-alive
+        connection the server closed while idle is reopened once, as HTTP clients do."""
+        reused = self.writer is not None
+        try:
+            return await self._request(raw)
+        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+            partial = getattr(exc, "partial", b"")
+            if not reused or partial:
+                raise
+            self.writer = None
+            return await self._request(raw)
+
+    async def _request(self, raw: bytes) -> tuple[float, float]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None
