@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from io import BytesIO
@@ -105,6 +106,25 @@ async def authorize(request: HttpRequest, *, capability: str, model: str | None)
     return route
 
 
+_PROMPT_TOKENS = re.compile(rb'"(?:prompt|input)_tokens"\s*:\s*(\d+)')
+_COMPLETION_TOKENS = re.compile(rb'"(?:completion|output)_tokens"\s*:\s*(\d+)')
+
+
+def usage_in(body: bytes) -> tuple[int, int]:
+    """Token counts of the `usage` object at the end of an OpenAI response body, found without
+    parsing the whole body (an embeddings answer can be megabytes of floats)."""
+    at = body.rfind(b'"usage"')
+    if at < 0:
+        return 0, 0
+    tail = body[at : at + 1000]
+    prompt = _PROMPT_TOKENS.search(tail)
+    completion = _COMPLETION_TOKENS.search(tail)
+    return (
+        int(prompt.group(1)) if prompt else 0,
+        int(completion.group(1)) if completion else 0,
+    )
+
+
 def _usage_of(data: Any) -> tuple[int, int]:
     usage = data.get("usage") if isinstance(data, dict) else None
     if not isinstance(usage, dict):
@@ -192,11 +212,8 @@ async def forward(
         finally:
             await call.aclose()
         prompt = completion = 0
-        if upstream.status_code < 400 and b'"usage"' in body:
-            try:
-                prompt, completion = _usage_of(json.loads(body))
-            except ValueError:
-                pass
+        if upstream.status_code < 400:
+            prompt, completion = usage_in(body)
         latency = (time.perf_counter() - started) * 1000
         usage_buffer.record(
             UsageEntry(
