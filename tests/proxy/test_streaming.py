@@ -144,3 +144,61 @@ def test_a_client_that_leaves_mid_stream_releases_the_replica(proxy_server, echo
         lambda: ModelUsageLog.objects.filter(deployment=deployment).first(), "the usage row"
     )
     assert row.streamed and row.status_code == 200
+
+
+def test_daphne_the_procfile_server_streams_unbuffered_too(transactional_db, echo_backends, user):
+    """The same causal check through daphne, the web server of the Procfile."""
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    from tests.proxy.conftest import ROOT, _answers, free_port, wait_for
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("daphne runs in its own process: it needs the test database on Postgres")
+    backend = echo_backends(name="gated-daphne")
+    _, key = make_deployment(user, backends=[backend])
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    port = free_port()
+    daphne = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "config.asgi:application",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), "daphne")
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=10
+        )
+        gate = str(uuid.uuid4())
+        received = []
+        for chunk in client.chat.completions.create(
+            model="echo-model",
+            messages=[{"role": "user", "content": "through daphne"}],
+            stream=True,
+            extra_body={"x_test_gate": gate},
+        ):
+            received.append(chunk.choices[0].delta.content)
+            httpx.post(backend.url + "/test/release", json={"id": gate})
+    finally:
+        daphne.terminate()
+        daphne.wait(timeout=20)
+
+    assert received == ["echo:", " through", " daphne", None]
