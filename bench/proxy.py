@@ -194,13 +194,19 @@ async def paired(
     direct_raw = raw_request(backend, body, None)
     proxy_raw = raw_request(proxy, body, key)
     out: dict[str, list[float]] = {"direct": [], "proxy": [], "errors": []}
-    stop = time.monotonic() + seconds
+    stop = time.monotonic() + seconds + (clients / rate if rate else 0)
     pick = 0 if stream else 1  # time to first chunk, or to the end
 
     period = clients / rate if rate else 0.0
 
     async def client(index: int) -> None:
         direct, proxied = Conn(backend), Conn(proxy)
+        # Open both connections first (not timed): steady state, as an SDK client's pool.
+        for conn, raw in ((direct, direct_raw), (proxied, proxy_raw)):
+            try:
+                await conn.request(raw)
+            except (OSError, RuntimeError, asyncio.IncompleteReadError, ValueError):
+                conn.writer = None
         if period:
             await asyncio.sleep(period * index / clients)  # spread the clients' phases
         while time.monotonic() < stop:
