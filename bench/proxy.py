@@ -194,19 +194,25 @@ async def paired(
     direct_raw = raw_request(backend, body, None)
     proxy_raw = raw_request(proxy, body, key)
     out: dict[str, list[float]] = {"direct": [], "proxy": [], "errors": []}
-    stop = time.monotonic() + seconds + (clients / rate if rate else 0)
     pick = 0 if stream else 1  # time to first chunk, or to the end
-
     period = clients / rate if rate else 0.0
+    pairs = [(Conn(backend), Conn(proxy)) for _ in range(clients)]
+
+    async def warm(conn: Conn, raw: bytes) -> None:
+        try:
+            await conn.request(raw)
+        except (OSError, RuntimeError, asyncio.IncompleteReadError, ValueError):
+            conn.writer = None
+
+    # Every client opens both its connections first (not timed): steady state, as the pool of
+    # an SDK client would be.
+    await asyncio.gather(
+        *(warm(c, r) for d, p in pairs for c, r in ((d, direct_raw), (p, proxy_raw)))
+    )
+    stop = time.monotonic() + seconds
 
     async def client(index: int) -> None:
-        direct, proxied = Conn(backend), Conn(proxy)
-        # Open both connections first (not timed): steady state, as an SDK client's pool.
-        for conn, raw in ((direct, direct_raw), (proxied, proxy_raw)):
-            try:
-                await conn.request(raw)
-            except (OSError, RuntimeError, asyncio.IncompleteReadError, ValueError):
-                conn.writer = None
+        direct, proxied = pairs[index]
         if period:
             await asyncio.sleep(period * index / clients)  # spread the clients' phases
         while time.monotonic() < stop:
@@ -312,13 +318,14 @@ def main() -> None:
             f"process); client: 1 asyncio process; {os.cpu_count()} CPU cores shared by all"
         )
         asyncio.run(paired(backend_port, proxy_port, key, 10, 1.5, False))  # warm-up
-        runs = [("closed loop", None)] + (
-            [(f"paced {args.rate:g}/s", args.rate)] if args.rate else []
-        )
+        runs = ([(f"paced {args.rate:g}/s", args.rate)] if args.rate else []) + [
+            ("closed loop", None)
+        ]
         for label, rate in runs:
             print(f"-- {label}: each client alternates direct and proxied requests")
             for clients in args.clients:
                 for stream in (False, True):
+                    time.sleep(2)  # let the server settle (closed connections, usage flush)
                     out = asyncio.run(
                         paired(backend_port, proxy_port, key, clients, args.seconds, stream, rate)
                     )
