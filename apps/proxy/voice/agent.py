@@ -18,6 +18,7 @@ import logging
 import re
 import time
 import uuid
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,6 +236,7 @@ class VoiceAgent:
                 self._remember({"role": "assistant", "content": "".join(turn.reply_parts)})
             if self.turn is turn:
                 self.state = State.LISTENING
+            self.routes.refresh()  # the cache re-reads in the background before the next turn
 
     async def _reply(self, turn: Turn, routes: AgentRoutes, request_id: str) -> None:
         self.state = State.THINKING
@@ -250,25 +252,28 @@ class VoiceAgent:
         usage = backends.ChatUsage()
         pending = ""
         try:
-            async for delta in stream_replica(
-                routes.chat,
-                record,
-                lambda base_url: backends.chat_stream(
-                    base_url=base_url,
-                    model=routes.chat.model_name,
-                    messages=messages,
-                    max_tokens=self.conf.max_reply_tokens,
-                    request_id=request_id,
-                    usage=usage,
-                ),
-            ):
-                turn.mark("first token")
-                turn.reply_parts.append(delta)
-                await self.link.send_event({"type": "response", "text": delta, "delta": True})
-                ready, pending = split_sentences(pending + delta)
-                for sentence in ready:
-                    turn.mark("first sentence")
-                    sentences.put_nowait(sentence)
+            async with aclosing(
+                stream_replica(
+                    routes.chat,
+                    record,
+                    lambda base_url: backends.chat_stream(
+                        base_url=base_url,
+                        model=routes.chat.model_name,
+                        messages=messages,
+                        max_tokens=self.conf.max_reply_tokens,
+                        request_id=request_id,
+                        usage=usage,
+                    ),
+                )
+            ) as deltas:
+                async for delta in deltas:
+                    turn.mark("first token")
+                    turn.reply_parts.append(delta)
+                    await self.link.send_event({"type": "response", "text": delta, "delta": True})
+                    ready, pending = split_sentences(pending + delta)
+                    for sentence in ready:
+                        turn.mark("first sentence")
+                        sentences.put_nowait(sentence)
             if pending.strip():
                 turn.mark("first sentence")
                 sentences.put_nowait(pending.strip())
