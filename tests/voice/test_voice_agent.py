@@ -484,3 +484,24 @@ def test_the_session_limit_holds_across_web_processes(voice_server, test_backend
 
     code, received = asyncio.run(scenario())
     assert code == 4429 and received[0]["code"] == "too_many_sessions"
+
+
+@pytest.mark.e2e
+def test_a_session_streaming_only_silence_is_idle(voice_server, test_backend, user):
+    stack = voice_stack(
+        user, stt_url=test_backend.url, chat_url=test_backend.url, tts_url=test_backend.url
+    )
+    server = voice_server(VOICE_IDLE_TIMEOUT_S="1")
+
+    async def scenario() -> int:
+        async with websockets.connect(server.url("/ws/voice-agent", stack.key)) as ws:
+            try:
+                for _ in range(100):  # a microphone in a quiet room, 10 s at most
+                    await ws.send(silence(0.1))
+                    await asyncio.sleep(0.1)
+                await ws.recv()
+            except ConnectionClosed as closed:
+                return closed.rcvd.code
+        raise AssertionError("not closed")
+
+    assert asyncio.run(scenario()) == 4408

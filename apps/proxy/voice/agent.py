@@ -135,6 +135,10 @@ class VoiceAgent:
         )
 
     @property
+    def hearing_speech(self) -> bool:
+        return self.vad.in_speech
+
+    @property
     def busy(self) -> bool:
         return self.turn is not None and self.turn.task is not None and not self.turn.task.done()
 
