@@ -75,6 +75,13 @@ def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     return proxy_error_response(ProxyError("Internal error; it has been logged."))
 
 
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """404 for a `/v1` path that does not exist, in OpenAI's error shape."""
+    error = ProxyError(f"Unknown endpoint: {request.method} {request.path}.")
+    error.status, error.type, error.code = 404, "invalid_request_error", "unknown_url"
+    return proxy_error_response(error)
+
+
 # --- request helpers ----------------------------------------------------------------------------
 
 

@@ -291,6 +291,7 @@ def test_unknown_path_and_broken_json_answer_in_json(deployed, proxy_server):
         content=b'{"model": "echo-model", "messages": [',
     )
 
-    assert missing.status_code == 404 and missing.json()["error"]["message"]
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "invalid_request_error"
     assert broken.status_code == 400
     assert "not valid JSON" in broken.json()["error"]["message"]
