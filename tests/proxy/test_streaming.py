@@ -148,45 +148,13 @@ def test_a_client_that_leaves_mid_stream_releases_the_replica(proxy_server, echo
 
 def test_daphne_the_procfile_server_streams_unbuffered_too(transactional_db, echo_backends, user):
     """The same causal check through daphne, the web server of the Procfile."""
-    import os
-    import subprocess
-    import sys
+    from tests.proxy.conftest import start_daphne
 
-    from django.conf import settings
-
-    from tests.proxy.conftest import ROOT, _answers, free_port, wait_for
-
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.postgresql":
-        pytest.skip("daphne runs in its own process: it needs the test database on Postgres")
     backend = echo_backends(name="gated-daphne")
     _, key = make_deployment(user, backends=[backend])
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    port = free_port()
-    daphne = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "config.asgi:application",
-        ],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "DATABASE_URL": f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    daphne, url = start_daphne()
     try:
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), "daphne")
-        client = openai.OpenAI(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=10
-        )
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=10)
         gate = str(uuid.uuid4())
         received = []
         for chunk in client.chat.completions.create(
