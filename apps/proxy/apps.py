@@ -19,9 +19,10 @@ def _flush_usage_at_exit() -> None:
     """A web process that stops cleanly (deploys, SIGTERM) writes the usage it still holds."""
     from apps.proxy.routing import usage_buffer
 
-    if not usage_buffer.pending():
+    held = usage_buffer.pending()
+    if not held:
         return
     try:
         usage_buffer.flush_sync()
-    except Exception:  # the database may be gone already; nothing else to do at exit
-        logger.exception("proxy: usage rows lost at exit")
+    except Exception as exc:  # the database may be gone already; nothing else to do at exit
+        logger.error("proxy: %d usage rows lost at exit: %s", held, exc)

@@ -17,7 +17,7 @@ from apps.catalog.services import lifecycle
 from apps.catalog.services.templates import templates_seed
 from apps.nodes.models import Node, NodeStatus
 from apps.pods.models import Pod, PodStatus
-from apps.proxy.routing import router
+from apps.proxy.routing import router, usage_buffer
 from backends.localimage import agent_mounts, ensure_image
 from tests.e2e.conftest import BOOTSTRAP, ROOT, wait_for
 from tests.pods.conftest import fund
@@ -44,6 +44,7 @@ def proxy_server(transactional_db):
     server = AsgiServer().start()
     yield server
     server.stop()
+    usage_buffer.take()  # the test database goes away with the test
 
 
 @pytest.fixture
