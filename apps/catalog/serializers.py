@@ -11,6 +11,7 @@ from apps.catalog.models import (
     ModelTemplate,
     Replica,
 )
+from apps.core.gpu_models import CANONICAL
 from apps.core.money import micros_to_usd, usd_to_micros
 from apps.pods.scheduler import known_gpu_models
 
@@ -100,6 +101,15 @@ class DeployInput(serializers.Serializer):
             )
         if template.gpu_count == 0 and count:
             raise serializers.ValidationError({"gpu_count": f"{template.name} runs on CPU only."})
+        gpu = CANONICAL.get(data.get("gpu_model", ""))
+        if gpu is not None and gpu.vram_gb < template.min_vram_gb:
+            raise serializers.ValidationError(
+                {
+                    "gpu_model": f"{gpu.name} has {gpu.vram_gb} GB; {template.name} needs at "
+                    f"least {template.min_vram_gb} GB per GPU (recommended: "
+                    f"{template.recommended_gpu})."
+                }
+            )
         return data
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from io import BytesIO
@@ -74,6 +75,13 @@ def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     return proxy_error_response(ProxyError("Internal error; it has been logged."))
 
 
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """404 for a `/v1` path that does not exist, in OpenAI's error shape."""
+    error = ProxyError(f"Unknown endpoint: {request.method} {request.path}.")
+    error.status, error.type, error.code = 404, "invalid_request_error", "unknown_url"
+    return proxy_error_response(error)
+
+
 # --- request helpers ----------------------------------------------------------------------------
 
 
@@ -103,6 +111,25 @@ async def authorize(request: HttpRequest, *, capability: str, model: str | None)
     route = await router.resolve(identity, capability=capability, model=model)
     await router.check_rate(route)
     return route
+
+
+_PROMPT_TOKENS = re.compile(rb'"(?:prompt|input)_tokens"\s*:\s*(\d+)')
+_COMPLETION_TOKENS = re.compile(rb'"(?:completion|output)_tokens"\s*:\s*(\d+)')
+
+
+def usage_in(body: bytes) -> tuple[int, int]:
+    """Token counts of the `usage` object at the end of an OpenAI response body, found without
+    parsing the whole body (an embeddings answer can be megabytes of floats)."""
+    at = body.rfind(b'"usage"')
+    if at < 0:
+        return 0, 0
+    tail = body[at : at + 1000]
+    prompt = _PROMPT_TOKENS.search(tail)
+    completion = _COMPLETION_TOKENS.search(tail)
+    return (
+        int(prompt.group(1)) if prompt else 0,
+        int(completion.group(1)) if completion else 0,
+    )
 
 
 def _usage_of(data: Any) -> tuple[int, int]:
@@ -192,11 +219,8 @@ async def forward(
         finally:
             await call.aclose()
         prompt = completion = 0
-        if upstream.status_code < 400 and b'"usage"' in body:
-            try:
-                prompt, completion = _usage_of(json.loads(body))
-            except ValueError:
-                pass
+        if upstream.status_code < 400:
+            prompt, completion = usage_in(body)
         latency = (time.perf_counter() - started) * 1000
         usage_buffer.record(
             UsageEntry(

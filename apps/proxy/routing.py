@@ -16,9 +16,11 @@ A voice session backed by several of the user's deployments picks each by capabi
 deployment first when it has that capability, else the user's other live deployments).
 
 What is cached, and for how long (PROXY_ROUTE_CACHE_S, default 2 s): a key's identity and a
-deployment's READY replicas. A revoked key or a replica the health check took out of service
-stops being used within that time. Outstanding-request counts and the short quarantine of a
-replica that refused a connection (PROXY_REPLICA_COOLDOWN_S) are per process.
+deployment's READY replicas. An expired entry is still served while a background read
+replaces it, so no request waits on the database once a key has been seen; a revoked key or a
+replica the health check took out of service stops being used within that time plus one read.
+Outstanding-request counts and the short quarantine of a replica that refused a connection
+(PROXY_REPLICA_COOLDOWN_S) are per process.
 
 Errors are `ProxyError`s carrying the HTTP status, OpenAI's error `type` and `code`, and for 429
 the seconds to wait: the `/v1` views render them as OpenAI error bodies, the voice consumers as
@@ -238,7 +240,9 @@ class _Cached:
 
 
 class _TtlCache:
-    """A small TTL cache whose concurrent misses for one key share a single load."""
+    """A small TTL cache that never makes a request wait for a refresh: an expired entry is
+    served while one background load replaces it (stale-while-revalidate). Only a key never
+    seen waits, and concurrent misses for it share a single load."""
 
     def __init__(self) -> None:
         self._items: dict[Any, _Cached] = {}
@@ -248,10 +252,21 @@ class _TtlCache:
         self._items.clear()
 
     async def get(self, key: Any, ttl: float, load: Callable[[], Awaitable[Any]]) -> Any:
-        now = time.monotonic()
         hit = self._items.get(key)
-        if hit is not None and hit.expires_at > now:
+        if hit is not None:
+            if hit.expires_at <= time.monotonic():
+                self._refresh(key, ttl, load)
             return hit.value
+        return await self._load(key, ttl, load)
+
+    def _refresh(self, key: Any, ttl: float, load: Callable[[], Awaitable[Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        if (id(loop), key) in self._loading:
+            return
+        task = loop.create_task(self._load(key, ttl, load))
+        task.add_done_callback(_log_refresh_failure)
+
+    async def _load(self, key: Any, ttl: float, load: Callable[[], Awaitable[Any]]) -> Any:
         loop = asyncio.get_running_loop()
         flight_key = (id(loop), key)
         pending = self._loading.get(flight_key)
@@ -267,12 +282,18 @@ class _TtlCache:
             raise
         else:
             future.set_result(value)
-            self._items[key] = _Cached(value, time.monotonic() + ttl)
+            now = time.monotonic()
+            self._items[key] = _Cached(value, now + ttl)
             if len(self._items) > 50_000:  # bounded: drop what has expired
                 self._items = {k: v for k, v in self._items.items() if v.expires_at > now}
             return value
         finally:
             self._loading.pop(flight_key, None)
+
+
+def _log_refresh_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("proxy: background route refresh failed: %s", task.exception())
 
 
 class Router:

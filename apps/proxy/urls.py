@@ -8,5 +8,5 @@ from apps.proxy.api import api
 
 urlpatterns = [path("v1/", api.urls)]
 
-handler404 = "apps.core.errors.handler404"
+handler404 = "apps.proxy.api.not_found"
 handler500 = "apps.core.errors.handler500"

@@ -190,6 +190,7 @@
         status("Listening…", "live");
       } catch (error) {
         line("error", "Microphone: " + error.message);
+        status("Stopped: no microphone.", "failed");
         stop();
       }
     };
@@ -201,10 +202,11 @@
       }
     };
     ws.onclose = function (event) {
-      if (socket === ws) {
+      // The server's reason is worth showing even when we were already stopping.
+      if (socket === ws || event.code !== 1000) {
         status("Disconnected: " + closeReason(event.code) + ".", event.code === 1000 ? "" : "failed");
-        stop();
       }
+      if (socket === ws) stop();
     };
   }
 

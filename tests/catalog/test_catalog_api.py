@@ -199,3 +199,13 @@ def test_deployment_list_has_no_n_plus_one(
         response = owner_client.get("/api/v1/models/deployments")
 
     assert len(response.json()) == 3
+
+
+def test_deploy_refuses_a_gpu_too_small_for_the_model(owner_client, catalog):
+    response = owner_client.post(
+        "/api/v1/models/llama-3.1-70b-instruct/deploy", {"gpu_model": "RTX 4090"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "needs at least 80 GB" in response.json()["error"]["fields"]["gpu_model"]
+    assert not Deployment.objects.exists()

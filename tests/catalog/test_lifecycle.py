@@ -161,3 +161,17 @@ def test_stop_ends_the_pods_and_the_keys(deployed, cpu_node):
     assert replica.status == R.STOPPED and replica.host_port is None
     report_container(cpu_node, replica.pod_id, "removed")
     assert Deployment.objects.get(pk=deployed.pk).status == D.STOPPED
+
+
+def test_periodic_sync_catches_a_pod_change_whose_signal_was_missed(deployed, port):
+    replica = deployed.replica_set.get()
+    # The pod runs, but the catalog was not told (e.g. a web process died after the commit).
+    Pod.objects.filter(pk=replica.pod_id).update(
+        status=PodStatus.RUNNING, endpoints={f"{port}/tcp": f"127.0.0.1:{port}"}
+    )
+
+    lifecycle.deployments_sync_status()
+
+    replica.refresh_from_db()
+    assert replica.status == R.LOADING and replica.base_url == f"http://127.0.0.1:{port}"
+    assert Deployment.objects.get(pk=deployed.pk).status == D.LOADING

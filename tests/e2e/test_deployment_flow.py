@@ -17,7 +17,7 @@ from apps.catalog.services import lifecycle
 from apps.catalog.services.templates import templates_seed
 from apps.nodes.models import Node, NodeStatus
 from apps.pods.models import Pod, PodStatus
-from apps.proxy.routing import router
+from apps.proxy.routing import router, usage_buffer
 from backends.localimage import agent_mounts, ensure_image
 from tests.e2e.conftest import BOOTSTRAP, ROOT, wait_for
 from tests.pods.conftest import fund
@@ -25,14 +25,14 @@ from tests.proxy.conftest import AsgiServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
-MODELS_VENV = Path(os.environ.get("GCO_MODELS_VENV", ROOT / ".venv-models"))
+MODELS_VENV = Path(os.environ.get("MODELS_VENV") or ROOT / ".venv-models")
 
 
 def models_venv_or_skip() -> Path:
     if not (MODELS_VENV / "bin" / "python").exists():
         pytest.skip(
             f"the CPU model backends are not installed ({MODELS_VENV} missing): `make models` "
-            "builds them (~5 min), or set GCO_MODELS_VENV"
+            "builds them (~5 min), or set MODELS_VENV"
         )
     return MODELS_VENV
 
@@ -44,6 +44,7 @@ def proxy_server(transactional_db):
     server = AsgiServer().start()
     yield server
     server.stop()
+    usage_buffer.take()  # the test database goes away with the test
 
 
 @pytest.fixture

@@ -188,3 +188,34 @@ def make_deployment(
         )
     key = deployment_key_issue(deployment=deployment)
     return deployment, key.raw
+
+
+def start_daphne(**env: str) -> tuple[subprocess.Popen, str]:
+    """daphne (the Procfile's web server) on the test database, in its own process; skips on
+    SQLite (a second process cannot see the test's in-memory database)."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("daphne runs in its own process: it needs the test database on Postgres")
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: S603 - our own server
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+        + ["config.asgi:application"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            **env,
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(url + "/healthz"), "daphne")
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc, url

@@ -279,3 +279,19 @@ def test_rate_limit_counts_other_web_processes_through_redis(proxy_server, echo_
         return False
 
     assert wait_for(refused, "the shared count to refuse")
+
+
+def test_unknown_path_and_broken_json_answer_in_json(deployed, proxy_server):
+    _, _, key = deployed
+
+    missing = httpx.get(proxy_server.url + "/v1/no-such-endpoint")
+    broken = httpx.post(
+        proxy_server.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        content=b'{"model": "echo-model", "messages": [',
+    )
+
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "invalid_request_error"
+    assert broken.status_code == 400
+    assert "not valid JSON" in broken.json()["error"]["message"]

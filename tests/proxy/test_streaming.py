@@ -144,3 +144,29 @@ def test_a_client_that_leaves_mid_stream_releases_the_replica(proxy_server, echo
         lambda: ModelUsageLog.objects.filter(deployment=deployment).first(), "the usage row"
     )
     assert row.streamed and row.status_code == 200
+
+
+def test_daphne_the_procfile_server_streams_unbuffered_too(transactional_db, echo_backends, user):
+    """The same causal check through daphne, the web server of the Procfile."""
+    from tests.proxy.conftest import start_daphne
+
+    backend = echo_backends(name="gated-daphne")
+    _, key = make_deployment(user, backends=[backend])
+    daphne, url = start_daphne()
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=10)
+        gate = str(uuid.uuid4())
+        received = []
+        for chunk in client.chat.completions.create(
+            model="echo-model",
+            messages=[{"role": "user", "content": "through daphne"}],
+            stream=True,
+            extra_body={"x_test_gate": gate},
+        ):
+            received.append(chunk.choices[0].delta.content)
+            httpx.post(backend.url + "/test/release", json={"id": gate})
+    finally:
+        daphne.terminate()
+        daphne.wait(timeout=20)
+
+    assert received == ["echo:", " through", " daphne", None]

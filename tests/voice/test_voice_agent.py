@@ -422,12 +422,22 @@ def test_a_backend_failure_sends_an_error_and_closes_with_1011(
     assert "500" in received[-1]["message"]
 
 
+def stop_deployment(pk) -> None:
+    """Mark a deployment STOPPED from a worker thread (and give its connection back)."""
+    from django.db import connection
+
+    from apps.catalog.models import Deployment
+
+    try:
+        Deployment.objects.filter(pk=pk).update(status="STOPPED")
+    finally:
+        connection.close()
+
+
 @pytest.mark.e2e
 def test_a_deployment_stopped_mid_session_ends_it_with_4409(
     voice_server, test_backend, user, tmp_path
 ):
-    from apps.catalog.models import Deployment
-
     stack = voice_stack(
         user, stt_url=test_backend.url, chat_url=test_backend.url, tts_url=test_backend.url
     )
@@ -440,21 +450,58 @@ def test_a_deployment_stopped_mid_session_ends_it_with_4409(
             await send_audio(ws, pcm)
             await read_until(ws, recorder, is_event("audio_end"))
             # when the text-to-speech deployment is stopped while the caller talks
-            await asyncio.to_thread(
-                Deployment.objects.filter(pk=stack.tts.pk).update, status="STOPPED"
-            )
-            await send_audio(ws, pcm)
+            await asyncio.to_thread(stop_deployment, stack.tts.pk)
+            # routing serves its cache while it re-reads (stale-while-revalidate): the stop
+            # is seen within a turn or two
             try:
-                while True:
-                    message = await asyncio.wait_for(ws.recv(), 30)
-                    recorder.frames.append(
-                        json.loads(message) if isinstance(message, str) else message
-                    )
+                for _ in range(4):
+                    await send_audio(ws, pcm)
+                    await read_until(ws, recorder, is_event("audio_end"))
+                raise AssertionError("the session outlived its stopped deployment")
             except ConnectionClosed as closed:
                 return closed.rcvd.code, recorder.events
-        raise AssertionError("not closed")
 
     code, events = asyncio.run(scenario())
     assert code == 4409
     assert events[-1]["code"] == "deployment_not_ready"
     assert "text-to-speech" in events[-1]["message"]
+
+
+@pytest.mark.e2e
+def test_the_session_limit_holds_across_web_processes(voice_server, test_backend, user, settings):
+    if not settings.REDIS_URL:
+        pytest.skip("the cross-process limit lives in Redis (set REDIS_URL)")
+    stack = voice_stack(
+        user, stt_url=test_backend.url, chat_url=test_backend.url, tts_url=test_backend.url
+    )
+    first = voice_server(VOICE_MAX_SESSIONS_PER_KEY="1")
+    second = voice_server(VOICE_MAX_SESSIONS_PER_KEY="1")
+
+    async def scenario() -> tuple[int, list]:
+        async with websockets.connect(first.url("/ws/voice-agent", stack.key)) as held:
+            await held.send(json.dumps({"type": "config"}))
+            return await closed_with(second.url("/ws/voice-agent", stack.key))
+
+    code, received = asyncio.run(scenario())
+    assert code == 4429 and received[0]["code"] == "too_many_sessions"
+
+
+@pytest.mark.e2e
+def test_a_session_streaming_only_silence_is_idle(voice_server, test_backend, user):
+    stack = voice_stack(
+        user, stt_url=test_backend.url, chat_url=test_backend.url, tts_url=test_backend.url
+    )
+    server = voice_server(VOICE_IDLE_TIMEOUT_S="1")
+
+    async def scenario() -> int:
+        async with websockets.connect(server.url("/ws/voice-agent", stack.key)) as ws:
+            try:
+                for _ in range(100):  # a microphone in a quiet room, 10 s at most
+                    await ws.send(silence(0.1))
+                    await asyncio.sleep(0.1)
+                await ws.recv()
+            except ConnectionClosed as closed:
+                return closed.rcvd.code
+        raise AssertionError("not closed")
+
+    assert asyncio.run(scenario()) == 4408

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from apps.catalog.models import (
@@ -231,9 +232,14 @@ def deployment_provision(*, deployment_id: uuid.UUID | str) -> int:
 
 
 def deployments_provision_pending() -> ProvisionResult:
-    """Periodic: every live deployment gets the replicas it lacks."""
+    """Periodic: every live deployment with fewer live replicas than it wants gets them."""
     result = ProvisionResult()
-    ids = list(Deployment.objects.exclude(status__in=DEPLOYMENT_FINAL).values_list("pk", flat=True))
+    ids = list(
+        Deployment.objects.exclude(status__in=DEPLOYMENT_FINAL)
+        .annotate(live=Count("replica_set", filter=Q(replica_set__status__in=REPLICA_LIVE)))
+        .filter(live__lt=F("replicas"))
+        .values_list("pk", flat=True)
+    )
     for deployment_id in ids:
         result.replicas_created += deployment_provision(deployment_id=deployment_id)
     return result
@@ -320,14 +326,15 @@ def replica_sync_pod(*, pod_id: uuid.UUID | str) -> None:
 
 
 def deployments_sync_status() -> int:
-    """Periodic: follow every live replica's pod (in case a signal was missed) and recompute
-    every live deployment's status. The number of deployments looked at."""
-    pod_ids = list(
-        Replica.objects.filter(status__in=REPLICA_LIVE, pod__isnull=False).values_list(
-            "pod_id", flat=True
-        )
+    """Periodic: catch up replicas whose pod moved without the signal reaching us (a replica
+    waiting while its pod runs, or serving while its pod does not), then recompute every live
+    deployment's status. The number of deployments looked at."""
+    running = PodStatus.RUNNING
+    out_of_step = Replica.objects.filter(pod__isnull=False).filter(
+        Q(status=R.PENDING, pod__status=running)
+        | Q(status__in=(R.LOADING, R.READY, R.UNHEALTHY)) & ~Q(pod__status=running)
     )
-    for pod_id in pod_ids:
+    for pod_id in out_of_step.values_list("pod_id", flat=True):
         replica_sync_pod(pod_id=pod_id)
     ids = list(Deployment.objects.exclude(status__in=DEPLOYMENT_FINAL).values_list("pk", flat=True))
     for deployment_id in ids:

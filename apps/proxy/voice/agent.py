@@ -18,6 +18,7 @@ import logging
 import re
 import time
 import uuid
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +135,10 @@ class VoiceAgent:
         )
 
     @property
+    def hearing_speech(self) -> bool:
+        return self.vad.in_speech
+
+    @property
     def busy(self) -> bool:
         return self.turn is not None and self.turn.task is not None and not self.turn.task.done()
 
@@ -202,6 +207,7 @@ class VoiceAgent:
         request_id = str(uuid.uuid4())  # one id for the turn's three backend calls
         try:
             routes = await self.routes.get()
+            turn.mark("routed")
             self.state = State.TRANSCRIBING
             text = await transcribe_utterance(
                 route=routes.stt,
@@ -234,6 +240,7 @@ class VoiceAgent:
                 self._remember({"role": "assistant", "content": "".join(turn.reply_parts)})
             if self.turn is turn:
                 self.state = State.LISTENING
+            self.routes.refresh()  # the cache re-reads in the background before the next turn
 
     async def _reply(self, turn: Turn, routes: AgentRoutes, request_id: str) -> None:
         self.state = State.THINKING
@@ -249,25 +256,28 @@ class VoiceAgent:
         usage = backends.ChatUsage()
         pending = ""
         try:
-            async for delta in stream_replica(
-                routes.chat,
-                record,
-                lambda base_url: backends.chat_stream(
-                    base_url=base_url,
-                    model=routes.chat.model_name,
-                    messages=messages,
-                    max_tokens=self.conf.max_reply_tokens,
-                    request_id=request_id,
-                    usage=usage,
-                ),
-            ):
-                turn.mark("first token")
-                turn.reply_parts.append(delta)
-                await self.link.send_event({"type": "response", "text": delta, "delta": True})
-                ready, pending = split_sentences(pending + delta)
-                for sentence in ready:
-                    turn.mark("first sentence")
-                    sentences.put_nowait(sentence)
+            async with aclosing(
+                stream_replica(
+                    routes.chat,
+                    record,
+                    lambda base_url: backends.chat_stream(
+                        base_url=base_url,
+                        model=routes.chat.model_name,
+                        messages=messages,
+                        max_tokens=self.conf.max_reply_tokens,
+                        request_id=request_id,
+                        usage=usage,
+                    ),
+                )
+            ) as deltas:
+                async for delta in deltas:
+                    turn.mark("first token")
+                    turn.reply_parts.append(delta)
+                    await self.link.send_event({"type": "response", "text": delta, "delta": True})
+                    ready, pending = split_sentences(pending + delta)
+                    for sentence in ready:
+                        turn.mark("first sentence")
+                        sentences.put_nowait(sentence)
             if pending.strip():
                 turn.mark("first sentence")
                 sentences.put_nowait(pending.strip())

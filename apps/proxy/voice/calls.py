@@ -3,7 +3,7 @@ requests, counted while the call runs, the next replica when one refuses the con
 any byte, the deployment's per-minute rate limit, and one usage row per call."""
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVar
@@ -86,7 +86,7 @@ async def stream_replica(
     route: DeploymentRoute,
     record: CallRecord,
     open_stream: Callable[[str], AsyncGenerator[T, None]],
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """The items of `open_stream(base_url)` from a READY replica of `route`; a replica that
     refuses the connection before its first item is skipped for the next one."""
     await router.check_rate(route)

@@ -127,12 +127,15 @@ class VoiceConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.session is None or self._closing:
             return
-        self._last_activity = time.monotonic()
         try:
             if bytes_data is not None:
                 check_audio_frame(bytes_data)
                 await self.session.on_audio(bytes_data)
+                # A microphone streams silence forever: only speech keeps a session alive.
+                if self.session.hearing_speech:
+                    self._last_activity = time.monotonic()
             elif text_data is not None:
+                self._last_activity = time.monotonic()
                 check_text_frame(text_data)
                 await self.session.on_message(parse_text_frame(text_data))
         except MessageError as exc:
@@ -179,8 +182,9 @@ class VoiceConsumer(AsyncWebsocketConsumer):
             send_close_frame(code=code, isReply=False)
 
     async def _watch(self) -> None:
-        """Closes the session with 4408 after VOICE_IDLE_TIMEOUT_S with no frame from the
-        client and no work in progress, and keeps the session's slot lease alive."""
+        """Closes the session with 4408 after VOICE_IDLE_TIMEOUT_S with no speech and no
+        message from the client and no work in progress (audio of silence does not count),
+        and keeps the session's slot lease alive."""
         idle_limit = float(settings.VOICE_IDLE_TIMEOUT_S)
         renew_every = float(settings.VOICE_SESSION_LEASE_S) / 3
         renewed = time.monotonic()

@@ -3,8 +3,10 @@
 A voice session outlives the routing cache (PROXY_ROUTE_CACHE_S): replicas come and go and a
 deployment may be stopped while a caller talks. The session re-resolves its routes in the
 background when it is about to need them (the user started speaking; a `speak` arrived), so
-the turn that follows uses current replicas and never waits for the lookup. A deployment that
-is no longer ready ends the session with 4409 at its next use."""
+the turn that follows uses current replicas and never waits for the lookup. The router itself
+serves its cache while one background read refreshes it (stale-while-revalidate), so a change
+reaches a session within a turn or two. A deployment that is no longer ready ends the session
+with 4409 at its next use."""
 
 import asyncio
 import logging

@@ -55,6 +55,8 @@ class Synthesizer:
         self._current_task: asyncio.Task[None] | None = None
         self._worker: asyncio.Task[None] | None = None
 
+    hearing_speech = False  # takes no audio
+
     @property
     def busy(self) -> bool:
         return self._current is not None or bool(self._pending)

@@ -8,6 +8,7 @@ text-to-speech response is not read either, which pushes back on the backend ove
 
 import asyncio
 import time
+from contextlib import aclosing
 from typing import Any, Protocol
 
 from apps.proxy.routing import DeploymentRoute
@@ -55,18 +56,21 @@ class AudioStream:
         record = CallRecord(endpoint=endpoint, route=route, started=time.monotonic())
         before = self.sent_seconds
         try:
-            async for fmt, pcm in stream_replica(
-                route,
-                record,
-                lambda base_url: backends.speech_stream(
-                    base_url=base_url,
-                    model=route.model_name,
-                    text=text,
-                    voice=voice,
-                    request_id=request_id,
-                ),
-            ):
-                await self._send(fmt.sample_rate, pcm)
+            async with aclosing(
+                stream_replica(
+                    route,
+                    record,
+                    lambda base_url: backends.speech_stream(
+                        base_url=base_url,
+                        model=route.model_name,
+                        text=text,
+                        voice=voice,
+                        request_id=request_id,
+                    ),
+                )
+            ) as chunks:
+                async for fmt, pcm in chunks:
+                    await self._send(fmt.sample_rate, pcm)
         except Exception as exc:
             record.error = exc.__class__.__name__
             raise

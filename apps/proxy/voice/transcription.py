@@ -66,6 +66,10 @@ class Transcriber:
         )
 
     @property
+    def hearing_speech(self) -> bool:
+        return self.vad.in_speech
+
+    @property
     def busy(self) -> bool:
         return self._working or not self._finals.empty()
 
