@@ -166,7 +166,16 @@ def _record_gpu_telemetry(*, node: Node, gpus: list[dict[str, Any]], now: dateti
         f'FROM v WHERE {table}.node_id = %s AND {table}."index" = v.idx'
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, now, node.pk])
+        # Adapted by the fields, as the ORM would: SQLite keeps UUIDs as hex text and
+        # datetimes as naive UTC text; Postgres takes both natively.
+        cursor.execute(
+            sql,
+            [
+                *params,
+                Gpu._meta.get_field("telemetry_at").get_db_prep_value(now, connection),
+                Node._meta.get_field("id").get_db_prep_value(node.pk, connection),
+            ],
+        )
 
 
 def _record_containers(

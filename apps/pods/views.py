@@ -35,7 +35,8 @@ def _table_context(request: HttpRequest, scope: str) -> dict[str, Any]:
 @login_required
 @require_GET
 def pod_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "pods/list.html", _table_context(request, "all"))
+    scope = "active" if request.GET.get("scope") == "active" else "all"
+    return render(request, "pods/list.html", _table_context(request, scope))
 
 
 @login_required

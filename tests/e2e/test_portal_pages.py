@@ -71,6 +71,7 @@ def test_every_customer_page_is_clean(new_page, live_server, customer, browser_g
         "/dashboard/?period=week",
         "/dashboard/?period=month",
         "/pods/",
+        "/pods/?scope=active",
         "/pods/new/",
         f"/pods/{placed.pk}/",
         f"/pods/{stopped.pk}/",

@@ -250,3 +250,30 @@ def test_detail_shows_the_telemetry_of_the_pods_own_gpus_only(owner, user):
 
     assert 'value="41"' in page and "50 °C" in page
     assert 'value="99"' not in page and "80 °C" not in page  # another tenant's GPU
+
+
+def test_list_shows_active_pods_only_when_asked(owner, user):
+    make_node(price=690_000)
+    owner.post("/pods/new/", form(name="still-running"))
+    owner.post("/pods/new/", form(name="long-gone"))
+    Pod.objects.filter(name="long-gone").update(status=PodStatus.STOPPED)
+
+    everything = owner.get("/pods/").content
+    active = owner.get("/pods/", {"scope": "active"}).content
+
+    assert b"still-running" in everything and b"long-gone" in everything
+    assert b"still-running" in active and b"long-gone" not in active
+    assert b"/pods/table?scope=active" in active  # the polled fragment keeps the scope
+
+
+def test_landing_page_lists_free_gpus_and_prices(client):
+    from django.core.cache import cache
+
+    make_node("a", gpus=2, price=690_000)
+    cache.clear()
+
+    page = client.get("/")
+
+    assert page.status_code == 200
+    assert b"Available now" in page.content
+    assert b"RTX 4090" in page.content and b"$0.69/GPU-h" in page.content

@@ -45,3 +45,20 @@ def watch_interval_one(pod: Pod) -> int | str:
 def shell_join(command: list[str] | None) -> str:
     """A pod's command as one would type it: ["sh", "-c", "a; b"] → sh -c 'a; b'."""
     return shlex.join(command or [])
+
+
+# Anonymous visitors read the landing page's price list from the cache, not the database.
+OFFERS_CACHE_S = 15
+
+
+@register.simple_tag
+def public_offers() -> list[dict[str, object]]:
+    """Free capacity and prices for the landing page (cached for OFFERS_CACHE_S)."""
+    from django.core.cache import cache
+
+    from apps.pods.selectors import pod_offers
+
+    offers = cache.get_or_set(
+        "portal:public-offers", lambda: [o.as_dict() for o in pod_offers()], OFFERS_CACHE_S
+    )
+    return offers or []
