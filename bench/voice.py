@@ -2,8 +2,8 @@
 minus the time spent inside the backends. p50/p95 at 1 and 50 concurrent sessions.
 
 One daphne process serves config.asgi; the deterministic voice TEST BACKEND
-(tests/voice/backend.py) runs in a process of its own and stamps each request (received →
-answered; for text-to-speech → first audio byte written). Per turn:
+(tests/voice/asgi_backend.py, asyncio under uvicorn) runs in a process of its own and stamps
+each request (received → answered; for text-to-speech → first audio byte written). Per turn:
 
     added = (first reply audio frame at the client − last utterance byte sent)
             − (speech-to-text + chat stream + text-to-speech to first byte, inside the backend)
@@ -301,7 +301,7 @@ def main() -> int:
 
     backend_port, server_port = free_port(), free_port()
     backend = subprocess.Popen(
-        [sys.executable, "-m", "tests.voice.backend", "--port", str(backend_port)]
+        [sys.executable, "-m", "tests.voice.asgi_backend", "--port", str(backend_port)]
         + ["--speech-s-per-char", "0.02"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

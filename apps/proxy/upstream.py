@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -42,7 +43,7 @@ _pools: dict[int, list[httpx.AsyncClient]] = {}
 _turn = itertools.count()
 
 
-def _new_client(max_connections: int) -> httpx.AsyncClient:
+def _new_client(max_connections: int, ssl_context: ssl.SSLContext) -> httpx.AsyncClient:
     limits = httpx.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
@@ -54,7 +55,9 @@ def _new_client(max_connections: int) -> httpx.AsyncClient:
         # No Nagle: a request's headers and body go out as separate writes, and waiting for
         # the first one's ACK costs up to a delayed-ACK timeout (40 ms) on Linux.
         transport=httpx.AsyncHTTPTransport(
-            limits=limits, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+            verify=ssl_context,
+            limits=limits,
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         ),
         timeout=httpx.Timeout(
             connect=settings.PROXY_CONNECT_TIMEOUT_S,
@@ -78,7 +81,8 @@ def upstream_client() -> httpx.AsyncClient:
     if pool is None or pool[0].is_closed:
         shards = max(1, settings.PROXY_POOL_SHARDS)
         per_shard = max(1, -(-settings.PROXY_MAX_CONNECTIONS // shards))
-        pool = _pools[loop_id] = [_new_client(per_shard) for _ in range(shards)]
+        context = httpx.create_ssl_context()  # loading CA files once, not per shard
+        pool = _pools[loop_id] = [_new_client(per_shard, context) for _ in range(shards)]
     return pool[next(_turn) % len(pool)]
 
 

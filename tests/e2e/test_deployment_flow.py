@@ -25,14 +25,14 @@ from tests.proxy.conftest import AsgiServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
-MODELS_VENV = Path(os.environ.get("GCO_MODELS_VENV", ROOT / ".venv-models"))
+MODELS_VENV = Path(os.environ.get("MODELS_VENV") or ROOT / ".venv-models")
 
 
 def models_venv_or_skip() -> Path:
     if not (MODELS_VENV / "bin" / "python").exists():
         pytest.skip(
             f"the CPU model backends are not installed ({MODELS_VENV} missing): `make models` "
-            "builds them (~5 min), or set GCO_MODELS_VENV"
+            "builds them (~5 min), or set MODELS_VENV"
         )
     return MODELS_VENV
 

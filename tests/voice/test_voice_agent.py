@@ -458,3 +458,22 @@ def test_a_deployment_stopped_mid_session_ends_it_with_4409(
     assert code == 4409
     assert events[-1]["code"] == "deployment_not_ready"
     assert "text-to-speech" in events[-1]["message"]
+
+
+@pytest.mark.e2e
+def test_the_session_limit_holds_across_web_processes(voice_server, test_backend, user, settings):
+    if not settings.REDIS_URL:
+        pytest.skip("the cross-process limit lives in Redis (set REDIS_URL)")
+    stack = voice_stack(
+        user, stt_url=test_backend.url, chat_url=test_backend.url, tts_url=test_backend.url
+    )
+    first = voice_server(VOICE_MAX_SESSIONS_PER_KEY="1")
+    second = voice_server(VOICE_MAX_SESSIONS_PER_KEY="1")
+
+    async def scenario() -> tuple[int, list]:
+        async with websockets.connect(first.url("/ws/voice-agent", stack.key)) as held:
+            await held.send(json.dumps({"type": "config"}))
+            return await closed_with(second.url("/ws/voice-agent", stack.key))
+
+    code, received = asyncio.run(scenario())
+    assert code == 4429 and received[0]["code"] == "too_many_sessions"

@@ -202,6 +202,7 @@ class VoiceAgent:
         request_id = str(uuid.uuid4())  # one id for the turn's three backend calls
         try:
             routes = await self.routes.get()
+            turn.mark("routed")
             self.state = State.TRANSCRIBING
             text = await transcribe_utterance(
                 route=routes.stt,

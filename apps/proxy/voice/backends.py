@@ -114,12 +114,16 @@ async def chat_stream(
             "POST", f"{base_url}/v1/chat/completions", json=body, headers=_headers(request_id)
         ) as response:
             await _raise_for_status("chat", response)
+            done = False
             async for line in response.aiter_lines():
-                if not line.startswith("data:"):
+                # Read to the end even after [DONE]: a response left unread costs its pooled
+                # connection (the next turn would open a new one).
+                if done or not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()
                 if payload == "[DONE]":
-                    break
+                    done = True
+                    continue
                 try:
                     chunk = json.loads(payload)
                 except ValueError:
