@@ -40,6 +40,8 @@ urlpatterns = [
     path("", include("apps.accounts.web_urls")),
     path("billing/", include("apps.billing.web_urls")),
     path("pods/", include("apps.pods.web_urls")),
+    path("models/", include("apps.catalog.web_urls")),
+    path("provider/", include("apps.providers.web_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]
