@@ -46,6 +46,15 @@ COMING_UP = (DeploymentStatus.PENDING, DeploymentStatus.PROVISIONING, Deployment
 STATUS_POLL_MS = 1500
 METRICS_WINDOW = timedelta(hours=1)
 METRICS_BUCKET_MIN = 5
+CATEGORY_LABELS: dict[str, str] = {
+    ModelCategory.LLM: "Language models",
+    ModelCategory.IMAGE: "Images",
+    ModelCategory.AUDIO_STT: "Speech to text",
+    ModelCategory.AUDIO_TTS: "Text to speech",
+    ModelCategory.EMBEDDING: "Embeddings",
+    ModelCategory.CODE: "Code",
+    ModelCategory.MULTIMODAL: "Multimodal",
+}
 
 
 def gpu_choices(template: ModelTemplate) -> list[tuple[str, str]]:
@@ -87,7 +96,7 @@ def catalog(request: HttpRequest) -> HttpResponse:
         by_category.setdefault(template.category, []).append(
             {"template": template, "form": DeployForm(template=template)}
         )
-    labels = dict(ModelCategory.choices)
+    labels = {value: CATEGORY_LABELS.get(value, label) for value, label in ModelCategory.choices}
     groups = [
         {"key": key, "label": labels[key], "cards": by_category[key]}
         for key in ModelCategory.values
@@ -98,7 +107,7 @@ def catalog(request: HttpRequest) -> HttpResponse:
         "catalog/catalog.html",
         {
             "groups": groups,
-            "categories": ModelCategory.choices,
+            "categories": list(labels.items()),
             "category": request.GET.get("category", ""),
         },
     )

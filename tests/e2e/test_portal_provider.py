@@ -28,7 +28,13 @@ def tab(page, name: str):
 
 
 def test_provider_registers_sees_its_node_gets_paid(
-    new_page, browser_guard, live_server, settings, start_agent, paypal, django_user_model  # noqa: F811
+    new_page,
+    browser_guard,
+    live_server,
+    settings,
+    start_agent,
+    paypal,
+    django_user_model,  # noqa: F811
 ):
     settings.PAYOUT_HOLD_SECONDS = 0
     settings.PAYOUT_MINIMUM_MICROS = 10_000
