@@ -19,6 +19,7 @@ from apps.nodes.models import Node, NodeStatus
 from apps.providers.models import Payout, PayoutStatus
 from apps.providers.services import payout_reject, payout_request, provider_register
 from tests.e2e.portal_conftest import DESKTOP, PHONE, screenshot
+from tests.e2e.test_portal_operator import OPERATOR_PASSWORD, admin_login, run_action
 from tests.pods.conftest import fund, make_node
 from tests.providers.conftest import earn
 
@@ -37,7 +38,9 @@ def people(django_user_model, settings):
     newcomer = django_user_model.objects.create_user(email="new@example.com", password=PASSWORD)
     EmailAddress.objects.create(user=newcomer, email=newcomer.email, primary=True, verified=True)
     fund(user, 100_000_000)
-    operator = django_user_model.objects.create_superuser(email="o@example.com", password="x")
+    operator = django_user_model.objects.create_superuser(
+        email="ops@example.com", password=OPERATOR_PASSWORD
+    )
 
     # The user is also a provider: a node with telemetry, one registering, payouts.
     provider = provider_register(
@@ -196,3 +199,32 @@ def test_every_provider_and_catalog_page_is_clean(
     other.get_by_role("button", name="Register as a provider").click()
     expect(other.locator(".errorlist").first).to_be_visible()
     screenshot(other, "provider-register-errors" + suffix)
+
+
+def test_operator_pages_for_providers_deployments_and_upstreams(
+    page, live_server, people, browser_guard
+):
+    admin_login(page, live_server)
+    ready = people["ready"]
+    for path, shot in {
+        "/admin/": None,
+        "/admin/providers/provider/": None,
+        "/admin/providers/payout/": None,
+        "/admin/providers/payoutapproval/": None,
+        "/admin/catalog/deployment/": "admin-deployments",
+        f"/admin/catalog/deployment/{ready.pk}/change/": None,
+        "/admin/catalog/modeltemplate/": None,
+        "/admin/upstream-health/": "admin-upstream-health",
+        "/admin/sourcing/offerbookentry/": None,
+    }.items():
+        response = page.goto(live_server.url + path)
+        assert response.status == 200, path
+        browser_guard.check()
+        if shot:
+            screenshot(page, shot)
+
+    # Stop a deployment from the list: through deployment_stop.
+    page.goto(live_server.url + "/admin/catalog/deployment/")
+    run_action(page, "Stop (its key stops working, its pods stop)", "echo-ready")
+    expect(page.get_by_text("Stopped 1 deployment(s).")).to_be_visible()
+    assert Deployment.objects.get(pk=ready.pk).status == DeploymentStatus.STOPPED

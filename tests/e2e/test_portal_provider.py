@@ -1,26 +1,36 @@
 """The provider portal in a real browser: a user signs up, registers as a provider, gets the
 install one-liner with a `pk_…` key shown once, a REAL agent process registers its machine with
 that key (`--provider-key`, what the one-liner configures) and the node appears on the nodes
-page by itself; the provider prices it (the operator's band enforced, the error shown), sees
-the earnings chart, requests a PayPal payout; an operator approves it in the admin's approval
+page by itself; the provider prices it (the operator's band enforced, the error shown); a
+customer's pod runs on the node (a real container) and is billed; the provider sees the
+earnings on the chart and requests a PayPal payout; an operator approves it in the admin's approval
 queue, the payout task sends it to (a local fake of) PayPal, it settles, and the provider sees
 it PAID. No console error and no CSP violation on any page."""
 
 import re
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
+from apps.core.money import micros_to_usd
 from apps.nodes.models import Node, NodeStatus
+from apps.pods.metering import meter_tick
+from apps.pods.models import Pod, PodStatus, UsageRecord
+from apps.pods.services import pod_create, pod_stop
 from apps.providers.models import GpuPriceBand, Payout, PayoutStatus, Provider
 from apps.providers.services import payouts_send_due, payouts_settle_due
+from tests.e2e.conftest import wait_for
 from tests.e2e.portal_conftest import screenshot
 from tests.e2e.test_portal_auth import sign_up
 from tests.e2e.test_portal_operator import OPERATOR_PASSWORD, admin_login, run_action
-from tests.providers.conftest import earn, paypal  # noqa: F401 - fixture
+from tests.pods.conftest import fund
+from tests.providers.conftest import paypal  # noqa: F401 - fixture
 from tests.providers.test_e2e_provider_path import start_agent  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
+
+PRICE = 36_000_000  # micro-dollars per GPU-hour
 
 
 def tab(page, name: str):
@@ -32,9 +42,11 @@ def test_provider_registers_sees_its_node_gets_paid(
     browser_guard,
     live_server,
     settings,
-    start_agent,
-    paypal,
-    django_user_model,  # noqa: F811
+    start_agent,  # noqa: F811
+    paypal,  # noqa: F811
+    django_user_model,
+    busybox_image,
+    cleanup_containers,
 ):
     settings.PAYOUT_HOLD_SECONDS = 0
     settings.PAYOUT_MINIMUM_MICROS = 10_000
@@ -69,35 +81,57 @@ def test_provider_registers_sees_its_node_gets_paid(
     expect(node_card).to_contain_text("Last heartbeat")
 
     # Pricing: outside the operator's band is refused with the reason; inside is saved.
-    GpuPriceBand.objects.create(gpu_model="CPU", floor=10_000, ceiling=2_000_000)
+    GpuPriceBand.objects.create(gpu_model="CPU", floor=10_000, ceiling=100_000_000)
     page.reload()
     # The refusal is a 400 page (the browser logs its status): expected here.
     browser_guard.allow(r"status of 400")
-    page.fill("input[name=price_usd]", "5")
+    page.fill("input[name=price_usd]", "500")
     page.get_by_role("button", name="Set price").click()
-    expect(page.get_by_test_id("price-error")).to_contain_text("between 10000 and 2000000")
+    expect(page.get_by_test_id("price-error")).to_contain_text("between 10000 and 100000000")
     screenshot(page, "provider-nodes-price-error")
-    page.fill("input[name=price_usd]", "0.45")
+    page.fill("input[name=price_usd]", "36")  # $36 an hour: a cent in a second
     page.get_by_role("button", name="Set price").click()
-    expect(page.get_by_text("$0.4500/GPU-h")).to_be_visible()
-    assert Node.objects.get(pk=node.pk).price_per_gpu_hour == 450_000
+    expect(page.get_by_text("$36.0000/GPU-h")).to_be_visible()
+    assert Node.objects.get(pk=node.pk).price_per_gpu_hour == PRICE
     screenshot(page, "provider-nodes")
 
-    # Earnings (what metering credits to the provider's payable), charted.
-    earn(provider, 2_500_000)
+    # A customer's pod runs on the node (a real container) and is billed: the provider earns
+    # its tier's share of every usage record.
+    renter = django_user_model.objects.create_user(email="renter@example.com", password="pw-1")
+    fund(renter, 50_000_000)
+    spec = {"name": "rented", "image": busybox_image, "command": ["sleep", "300"]}
+    pod = pod_create(owner=renter, spec={**spec, "gpu_model": "CPU", "gpu_count": 0}).pod
+    wait_for(
+        lambda: Pod.objects.filter(pk=pod.pk, status=PodStatus.RUNNING, node=node).exists(),
+        "the renter's pod RUNNING on the provider's node",
+    )
+    billed = Pod.objects.get(pk=pod.pk).billed_until
+    wait_for(
+        lambda: (Node.objects.get(pk=node.pk).last_heartbeat_at - billed).total_seconds() >= 3,
+        "a later heartbeat",
+    )
+    assert meter_tick(now=timezone.now()).records == 1
+    pod_stop(pod=Pod.objects.get(pk=pod.pk))
+    wait_for(lambda: Pod.objects.get(pk=pod.pk).status == PodStatus.STOPPED, "pod STOPPED")
+    earned = sum(r.provider_share for r in UsageRecord.objects.filter(pod_id=pod.pk))
+    assert earned >= 20_000
+
+    # The earnings, charted.
     tab(page, "Earnings").click()
-    expect(page.get_by_test_id("available")).to_have_text("$2.50")
+    expect(page.get_by_test_id("earned-today")).to_have_text(f"${micros_to_usd(earned, 4)}")
+    expect(page.get_by_test_id("available")).to_have_text(f"${micros_to_usd(earned)}")
     page.locator(".chart svg").wait_for()
     screenshot(page, "provider-earnings")
 
-    # A payout request (the method and email come from the profile).
+    # A payout of every whole cent but one (the method and email come from the profile).
+    amount = (earned // 10_000 - 1) * 10_000
     tab(page, "Payouts").click()
-    page.fill("input[name=amount_usd]", "2.00")
+    page.fill("input[name=amount_usd]", micros_to_usd(amount))
     page.get_by_role("button", name="Request payout").click()
     expect(page.get_by_test_id("payout-status")).to_have_text("REQUESTED")
-    expect(page.get_by_test_id("available")).to_have_text("$0.50")
+    expect(page.get_by_test_id("available")).to_have_text(f"${micros_to_usd(earned - amount)}")
     payout = Payout.objects.get(provider=provider)
-    assert payout.amount == 2_000_000 and payout.details == {"email": "rigs@example.com"}
+    assert payout.amount == amount and payout.details == {"email": "rigs@example.com"}
     screenshot(page, "provider-payouts")
 
     # The operator approves it in the admin's approval queue.
