@@ -201,8 +201,28 @@ def test_every_provider_and_catalog_page_is_clean(
     screenshot(other, "provider-register-errors" + suffix)
 
 
+@pytest.fixture
+def upstreams(settings):
+    """Two configured upstream clouds (nothing is called: the page reads breaker state), one
+    blocked; the process-wide breakers are cleared after."""
+    from django.core.cache import cache
+
+    from apps.sourcing import registry
+
+    registry._breakers.clear()
+    cache.clear()
+    settings.SOURCING_PROVIDERS = {
+        name: {"base_url": "http://127.0.0.1:9", "api_key": "test-key"}
+        for name in ("runpod", "vast_ai")
+    }
+    registry.breaker_for("runpod").block("401 from the API: the key was revoked")
+    yield
+    registry._breakers.clear()
+    cache.clear()
+
+
 def test_operator_pages_for_providers_deployments_and_upstreams(
-    page, live_server, people, browser_guard
+    page, live_server, people, upstreams, browser_guard
 ):
     admin_login(page, live_server)
     ready = people["ready"]
@@ -222,6 +242,12 @@ def test_operator_pages_for_providers_deployments_and_upstreams(
         browser_guard.check()
         if shot:
             screenshot(page, shot)
+
+    # Reset the blocked upstream.
+    page.goto(live_server.url + "/admin/upstream-health/")
+    page.get_by_role("button", name="Reset").click()
+    expect(page.get_by_text("runpod: reset; calls go through again.")).to_be_visible()
+    expect(page.locator("#upstream-health")).not_to_contain_text("BLOCKED")
 
     # Stop a deployment from the list: through deployment_stop.
     page.goto(live_server.url + "/admin/catalog/deployment/")
