@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from apps.core.health import healthz, readyz
 from apps.proxy.api import api as openai_api
+from apps.sourcing.admin_views import upstream_health, upstream_reset
 
 api_v1 = [
     path("", include("apps.accounts.urls")),
@@ -30,6 +31,17 @@ urlpatterns = [
     path("favicon.ico", favicon),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    # Operators' upstream health page, inside the admin (its login and staff check).
+    path(
+        "admin/upstream-health/",
+        admin.site.admin_view(upstream_health),
+        name="admin-upstream-health",
+    ),
+    path(
+        "admin/upstream-health/<str:provider>/reset",
+        admin.site.admin_view(upstream_reset),
+        name="admin-upstream-reset",
+    ),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("api/v1/", include(api_v1)),
@@ -40,6 +52,8 @@ urlpatterns = [
     path("", include("apps.accounts.web_urls")),
     path("billing/", include("apps.billing.web_urls")),
     path("pods/", include("apps.pods.web_urls")),
+    path("models/", include("apps.catalog.web_urls")),
+    path("provider/", include("apps.providers.web_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]

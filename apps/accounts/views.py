@@ -16,6 +16,7 @@ from apps.accounts.services import api_key_create, api_key_revoke
 from apps.billing.models import AccountKind, LedgerAccount, TransactionKind
 from apps.billing.selectors import wallet_balance
 from apps.billing.series import PERIODS, chart_points, entry_series, parse_period
+from apps.catalog.models import Deployment
 from apps.core.money import micros_to_usd
 from apps.pods.models import PodStatus
 from apps.pods.selectors import user_pods
@@ -66,6 +67,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "spend_title": SPEND_TITLES[period],
         "spend_points": chart_points(buckets, period),
         "pods": pods,
+        "deployments": list(Deployment.objects.for_user(user).live().order_by("-created_at")[:10]),
         "burn_usd": micros_to_usd(burn),
     }
     return render(request, "accounts/dashboard.html", context)
