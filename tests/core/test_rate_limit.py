@@ -107,6 +107,11 @@ def test_limit_holds_across_two_server_processes(tmp_path):
         for port in ports:
             wait_until_up(f"http://127.0.0.1:{port}/healthz")
         key = f"gco_shared-{uuid.uuid4().hex}"  # one client identity, two servers
+        # The windows are fixed (aligned to the clock's minute): start the 61 requests early in
+        # one, so a slow machine doesn't carry them across a boundary into a fresh count.
+        into_minute = time.time() % 60
+        if into_minute > 20:
+            time.sleep(60 - into_minute + 0.05)
         statuses = []
         for i in range(61):
             port = ports[i % 2]
