@@ -10,6 +10,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncMinute
 from django.http import HttpRequest, HttpResponse
@@ -46,6 +47,7 @@ COMING_UP = (DeploymentStatus.PENDING, DeploymentStatus.PROVISIONING, Deployment
 STATUS_POLL_MS = 1500
 METRICS_WINDOW = timedelta(hours=1)
 METRICS_BUCKET_MIN = 5
+DEPLOY_NONCE_TTL_S = 24 * 3600
 CATEGORY_LABELS: dict[str, str] = {
     ModelCategory.LLM: "Language models",
     ModelCategory.IMAGE: "Images",
@@ -76,12 +78,16 @@ class DeployForm(forms.Form):
     name = forms.CharField(max_length=100, required=False, help_text="Defaults to the model's id.")
     gpu_model = forms.ChoiceField(label="GPU")
     replicas = forms.IntegerField(min_value=1, max_value=MAX_REPLICAS, initial=1)
+    # One deployment per rendered form: a resubmitted page (reload, double click) finds the
+    # deployment the first submit made instead of deploying again.
+    nonce = forms.CharField(widget=forms.HiddenInput, max_length=64, required=False)
 
     def __init__(self, *args: Any, template: ModelTemplate, **kwargs: Any) -> None:
         # Each card has its own form: ids unique per template.
         kwargs.setdefault("auto_id", f"deploy-{template.slug}-%s")
         super().__init__(*args, **kwargs)
         self.template = template
+        self.fields["nonce"].initial = uuid.uuid4().hex
         choices = gpu_choices(template)
         gpu_field: Any = self.fields["gpu_model"]
         gpu_field.choices = choices
@@ -122,6 +128,13 @@ def model_deploy(request: HttpRequest, slug: str) -> HttpResponse:
     error = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        nonce_key = f"catalog:deploy-form:{request.user.pk}:{data['nonce']}"
+        if data["nonce"] and not cache.add(nonce_key, "", timeout=DEPLOY_NONCE_TTL_S):
+            earlier = cache.get(nonce_key)
+            messages.info(request, "This form was already submitted: no second deployment.")
+            if earlier:
+                return redirect("catalog:deployment", deployment_id=earlier)
+            return redirect("catalog:deployments")
         try:
             created = deploy.deployment_create(
                 owner=request.user,  # type: ignore[arg-type]
@@ -131,8 +144,11 @@ def model_deploy(request: HttpRequest, slug: str) -> HttpResponse:
                 replicas=data["replicas"],
             )
         except SpendRefusedError as exc:
+            cache.delete(nonce_key)  # after a top-up, the same form may deploy
             error = str(exc)
         else:
+            if data["nonce"]:
+                cache.set(nonce_key, str(created.deployment.pk), timeout=DEPLOY_NONCE_TTL_S)
             deployment = selectors.deployments_for(request.user).get(pk=created.deployment.pk)
             context = _detail_context(deployment)
             context["created_key"] = created.key.raw

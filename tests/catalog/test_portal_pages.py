@@ -117,3 +117,20 @@ def test_metrics_charts_stop_and_rotate(browser, user, catalog, cpu_node, other_
         "data-playground"
         not in browser.get(f"/models/deployments/{deployment.pk}/").content.decode()
     )
+
+
+def test_a_resubmitted_deploy_form_deploys_once(browser, user, catalog, cpu_node):
+    fund(user, 100_000_000)
+    nonce = browser.get("/models/local-echo-test/deploy/").context["form"]["nonce"].initial
+    body = {"gpu_model": "CPU", "replicas": "1", "nonce": nonce}
+    first = browser.post("/models/local-echo-test/deploy/", body)
+    again = browser.post("/models/local-echo-test/deploy/", body)
+
+    deployment = Deployment.objects.get(owner=user)
+    assert first.status_code == 201
+    assert again.status_code == 302
+    assert again["Location"] == f"/models/deployments/{deployment.pk}/"
+    fresh = browser.get("/models/local-echo-test/deploy/").context["form"]["nonce"].initial
+    assert fresh != nonce
+    browser.post("/models/local-echo-test/deploy/", {**body, "nonce": fresh})
+    assert Deployment.objects.filter(owner=user).count() == 2
