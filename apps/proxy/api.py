@@ -286,62 +286,61 @@ async def forward(
 # --- endpoints ----------------------------------------------------------------------------------
 
 
-@v1.post("/chat/completions")
-async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+async def _forward_json(
+    request: HttpRequest,
+    *,
+    schema: Any,
+    capability: str,
+    endpoint: str,
+    stream: bool | None = None,
+) -> HttpResponse | StreamingHttpResponse:
+    """Validate a JSON body against `schema`, authorize its model for `capability` and relay
+    it. `stream` None: as the body's own `stream` field asks."""
     raw = request.read()
-    body: Any = parse_json(raw, schemas.ChatCompletionIn)
-    route = await authorize(request, capability="chat", model=body.model)
+    body: Any = parse_json(raw, schema)
+    route = await authorize(request, capability=capability, model=body.model)
     return await forward(
         request,
         route=route,
-        endpoint="chat/completions",
+        endpoint=endpoint,
         raw=raw,
         content_type="application/json",
-        stream=bool(body.stream),
+        stream=bool(body.stream) if stream is None else stream,
+    )
+
+
+@v1.post("/chat/completions")
+async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    return await _forward_json(
+        request, schema=schemas.ChatCompletionIn, capability="chat", endpoint="chat/completions"
     )
 
 
 @v1.post("/completions")
 async def completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    raw = request.read()
-    body: Any = parse_json(raw, schemas.CompletionIn)
-    route = await authorize(request, capability="completions", model=body.model)
-    return await forward(
-        request,
-        route=route,
-        endpoint="completions",
-        raw=raw,
-        content_type="application/json",
-        stream=bool(body.stream),
+    return await _forward_json(
+        request, schema=schemas.CompletionIn, capability="completions", endpoint="completions"
     )
 
 
 @v1.post("/embeddings")
 async def embeddings(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    raw = request.read()
-    body: Any = parse_json(raw, schemas.EmbeddingsIn)
-    route = await authorize(request, capability="embeddings", model=body.model)
-    return await forward(
+    return await _forward_json(
         request,
-        route=route,
+        schema=schemas.EmbeddingsIn,
+        capability="embeddings",
         endpoint="embeddings",
-        raw=raw,
-        content_type="application/json",
         stream=False,
     )
 
 
 @v1.post("/audio/speech")
 async def audio_speech(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    raw = request.read()
-    body: Any = parse_json(raw, schemas.SpeechIn)
-    route = await authorize(request, capability="speech", model=body.model)
-    return await forward(
+    return await _forward_json(
         request,
-        route=route,
+        schema=schemas.SpeechIn,
+        capability="speech",
         endpoint="audio/speech",
-        raw=raw,
-        content_type="application/json",
         stream=True,  # audio is relayed as the server produces it
     )
 
@@ -375,15 +374,11 @@ async def audio_transcriptions(request: HttpRequest) -> HttpResponse | Streaming
 
 @v1.post("/images/generations")
 async def images_generations(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    raw = request.read()
-    body: Any = parse_json(raw, schemas.ImageGenerationIn)
-    route = await authorize(request, capability="images", model=body.model)
-    return await forward(
+    return await _forward_json(
         request,
-        route=route,
+        schema=schemas.ImageGenerationIn,
+        capability="images",
         endpoint="images/generations",
-        raw=raw,
-        content_type="application/json",
         stream=False,
     )
 
