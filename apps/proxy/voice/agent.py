@@ -37,7 +37,7 @@ from apps.proxy.voice.messages import (
 )
 from apps.proxy.voice.routes import LiveRoutes
 from apps.proxy.voice.speech_out import AudioStream, ClientLink
-from apps.proxy.voice.vad import SpeechEnded, SpeechStarted, UtteranceDetector
+from apps.proxy.voice.vad import SpeechEnded, SpeechStarted
 
 logger = logging.getLogger(__name__)
 
@@ -119,20 +119,12 @@ class VoiceAgent:
         self.voice: str | None = None
         self.language: str | None = None
         self.sample_rate = DEFAULT_INPUT_RATE
-        self.vad = self._detector()
+        self.vad = self.conf.detector(self.sample_rate)
         self.history: list[dict[str, str]] = []
         self.state = State.LISTENING
         self.turn: Turn | None = None
         self.turns = 0
         self._carry = b""  # a cancelled, unannounced turn's audio, heard with what follows
-
-    def _detector(self) -> UtteranceDetector:
-        return UtteranceDetector(
-            sample_rate=self.sample_rate,
-            aggressiveness=self.conf.vad_aggressiveness,
-            end_ms=self.conf.vad_end_ms,
-            max_utterance_s=self.conf.max_utterance_s,
-        )
 
     @property
     def hearing_speech(self) -> bool:
@@ -160,7 +152,7 @@ class VoiceAgent:
             self.language = language or None
         if rate is not None and rate != self.sample_rate:
             self.sample_rate = rate
-            self.vad = self._detector()
+            self.vad = self.conf.detector(self.sample_rate)
 
     async def on_audio(self, pcm: bytes) -> None:
         for event in self.vad.feed(pcm):

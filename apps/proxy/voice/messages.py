@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from apps.proxy.voice.audio import SUPPORTED_INPUT_RATES
+from apps.proxy.voice.vad import UtteranceDetector
 
 MAX_TEXT_CHARS = 4096
 MAX_SYSTEM_PROMPT_CHARS = 8000
@@ -114,6 +115,15 @@ class VoiceConf:
     history_chars: int
     pending_utterances: int
     pending_speeches: int
+
+    def detector(self, sample_rate: int) -> UtteranceDetector:
+        """A fresh end-of-utterance detector with these VAD settings."""
+        return UtteranceDetector(
+            sample_rate=sample_rate,
+            aggressiveness=self.vad_aggressiveness,
+            end_ms=self.vad_end_ms,
+            max_utterance_s=self.max_utterance_s,
+        )
 
     @classmethod
     def load(cls) -> "VoiceConf":

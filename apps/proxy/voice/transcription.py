@@ -27,7 +27,7 @@ from apps.proxy.voice.messages import (
 )
 from apps.proxy.voice.routes import LiveRoutes
 from apps.proxy.voice.speech_out import ClientLink
-from apps.proxy.voice.vad import SpeechEnded, SpeechStarted, UtteranceDetector
+from apps.proxy.voice.vad import SpeechEnded, SpeechStarted
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Transcriber:
         self.session_id = session_id
         self.language: str | None = None
         self.sample_rate = DEFAULT_INPUT_RATE
-        self.vad = self._detector()
+        self.vad = self.conf.detector(self.sample_rate)
         self._finals: asyncio.Queue[tuple[int, bytes, int]] = asyncio.Queue(
             maxsize=conf.pending_utterances
         )
@@ -56,14 +56,6 @@ class Transcriber:
         self._partial: asyncio.Task[None] | None = None
         self._partial_mark = 0.0
         self._utterance = 0
-
-    def _detector(self) -> UtteranceDetector:
-        return UtteranceDetector(
-            sample_rate=self.sample_rate,
-            aggressiveness=self.conf.vad_aggressiveness,
-            end_ms=self.conf.vad_end_ms,
-            max_utterance_s=self.conf.max_utterance_s,
-        )
 
     @property
     def hearing_speech(self) -> bool:
@@ -82,7 +74,7 @@ class Transcriber:
                 self.language = language or None
             if rate is not None and rate != self.sample_rate:
                 self.sample_rate = rate
-                self.vad = self._detector()
+                self.vad = self.conf.detector(self.sample_rate)
         elif kind == "end":
             ended = self.vad.flush()
             if ended is not None:
