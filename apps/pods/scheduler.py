@@ -110,6 +110,9 @@ class CapacityView:
 @dataclass
 class BatchOutcome:
     placed: set[uuid.UUID] = field(default_factory=set)
+    # Pods planned onto a node whose free GPUs another scheduler had locked meanwhile: the
+    # pass tries them again with a fresh view (see schedule_pending).
+    contended: set[uuid.UUID] = field(default_factory=set)
 
 
 def _take_gpus(
@@ -153,6 +156,17 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
             .values_list("id", "node_id", "index", "model", "memory_total_mb")
         ):
             free[node_id].append((gpu_id, index, model, memory))
+        # The lock query judged `allocation IS NULL` by its own snapshot, and Postgres
+        # re-checks a locked row only when that row itself changed: a GPU that another
+        # scheduler claimed and committed while this query ran looks free. With the rows
+        # locked now, a fresh statement sees every committed claim.
+        locked = [g[0] for rows in free.values() for g in rows]
+        taken = set(
+            GpuAllocation.objects.filter(gpu_id__in=locked).values_list("gpu_id", flat=True)
+        )
+        if taken:
+            for node_id, rows in free.items():
+                free[node_id] = [g for g in rows if g[0] not in taken]
     allocations: list[GpuAllocation] = []
     events: list[PodEvent] = []
     placed_pods: list[Pod] = []
@@ -161,6 +175,7 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
         chosen = _take_gpus(free[candidate.node.pk], pod) if pod.gpu_count else []
         if chosen is None:
             candidate.free = 0  # fuller than the view said: someone else got there first
+            outcome.contended.add(pod.pk)
             continue
         reason = (
             f"placed on {candidate.node.hostname}: {pod.gpu_count}× {pod.gpu_model} "
@@ -234,16 +249,58 @@ def _sources(paths: tuple[str, ...]) -> tuple[CapacitySource, ...]:
     return tuple(import_string(path) for path in paths)
 
 
+# How many times one pass looks again at the pods it could not place because another
+# scheduler held the GPU rows it wanted (the holder may have used only some of them).
+MAX_CONTENDED_ROUNDS = 20
+
+
 def schedule_pending(
     *, limit: int = 1000, pod_ids: list[uuid.UUID] | None = None, batch: int = 100
 ) -> PassResult:
     """One scheduling pass over up to `limit` PENDING pods, oldest first, `batch` pods per
     transaction. Each batch is locked with SKIP LOCKED, so schedulers running at once take
-    disjoint batches instead of racing for the same pods."""
+    disjoint batches instead of racing for the same pods.
+
+    A batch locks every free GPU row of the nodes it plans onto, and another scheduler skips
+    those rows, so a pass that lost such a race may leave pods PENDING that GPUs the winner
+    did not need would fit. A pass that saw any contention therefore goes over the pods it
+    left unplaced once more, with a fresh capacity view, until a round sees none: no pod waits
+    for a next pass while a GPU it fits is free."""
     result = PassResult()
-    capacity: CapacityView | None = None
     sources = _sources(tuple(settings.POD_CAPACITY_SOURCES))
     seen: set[uuid.UUID] = set()
+    unplaced: set[uuid.UUID] = set()
+    for _ in range(MAX_CONTENDED_ROUNDS):
+        contended = _schedule_round(
+            result,
+            sources,
+            seen=seen,
+            unplaced=unplaced,
+            limit=limit,
+            pod_ids=pod_ids,
+            batch=batch,
+        )
+        if not contended or not unplaced:
+            break
+        seen -= unplaced  # look at every pod left unplaced again, with a fresh view
+    result.waiting = len(unplaced)
+    return result
+
+
+def _schedule_round(
+    result: PassResult,
+    sources: tuple[CapacitySource, ...],
+    *,
+    seen: set[uuid.UUID],
+    unplaced: set[uuid.UUID],
+    limit: int,
+    pod_ids: list[uuid.UUID] | None,
+    batch: int,
+) -> bool:
+    """Place the PENDING pods not in `seen`, batch by batch. Adds placements to `result`,
+    keeps `unplaced` current, and says whether any claim lost a race for GPU rows."""
+    capacity: CapacityView | None = None
+    contended = False
     while len(seen) < limit:
         with transaction.atomic():
             if connection.vendor == "postgresql":
@@ -270,13 +327,15 @@ def schedule_pending(
                     break
                 outcome = source(remaining, capacity)
                 result.placed += len(outcome.placed)
+                contended = contended or bool(outcome.contended)
                 remaining = [p for p in remaining if p.pk not in outcome.placed]
-            result.waiting += len(remaining)
+            unplaced.difference_update(p.pk for p in pods)
+            unplaced.update(p.pk for p in remaining)
             for pod in remaining:
                 reason = unplaceable_reason(pod)
                 if pod.status_reason != reason:
                     Pod.objects.filter(pk=pod.pk).update(status_reason=reason)
-    return result
+    return contended
 
 
 def lowest_price(gpu_model: str) -> int | None:
