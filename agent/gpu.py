@@ -1,7 +1,7 @@
 """GPU detection and telemetry: NVML first, then ``nvidia-smi`` CSV, then ``nvidia-smi -q -x``.
 
 The parsers are pure functions over text or dicts, so the real captures in
-``shared/fixtures/gpu/`` drive the tests. Detection never raises: no driver, a broken driver or
+``tests/fixtures/gpu/`` drive the tests. Detection never raises: no driver, a broken driver or
 output that cannot be read all give an empty GPU list (a CPU-only host), and are logged.
 """
 

@@ -16,15 +16,14 @@ from typing import Any
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "gpu"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gpu"  # real H100/H200 captures
 BUSYBOX_IMAGE = "local/busybox:1"
 BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "true", "env", "ls")
 
 
 @pytest.fixture(scope="session")
 def gpu_fixtures() -> Path:
-    if not (FIXTURES / "h100").is_dir() or not (FIXTURES / "h200").is_dir():
-        pytest.skip(f"GPU captures not found at {FIXTURES} (the shared/ folder beside the repo)")
+    assert (FIXTURES / "h100").is_dir() and (FIXTURES / "h200").is_dir(), FIXTURES
     return FIXTURES
 
 
