@@ -238,7 +238,15 @@ NODE_BOOTSTRAP_TOKEN = env.str("NODE_BOOTSTRAP_TOKEN", default="")
 # Dotted paths of callables raw_token -> RegistrationGrant | None (the providers app adds one).
 NODE_REGISTRATION_RESOLVERS: list[str] = []
 NODE_HEARTBEAT_INTERVAL = env.int("NODE_HEARTBEAT_INTERVAL", default=10)
-NODE_MISSED_HEARTBEATS_OFFLINE = 3
+# Liveness (apps/nodes/liveness.py): SUSPECT after this many missed intervals (an event, no
+# action); OFFLINE (pods rescheduled or failed) only after the grace, counted from the last beat.
+NODE_MISSED_HEARTBEATS_SUSPECT = 3
+NODE_OFFLINE_GRACE_S = env.int("NODE_OFFLINE_GRACE_S", default=300)
+# The mass-silence guard: more than this share of the watched fleet silent at once (and at least
+# MIN_NODES nodes), or a sweep that did not run for SWEEP_GAP_S, condemns no node and alerts staff.
+NODE_MASS_SILENCE_PERCENT = env.int("NODE_MASS_SILENCE_PERCENT", default=30)
+NODE_MASS_SILENCE_MIN_NODES = env.int("NODE_MASS_SILENCE_MIN_NODES", default=3)
+NODE_LIVENESS_SWEEP_GAP_S = env.int("NODE_LIVENESS_SWEEP_GAP_S", default=60)
 # Default asking price per GPU-hour (micro-dollars) for nodes that set none.
 GPU_DEFAULT_PRICES = {
     "H200": 3_590_000,

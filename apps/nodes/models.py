@@ -9,6 +9,8 @@ from django.db import models
 class NodeStatus(models.TextChoices):
     REGISTERING = "REGISTERING"
     ONLINE = "ONLINE"
+    # Missed beats: no new pods, nothing else until the grace runs out (apps/nodes/liveness.py).
+    SUSPECT = "SUSPECT"
     DRAINING = "DRAINING"
     OFFLINE = "OFFLINE"
     RETIRED = "RETIRED"
@@ -32,6 +34,8 @@ class Node(models.Model):
     )
     status_reason = models.CharField(max_length=255, blank=True)
     status_changed_at = models.DateTimeField(auto_now_add=True)
+    # While SUSPECT: the status a heartbeat brings the node back to (ONLINE or DRAINING).
+    suspected_from = models.CharField(max_length=16, choices=NodeStatus.choices, blank=True)
     provider_id = models.UUIDField(null=True, blank=True, db_index=True)
     provider_instance_id = models.CharField(max_length=128, blank=True, db_index=True)
 
@@ -90,6 +94,43 @@ class NodeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_status} → {self.to_status}: {self.reason}"
+
+
+class LivenessState(models.Model):
+    """The liveness sweep's memory, one row (pk 1): when it last ran, and the mass-silence
+    guard (apps/nodes/liveness.py). Locked by each sweep, so two sweeps never judge at once."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    last_sweep_at = models.DateTimeField(null=True, blank=True)
+    grace_epoch = models.DateTimeField(null=True, blank=True)
+    guard_since = models.DateTimeField(null=True, blank=True)
+    guard_reason = models.CharField(max_length=255, blank=True)
+    operator_release = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = "liveness guard"
+
+    def __str__(self) -> str:
+        return f"guarding since {self.guard_since}" if self.guard_since else "not guarding"
+
+
+class FleetAlert(models.Model):
+    """One episode of the mass-silence guard: raised once when it engages, ended when it lets
+    go. Shown as a banner in the admin and mailed to staff; the count is the metric."""
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.CharField(max_length=32)
+    message = models.CharField(max_length=255)
+    silent_nodes = models.PositiveIntegerField()
+    fleet_nodes = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-started_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.started_at:%Y-%m-%d %H:%M:%S}: {self.message}"
 
 
 class Gpu(models.Model):

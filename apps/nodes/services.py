@@ -1,9 +1,10 @@
-"""Writes for GPU hosts: registration, heartbeats, commands and liveness (DESIGN.md §4–5)."""
+"""Writes for GPU hosts: registration, heartbeats and commands (DESIGN.md §4–5). The liveness
+sweep (SUSPECT, OFFLINE after the grace, the mass-silence guard) is in `sweep.py`."""
 
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -27,6 +28,11 @@ from apps.nodes.models import (
     Workload,
 )
 from apps.nodes.registration import RegistrationGrant
+from apps.nodes.sweep import (  # the liveness writes live in sweep.py; callers reach them here too
+    liveness_guard_release as liveness_guard_release,
+)
+from apps.nodes.sweep import nodes_mark_silent_offline as nodes_mark_silent_offline
+from apps.nodes.sweep import nodes_sweep_liveness as nodes_sweep_liveness
 
 logger = logging.getLogger(__name__)
 
@@ -235,15 +241,18 @@ def node_heartbeat(
     gpus: list[dict[str, Any]],
     system: dict[str, Any],
     containers: list[dict[str, Any]],
+    now: datetime | None = None,
 ) -> HeartbeatAnswer:
     """Record one heartbeat and return the commands waiting for the node. A REGISTERING or
-    OFFLINE node comes (back) ONLINE.
+    SUSPECT node goes back to what it was (ONLINE or DRAINING) and loses nothing; an OFFLINE
+    node comes back ONLINE.
 
     This is the hottest write path (every node, every interval), so it takes no transaction of
     its own: each statement stands alone and a heartbeat cut short halfway leaves only older
-    telemetry behind. Status changes and command delivery are each atomic."""
-    now = timezone.now()
-    if node.status in (NodeStatus.REGISTERING, NodeStatus.OFFLINE):
+    telemetry behind. Status changes and command delivery are each atomic. `now` is for a
+    simulated clock; the API passes none."""
+    now = now or timezone.now()
+    if node.status in (NodeStatus.REGISTERING, NodeStatus.SUSPECT, NodeStatus.OFFLINE):
         _come_online(node=node, now=now)
     # Container reports first: an exit they carry ends the pod's billing, and a metering tick
     # running between the two writes must not bill that pod up to this newer heartbeat.
@@ -269,12 +278,15 @@ def _come_online(*, node: Node, now: datetime) -> None:
     locked = lock_node(node.pk)
     if locked.status == NodeStatus.REGISTERING:
         node_transition(node=locked, to=NodeStatus.ONLINE, reason="first heartbeat")
-    elif locked.status == NodeStatus.OFFLINE:
+    elif locked.status in (NodeStatus.SUSPECT, NodeStatus.OFFLINE):
         seen = locked.last_heartbeat_at or locked.registered_at
         silent = (now - seen).total_seconds()
-        node_transition(
-            node=locked, to=NodeStatus.ONLINE, reason=f"heartbeat after {silent:.0f} s silent"
+        back_to = (
+            NodeStatus.DRAINING
+            if locked.suspected_from == NodeStatus.DRAINING
+            else NodeStatus.ONLINE
         )
+        node_transition(node=locked, to=back_to, reason=f"heartbeat after {silent:.0f} s silent")
     node.status = locked.status
 
 
@@ -385,56 +397,6 @@ def command_ack(
         lambda: signals.command_finished.send(sender=NodeCommand, command=command)
     )
     return command
-
-
-def nodes_mark_silent_offline(*, now: datetime | None = None) -> list[uuid.UUID]:
-    """Mark OFFLINE every node that missed NODE_MISSED_HEARTBEATS_OFFLINE heartbeats in a
-    row. Safe to run concurrently: each node is re-checked under its row lock."""
-    now = now or timezone.now()
-    missed = settings.NODE_MISSED_HEARTBEATS_OFFLINE
-    shortest = (
-        Node.objects.order_by("heartbeat_interval")
-        .values_list("heartbeat_interval", flat=True)
-        .first()
-    )
-    if shortest is None:
-        return []
-    horizon = now - timedelta(seconds=shortest * missed)
-    candidates = Node.objects.filter(
-        status__in=(NodeStatus.ONLINE, NodeStatus.DRAINING, NodeStatus.REGISTERING)
-    ).filter(last_heartbeat_at__lt=horizon) | Node.objects.filter(
-        status=NodeStatus.REGISTERING, last_heartbeat_at__isnull=True, registered_at__lt=horizon
-    )
-    marked = []
-    for candidate_id in candidates.values_list("pk", flat=True):
-        with transaction.atomic():
-            node = lock_node(candidate_id)
-            seen = node.last_heartbeat_at or node.registered_at
-            silent = (now - seen).total_seconds()
-            limit = node.heartbeat_interval * missed
-            if (
-                node.status not in (NodeStatus.ONLINE, NodeStatus.DRAINING, NodeStatus.REGISTERING)
-                or silent <= limit
-            ):
-                continue
-            reason = (
-                f"no heartbeat for {silent:.0f} s ({missed} missed intervals of "
-                f"{node.heartbeat_interval} s)"
-            )
-            node_transition(node=node, to=NodeStatus.OFFLINE, reason=reason)
-            transaction.on_commit(
-                partial(
-                    signals.node_went_offline.send,
-                    sender=Node,
-                    node=node,
-                    last_heartbeat_at=seen,
-                    reason=reason,
-                )
-            )
-            marked.append(node.pk)
-    if marked:
-        logger.warning("marked %d silent node(s) offline: %s", len(marked), marked)
-    return marked
 
 
 @transaction.atomic

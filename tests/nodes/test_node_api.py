@@ -144,4 +144,4 @@ def test_schedule_sync_is_idempotent():
     second = schedule_sync()
     assert first["created"] >= 1 and second["created"] == 0
     task = PeriodicTask.objects.get(task="nodes.mark_silent_offline")
-    assert (task.interval.every, task.expire_seconds) == (30, 45)
+    assert (task.interval.every, task.expire_seconds) == (10, 15)
