@@ -238,6 +238,13 @@ NODE_BOOTSTRAP_TOKEN = env.str("NODE_BOOTSTRAP_TOKEN", default="")
 # Dotted paths of callables raw_token -> RegistrationGrant | None (the providers app adds one).
 NODE_REGISTRATION_RESOLVERS: list[str] = []
 NODE_HEARTBEAT_INTERVAL = env.int("NODE_HEARTBEAT_INTERVAL", default=10)
+# The bootstrap token and sourcing instance tokens (`sit_…`) register at most this many nodes,
+# within this many seconds of their issue (of their first use for the bootstrap token).
+NODE_REGISTRATION_TOKEN_MAX_USES = env.int("NODE_REGISTRATION_TOKEN_MAX_USES", default=1)
+NODE_REGISTRATION_TOKEN_TTL_S = env.int("NODE_REGISTRATION_TOKEN_TTL_S", default=3600)
+# A heartbeat's `sent_at` must be within this many seconds of the server's clock, and its `seq`
+# above the last one accepted (replay protection; required from agent 0.2.0 on).
+NODE_HEARTBEAT_REPLAY_WINDOW_S = env.int("NODE_HEARTBEAT_REPLAY_WINDOW_S", default=300)
 # Liveness (apps/nodes/liveness.py): SUSPECT after this many missed intervals (an event, no
 # action); OFFLINE (pods rescheduled or failed) only after the grace, counted from the last beat.
 NODE_MISSED_HEARTBEATS_SUSPECT = 3

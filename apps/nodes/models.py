@@ -62,6 +62,9 @@ class Node(models.Model):
 
     heartbeat_interval = models.PositiveIntegerField(default=10)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # The highest heartbeat sequence accepted since the node's token was issued: a heartbeat
+    # at or below it is a replay (apps/nodes/heartbeat_replay.py).
+    last_heartbeat_seq = models.BigIntegerField(null=True, blank=True)
     registered_at = models.DateTimeField(auto_now_add=True)
     # Asking price per GPU-hour in micro-dollars (null: the platform default for its GPU model).
     price_per_gpu_hour = models.BigIntegerField(null=True, blank=True)
@@ -94,6 +97,48 @@ class NodeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_status} → {self.to_status}: {self.reason}"
+
+
+class Credential(models.TextChoices):
+    PROVIDER_KEY = "provider_key"
+    BOOTSTRAP = "bootstrap"
+    INSTANCE = "instance"
+    INTERNAL = "internal"  # registered by the platform's own code, not over the API
+
+
+class NodeRegistration(models.Model):
+    """One registration (or re-keying) of a node: which credential, from where. The provider
+    sees the registrations of its nodes: a reusable `pk_…` key used by someone else shows."""
+
+    id = models.BigAutoField(primary_key=True)
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="registrations")
+    at = models.DateTimeField(auto_now_add=True)
+    credential = models.CharField(max_length=16, choices=Credential.choices)
+    credential_prefix = models.CharField(max_length=16, blank=True)
+    source_ip = models.CharField(max_length=64, blank=True)
+    hostname = models.CharField(max_length=255)
+    rekeyed = models.BooleanField(default=False)  # an existing node was given a new token
+
+    class Meta:
+        ordering = ("-at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.node_id} via {self.credential} from {self.source_ip or '?'}"
+
+
+class RegistrationTokenUse(models.Model):
+    """How often a limited registration token (the bootstrap token, a rented machine's
+    `sit_…`) has registered a node, by the token's digest. Locked while a registration claims
+    a use, so two agents racing with one token cannot both get in."""
+
+    digest = models.CharField(max_length=64, primary_key=True)
+    credential = models.CharField(max_length=16, choices=Credential.choices)
+    uses = models.PositiveIntegerField(default=0)
+    first_used_at = models.DateTimeField()
+    last_used_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.credential} token used {self.uses}x"
 
 
 class LivenessState(models.Model):

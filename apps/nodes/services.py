@@ -4,7 +4,7 @@ sweep (SUSPECT, OFFLINE after the grace, the mass-silence guard) is in `sweep.py
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -17,13 +17,15 @@ from apps.core.gpu_models import canonical_gpu_model
 from apps.core.secrets import secret_issue
 from apps.nodes import signals
 from apps.nodes.lifecycle import node_transition
-from apps.nodes.locks import lock_command, lock_node
+from apps.nodes.locks import lock_command, lock_node, lock_registration_token_use
 from apps.nodes.models import (
     CommandStatus,
     CommandType,
+    Credential,
     Gpu,
     Node,
     NodeCommand,
+    NodeRegistration,
     NodeStatus,
     Workload,
 )
@@ -53,6 +55,10 @@ FRESH_START: dict[str, Any] = {
 
 class CommandNotFoundError(Exception):
     pass
+
+
+class RegistrationTokenSpentError(Exception):
+    """A limited registration token was used up or has expired; the message says which."""
 
 
 @dataclass(frozen=True)
@@ -90,9 +96,42 @@ def _find_same_machine(
     return None
 
 
+def _claim_token_use(*, grant: RegistrationGrant, now: datetime) -> None:
+    """Count one use of a limited token, or refuse: over its uses, or past its lifetime."""
+    max_uses: int = settings.NODE_REGISTRATION_TOKEN_MAX_USES
+    ttl = timedelta(seconds=settings.NODE_REGISTRATION_TOKEN_TTL_S)
+    use = lock_registration_token_use(digest=grant.limited_digest, credential=grant.credential)
+    started = grant.issued_at or (use.first_used_at if use.uses else now)
+    what = "bootstrap token" if grant.credential == Credential.BOOTSTRAP else "instance token"
+    if now > started + ttl:
+        raise RegistrationTokenSpentError(
+            f"This {what} expired at {(started + ttl).isoformat(timespec='seconds')} "
+            f"({ttl.total_seconds():.0f} s after it was "
+            f"{'issued' if grant.issued_at else 'first used'}): issue a new one."
+        )
+    if use.uses >= max_uses:
+        raise RegistrationTokenSpentError(
+            f"This {what} has already registered {use.uses} node(s), its limit: bootstrap and "
+            f"instance tokens register at most {max_uses} node(s) within "
+            f"{ttl.total_seconds():.0f} s. Issue a new one."
+        )
+    if not use.uses:
+        use.first_used_at = now
+    use.uses += 1
+    use.last_used_at = now
+    use.save(update_fields=["uses", "first_used_at", "last_used_at"])
+
+
 @transaction.atomic
-def node_register(*, grant: RegistrationGrant, data: dict[str, Any]) -> RegisteredNode:
-    """Create (or re-key) the node for a registering agent and issue its token."""
+def node_register(
+    *, grant: RegistrationGrant, data: dict[str, Any], source_ip: str = ""
+) -> RegisteredNode:
+    """Create (or re-key) the node for a registering agent and issue its token. A limited
+    token (bootstrap, `sit_…`) is counted first and refused when spent; every registration is
+    recorded with its credential and source address."""
+    now = timezone.now()
+    if grant.limited_digest:
+        _claim_token_use(grant=grant, now=now)
     issued = secret_issue(prefix=NODE_TOKEN_PREFIX)
     gpus = data.get("gpus") or []
     provider_instance_id = grant.provider_instance_id or data.get("provider_instance_id") or ""
@@ -105,6 +144,7 @@ def node_register(*, grant: RegistrationGrant, data: dict[str, Any]) -> Register
         "token_prefix": issued.display_prefix,
         "token_digest": issued.digest,
         "heartbeat_interval": settings.NODE_HEARTBEAT_INTERVAL,
+        "last_heartbeat_seq": None,  # a new token starts a new sequence
         **_system_fields(data.get("system") or {}),
     }
     node = _find_same_machine(
@@ -112,6 +152,7 @@ def node_register(*, grant: RegistrationGrant, data: dict[str, Any]) -> Register
         provider_instance_id=provider_instance_id,
         gpu_uuids=[g["uuid"] for g in gpus],
     )
+    rekeyed = node is not None
     if node is None:
         node = Node.objects.create(provider_id=grant.provider_id, **fields)
     else:
@@ -121,6 +162,14 @@ def node_register(*, grant: RegistrationGrant, data: dict[str, Any]) -> Register
         node.save(update_fields=list(fields))
         node.gpus.all().delete()
         logger.info("node %s re-registered; previous token revoked", node.pk)
+    NodeRegistration.objects.create(
+        node=node,
+        credential=grant.credential,
+        credential_prefix=grant.credential_prefix,
+        source_ip=source_ip[:64],
+        hostname=node.hostname,
+        rekeyed=rekeyed,
+    )
     Gpu.objects.bulk_create(
         Gpu(
             node=node,

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from apps.nodes.models import FleetAlert, LivenessState, Node, NodeEvent, NodeStatus
 from apps.nodes.services import node_drain, node_heartbeat
-from apps.nodes.sweep import liveness_guard_release, nodes_sweep_liveness
+from apps.nodes.sweep import nodes_sweep_liveness
 from apps.pods.metering import meter_tick
 from apps.pods.models import Pod, PodStatus, UsageRecord
 from apps.pods.services import pod_create
