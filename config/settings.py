@@ -388,8 +388,9 @@ SOURCING_AGENT_BOOTSTRAP = env.str(
         f'--bootstrap-token {{token}} --state-dir "$HOME/agent-state" --network-mode host '
         "--gpu-devices off"
         if SOURCING_SIMULATORS
-        else "curl -fsSL {server}/api/v1/nodes/install.sh | bash -s -- --server={server} "
-        "--bootstrap-token={token}"
+        # install.sh takes the key from the environment, never from argv (ps would show it).
+        else "curl -fsSL {server}/api/v1/nodes/install.sh | GCO_BOOTSTRAP_TOKEN={token} "
+        "bash -s -- --server={server}"
     ),
 )
 POD_CAPACITY_SOURCES = [*POD_CAPACITY_SOURCES, "apps.sourcing.capacity.upstream_clouds"]

@@ -18,7 +18,14 @@ from apps.core.errors import error_body
 from apps.core.middleware import client_ip
 from apps.nodes import selectors, services
 from apps.nodes import serializers as s
-from apps.nodes.agent_dist import agent_wheel, wheel_filename
+from apps.nodes.agent_dist import (
+    LOCK_FILENAME,
+    agent_requirements_lock,
+    agent_requirements_lock_sha256,
+    agent_wheel,
+    agent_wheel_sha256,
+    wheel_filename,
+)
 from apps.nodes.authentication import IsAgent, NodeTokenAuthentication, log_refusal
 from apps.nodes.heartbeat_replay import HeartbeatRefusedError, heartbeat_claim_sequence
 from apps.nodes.models import Node
@@ -139,18 +146,35 @@ class AvailableView(APIView):
 
 
 def _server_url(request: HttpRequest) -> str:
-    return settings.SITE_URL.rstrip("/") if settings.SITE_URL else request.build_absolute_uri("/")
+    url = settings.SITE_URL or request.build_absolute_uri("/")
+    return url.rstrip("/")
 
 
 def install_script(request: HttpRequest) -> HttpResponse:
     script = render_to_string(
-        "nodes/install.sh", {"server": _server_url(request), "wheel": wheel_filename()}
+        "nodes/install.sh",
+        {
+            "server": _server_url(request),
+            "wheel": wheel_filename(),
+            "wheel_sha256": agent_wheel_sha256(),
+            "lock": LOCK_FILENAME,
+            "lock_sha256": agent_requirements_lock_sha256(),
+        },
     )
     return HttpResponse(script, content_type="text/x-shellscript; charset=utf-8")
 
 
 def agent_wheel_download(request: HttpRequest, filename: str) -> HttpResponse:
-    if filename != wheel_filename():
+    """The agent wheel, its SHA-256 (`<wheel>.sha256`, sha256sum's format) and the hashed
+    lock of its dependencies."""
+    wheel = wheel_filename()
+    if filename == f"{wheel}.sha256":
+        return HttpResponse(
+            f"{agent_wheel_sha256()}  {wheel}\n", content_type="text/plain; charset=utf-8"
+        )
+    if filename == LOCK_FILENAME:
+        return HttpResponse(agent_requirements_lock(), content_type="text/plain; charset=utf-8")
+    if filename != wheel:
         return HttpResponse(status=404)
     response = HttpResponse(agent_wheel(), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -5,41 +5,69 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('nodes', '0002_node_liveness_suspect_and_guard'),
+        ("nodes", "0002_node_liveness_suspect_and_guard"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RegistrationTokenUse',
+            name="RegistrationTokenUse",
             fields=[
-                ('digest', models.CharField(max_length=64, primary_key=True, serialize=False)),
-                ('credential', models.CharField(choices=[('provider_key', 'Provider Key'), ('bootstrap', 'Bootstrap'), ('instance', 'Instance'), ('internal', 'Internal')], max_length=16)),
-                ('uses', models.PositiveIntegerField(default=0)),
-                ('first_used_at', models.DateTimeField()),
-                ('last_used_at', models.DateTimeField()),
+                ("digest", models.CharField(max_length=64, primary_key=True, serialize=False)),
+                (
+                    "credential",
+                    models.CharField(
+                        choices=[
+                            ("provider_key", "Provider Key"),
+                            ("bootstrap", "Bootstrap"),
+                            ("instance", "Instance"),
+                            ("internal", "Internal"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("uses", models.PositiveIntegerField(default=0)),
+                ("first_used_at", models.DateTimeField()),
+                ("last_used_at", models.DateTimeField()),
             ],
         ),
         migrations.AddField(
-            model_name='node',
-            name='last_heartbeat_seq',
+            model_name="node",
+            name="last_heartbeat_seq",
             field=models.BigIntegerField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name='NodeRegistration',
+            name="NodeRegistration",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('at', models.DateTimeField(auto_now_add=True)),
-                ('credential', models.CharField(choices=[('provider_key', 'Provider Key'), ('bootstrap', 'Bootstrap'), ('instance', 'Instance'), ('internal', 'Internal')], max_length=16)),
-                ('credential_prefix', models.CharField(blank=True, max_length=16)),
-                ('source_ip', models.CharField(blank=True, max_length=64)),
-                ('hostname', models.CharField(max_length=255)),
-                ('rekeyed', models.BooleanField(default=False)),
-                ('node', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='registrations', to='nodes.node')),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "credential",
+                    models.CharField(
+                        choices=[
+                            ("provider_key", "Provider Key"),
+                            ("bootstrap", "Bootstrap"),
+                            ("instance", "Instance"),
+                            ("internal", "Internal"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("credential_prefix", models.CharField(blank=True, max_length=16)),
+                ("source_ip", models.CharField(blank=True, max_length=64)),
+                ("hostname", models.CharField(max_length=255)),
+                ("rekeyed", models.BooleanField(default=False)),
+                (
+                    "node",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="registrations",
+                        to="nodes.node",
+                    ),
+                ),
             ],
             options={
-                'ordering': ('-at', '-id'),
+                "ordering": ("-at", "-id"),
             },
         ),
     ]
