@@ -25,14 +25,15 @@ def log_refusal(
 ) -> None:
     """One line per refused agent credential: who (node id or "unknown"), which credential
     (its first characters only), why, and from where."""
+    source = client_ip(request)
     refusals.warning(
         "agent credential refused: node=%s credential=%s reason=%s source=%s path=%s",
         node or "unknown",
         credential or "-",
         reason,
-        client_ip(request),  # type: ignore[arg-type]
+        source,
         request.path,
-        extra={"node": str(node or ""), "reason": reason, "source_ip": client_ip(request)},  # type: ignore[arg-type]
+        extra={"node": str(node or ""), "reason": reason, "source_ip": source},
     )
 
 
