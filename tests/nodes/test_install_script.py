@@ -7,6 +7,7 @@ shell's history."""
 import hashlib
 import os
 import random
+import re
 import secrets
 import signal
 import subprocess
@@ -56,9 +57,9 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def run_script(path: Path, env: dict[str, str], *args: str, stdin: bytes = b""):
+def run_script(path: Path, env: dict[str, str], *args: str, stdin: bytes = b"", bash=()):
     return subprocess.run(  # noqa: S603 - our own script
-        ["bash", str(path), *args],  # noqa: S607
+        ["bash", *bash, str(path), *args],  # noqa: S607
         input=stdin,
         env=env,
         capture_output=True,
@@ -89,6 +90,11 @@ def test_the_wheel_digest_is_served_beside_it_and_pinned_in_the_script(server, s
     assert text.rstrip().endswith('gco_install "$@" --end-of-script')
 
 
+# What a cut script may execute at most: the call on the last line, cut short, and the
+# function's refusal of a call without the end marker. Traced with bash -x.
+REFUSAL_ONLY = {"gco_install", "set", "local", "[", "echo", "return"}
+
+
 def test_a_script_cut_at_any_byte_installs_and_runs_nothing(script, tmp_path):
     whole = script.read_bytes()
     last_line = whole.rstrip().rfind(b"\n") + 1
@@ -101,7 +107,16 @@ def test_a_script_cut_at_any_byte_installs_and_runs_nothing(script, tmp_path):
     env = env_for(tmp_path, GCO_BOOTSTRAP_TOKEN="bt_never-used")
     for cut in cuts:
         cut_path.write_bytes(whole[:cut])
-        result = run_script(cut_path, env)
+        result = run_script(cut_path, env, bash=("-x",))
+        # bash -x writes "+ command args" (PS4; bash ignores a PS4 from the env under root)
+        traced = [
+            match.group(1).strip("'")
+            for match in re.finditer(r"^\++ (\S+)", result.stderr.decode(), re.MULTILINE)
+        ]
+        # (a cut inside the name itself calls a command that does not exist: bash says so)
+        ran = {w for w in traced if w not in REFUSAL_ONLY and not "gco_install".startswith(w)}
+        assert not ran, (cut, traced)
+        assert result.stdout == b"", cut
         assert leftovers(tmp_path) == [], (cut, result.stderr.decode()[-300:])
     assert Node.objects.count() == 0
 
