@@ -42,17 +42,13 @@ class NodeTokenAuthentication(authentication.BaseAuthentication):
         raw = request.META.get(HEADER, "").strip()
         if not raw:
             return None
-        node = (
-            Node.objects.filter(token_digest=secret_digest(raw))
-            .exclude(status=NodeStatus.RETIRED)
-            .first()
-        )
-        if node is None:
+        node = Node.objects.filter(token_digest=secret_digest(raw)).first()
+        if node is None or node.status == NodeStatus.RETIRED:
             log_refusal(
                 request,
-                node=None,
+                node=node.pk if node else None,
                 credential=credential_prefix(raw),
-                reason="unknown or revoked node token",
+                reason="token of a retired node" if node else "unknown or revoked node token",
             )
             raise exceptions.AuthenticationFailed("Unknown or revoked node token; re-register.")
         return AnonymousUser(), node

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from apps.nodes.models import Node
+from apps.nodes.services import node_retire
 from tests.nodes.conftest import h100_registration, heartbeat_body
 
 pytestmark = pytest.mark.django_db
@@ -93,3 +94,13 @@ def test_an_unknown_node_token_is_logged(api_client, caplog):
     [line] = [r.getMessage() for r in caplog.records if r.name == "apps.nodes.refusals"]
     assert "node=unknown" in line and "unknown or revoked node token" in line
     assert "source=203.0.113.9" in line and "forged-token-that" not in line
+
+
+def test_a_retired_nodes_token_is_refused_and_logged_with_the_node(api_client, caplog):
+    node_id, token = register(api_client, "0.2.0")
+    node_retire(node=Node.objects.get(pk=node_id))
+    with caplog.at_level(logging.WARNING, logger="apps.nodes.refusals"):
+        response = beat(api_client, token, **stamp(1))
+    assert response.status_code == 401
+    [line] = [r.getMessage() for r in caplog.records if r.name == "apps.nodes.refusals"]
+    assert f"node={node_id}" in line and "retired" in line and "source=203.0.113.9" in line
