@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: run test install install-dev lint typecheck migrate clean models
+.PHONY: run test install install-dev lint typecheck migrate clean models agent-lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ lint: install-dev
 
 typecheck: install-dev
 	$(BIN)/mypy .
+
+# The agent's dependencies pinned by hash (install.sh installs them with --require-hashes).
+agent-lock: install
+	$(BIN)/python requirements/agent_lock.py
 
 clean:
 	rm -rf var

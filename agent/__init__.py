@@ -3,4 +3,4 @@
 A standalone program (``python -m agent``); it never imports Django.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

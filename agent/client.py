@@ -46,10 +46,11 @@ class ServerUnavailableError(ClientError):
 class RequestRejectedError(ClientError):
     """The server refused the request with a 4xx other than 401 and 429."""
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, data: dict[str, Any] | None = None) -> None:
         super().__init__(f"HTTP {status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
+        self.data = data or {}  # the answer's JSON object, when it was one
 
 
 def backoff_delay(
@@ -159,7 +160,7 @@ class ServerClient:
                 if status == 401:
                     raise Unauthorized(f"{path}: 401 {_detail(response)}")
                 if status != 429 and status < 500:
-                    raise RequestRejectedError(status, _detail(response))
+                    raise RequestRejectedError(status, _detail(response), _json_object(response))
                 last_error = f"HTTP {status}: {_detail(response)}"
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if attempt + 1 >= self.max_attempts:
@@ -193,6 +194,14 @@ class ServerClient:
         if not isinstance(data, dict):
             raise ServerUnavailableError(f"answer is not a JSON object: {response.text[:200]!r}")
         return data
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _detail(response: httpx.Response) -> str:

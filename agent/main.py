@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -55,6 +56,7 @@ class Agent:
         store: StateStore | None = None,
         client: ServerClient | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.server_url = config.require_server()
@@ -72,6 +74,11 @@ class Agent:
         self.client = client or ServerClient(self.server_url, wait=self.stop_event.wait)
         self.runner = CommandRunner(self.runtime)
         self.clock = clock
+        self.wall_clock = wall_clock
+        # The last heartbeat sequence number sent: every heartbeat carries a larger one (the
+        # server refuses a replay). Microseconds of the wall clock, so a restarted agent goes on
+        # above its predecessor without keeping a counter on disk.
+        self.seq = 0
         self.interval = config.heartbeat_interval
         self.wanted: set[str] | None = None
         self.client.node_token = self.state.token_for(self.server_url)
@@ -180,7 +187,14 @@ class Agent:
         except ServerUnavailableError as exc:
             log(logger, logging.WARNING, "agent.server_unavailable", error=str(exc))
         except RequestRejectedError as exc:
-            log(logger, logging.ERROR, "agent.request_rejected", error=str(exc))
+            error = exc.data.get("error")
+            last_seq = error.get("last_seq") if isinstance(error, dict) else None
+            if exc.status_code == 409 and isinstance(last_seq, int) and last_seq >= self.seq:
+                # Our clock went back (or a copy of ours got in first): continue above it.
+                self.seq = last_seq
+                log(logger, logging.WARNING, "agent.heartbeat_seq_behind", last_seq=last_seq)
+            else:
+                log(logger, logging.ERROR, "agent.request_rejected", error=str(exc))
         except RegistrationRejectedError:
             raise
         except Exception:  # one bad cycle must not end the agent
@@ -244,10 +258,14 @@ class Agent:
                     "error": "",
                 }
             )
+        now = self.wall_clock()
+        self.seq = max(self.seq + 1, int(now * 1_000_000))
         return {
             "gpus": [g.telemetry() for g in report.gpus],
             "system": self.system.telemetry(),
             "containers": containers,
+            "seq": self.seq,
+            "sent_at": datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds"),
         }
 
     def _container_states(self) -> list[dict[str, Any]]:

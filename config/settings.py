@@ -238,7 +238,22 @@ NODE_BOOTSTRAP_TOKEN = env.str("NODE_BOOTSTRAP_TOKEN", default="")
 # Dotted paths of callables raw_token -> RegistrationGrant | None (the providers app adds one).
 NODE_REGISTRATION_RESOLVERS: list[str] = []
 NODE_HEARTBEAT_INTERVAL = env.int("NODE_HEARTBEAT_INTERVAL", default=10)
-NODE_MISSED_HEARTBEATS_OFFLINE = 3
+# The bootstrap token and sourcing instance tokens (`sit_…`) register at most this many nodes,
+# within this many seconds of their issue (of their first use for the bootstrap token).
+NODE_REGISTRATION_TOKEN_MAX_USES = env.int("NODE_REGISTRATION_TOKEN_MAX_USES", default=1)
+NODE_REGISTRATION_TOKEN_TTL_S = env.int("NODE_REGISTRATION_TOKEN_TTL_S", default=3600)
+# A heartbeat's `sent_at` must be within this many seconds of the server's clock, and its `seq`
+# above the last one accepted (replay protection; required from agent 0.2.0 on).
+NODE_HEARTBEAT_REPLAY_WINDOW_S = env.int("NODE_HEARTBEAT_REPLAY_WINDOW_S", default=300)
+# Liveness (apps/nodes/liveness.py): SUSPECT after this many missed intervals (an event, no
+# action); OFFLINE (pods rescheduled or failed) only after the grace, counted from the last beat.
+NODE_MISSED_HEARTBEATS_SUSPECT = 3
+NODE_OFFLINE_GRACE_S = env.int("NODE_OFFLINE_GRACE_S", default=300)
+# The mass-silence guard: more than this share of the watched fleet silent at once (and at least
+# MIN_NODES nodes), or a sweep that did not run for SWEEP_GAP_S, condemns no node and alerts staff.
+NODE_MASS_SILENCE_PERCENT = env.int("NODE_MASS_SILENCE_PERCENT", default=30)
+NODE_MASS_SILENCE_MIN_NODES = env.int("NODE_MASS_SILENCE_MIN_NODES", default=3)
+NODE_LIVENESS_SWEEP_GAP_S = env.int("NODE_LIVENESS_SWEEP_GAP_S", default=60)
 # Default asking price per GPU-hour (micro-dollars) for nodes that set none.
 GPU_DEFAULT_PRICES = {
     "H200": 3_590_000,
@@ -373,8 +388,9 @@ SOURCING_AGENT_BOOTSTRAP = env.str(
         f'--bootstrap-token {{token}} --state-dir "$HOME/agent-state" --network-mode host '
         "--gpu-devices off"
         if SOURCING_SIMULATORS
-        else "curl -fsSL {server}/api/v1/nodes/install.sh | bash -s -- --server={server} "
-        "--bootstrap-token={token}"
+        # install.sh takes the key from the environment, never from argv (ps would show it).
+        else "curl -fsSL {server}/api/v1/nodes/install.sh | GCO_BOOTSTRAP_TOKEN={token} "
+        "bash -s -- --server={server}"
     ),
 )
 POD_CAPACITY_SOURCES = [*POD_CAPACITY_SOURCES, "apps.sourcing.capacity.upstream_clouds"]

@@ -18,7 +18,7 @@ class PeriodicEntry:
 
 
 SCHEDULE: tuple[PeriodicEntry, ...] = (
-    PeriodicEntry("mark silent nodes offline", "nodes.mark_silent_offline", 30),
+    PeriodicEntry("node liveness sweep", "nodes.mark_silent_offline", 10),
     PeriodicEntry("schedule pending pods", "pods.schedule_pending", 15),
     PeriodicEntry("bill running pods", "pods.bill_running", 60),
     PeriodicEntry("ledger consistency check", "billing.ledger_check", 3600),

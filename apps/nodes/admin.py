@@ -7,7 +7,15 @@ from django.template.loader import render_to_string
 
 from apps.nodes import services
 from apps.nodes.lifecycle import IllegalNodeTransitionError
-from apps.nodes.models import Gpu, Node, NodeCommand, NodeEvent, Workload
+from apps.nodes.models import (
+    FleetAlert,
+    Gpu,
+    LivenessState,
+    Node,
+    NodeCommand,
+    NodeEvent,
+    Workload,
+)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -152,6 +160,45 @@ class NodeCommandAdmin(admin.ModelAdmin):
     list_filter = ("status", "type")
     search_fields = ("id", "node__hostname")
     readonly_fields = [f.name for f in NodeCommand._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(LivenessState)
+class LivenessStateAdmin(admin.ModelAdmin):
+    """The mass-silence guard. Releasing it declares the silence real: silent nodes past their
+    grace (from their last beat) go OFFLINE at the next sweep."""
+
+    list_display = ("__str__", "guard_reason", "last_sweep_at", "grace_epoch", "operator_release")
+    readonly_fields = (
+        "last_sweep_at",
+        "grace_epoch",
+        "guard_since",
+        "guard_reason",
+        "operator_release",
+    )
+    actions = ("release_guard",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.action(description="Release the guard (the silent nodes are really gone)")
+    def release_guard(self, request: HttpRequest, queryset: QuerySet[LivenessState]) -> None:
+        services.liveness_guard_release(reason=f"released by {request.user}")
+        self.message_user(request, "Released: the next sweep judges silent nodes.")
+
+
+@admin.register(FleetAlert)
+class FleetAlertAdmin(admin.ModelAdmin):
+    list_display = ("started_at", "kind", "message", "silent_nodes", "fleet_nodes", "ended_at")
+    list_filter = ("kind",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

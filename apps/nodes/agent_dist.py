@@ -1,6 +1,10 @@
 """The agent as a wheel, built from `agent/` in memory so the installer can fetch exactly the
 code this server runs. A wheel is a zip with a dist-info folder (PEP 427); building it by hand
-needs no build backend on the server or on the host."""
+needs no build backend on the server or on the host.
+
+install.sh pins the wheel's SHA-256 and the dependency lock's (requirements/agent.lock, every
+file hashed) at render time, and checks both before it installs anything; the wheel's digest is
+also served beside it (`<wheel>.sha256`)."""
 
 import base64
 import hashlib
@@ -25,6 +29,9 @@ def _agent_version() -> str:
 def _requirements() -> list[str]:
     lines = (Path(settings.BASE_DIR) / "requirements" / "agent.txt").read_text().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+LOCK_FILENAME = "requirements.lock"
 
 
 def wheel_filename() -> str:
@@ -68,3 +75,18 @@ def agent_wheel() -> bytes:
             info.external_attr = 0o644 << 16
             wheel.writestr(info, data, zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
+
+
+@cache
+def agent_wheel_sha256() -> str:
+    return hashlib.sha256(agent_wheel()).hexdigest()
+
+
+@cache
+def agent_requirements_lock() -> bytes:
+    """requirements/agent.lock, generated from agent.txt by requirements/agent_lock.py."""
+    return (Path(settings.BASE_DIR) / "requirements" / "agent.lock").read_bytes()
+
+
+def agent_requirements_lock_sha256() -> str:
+    return hashlib.sha256(agent_requirements_lock()).hexdigest()

@@ -6,6 +6,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny, IsAdminUser
@@ -13,12 +14,22 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.errors import error_body
+from apps.core.middleware import client_ip
 from apps.nodes import selectors, services
 from apps.nodes import serializers as s
-from apps.nodes.agent_dist import agent_wheel, wheel_filename
-from apps.nodes.authentication import IsAgent, NodeTokenAuthentication
+from apps.nodes.agent_dist import (
+    LOCK_FILENAME,
+    agent_requirements_lock,
+    agent_requirements_lock_sha256,
+    agent_wheel,
+    agent_wheel_sha256,
+    wheel_filename,
+)
+from apps.nodes.authentication import IsAgent, NodeTokenAuthentication, log_refusal
+from apps.nodes.heartbeat_replay import HeartbeatRefusedError, heartbeat_claim_sequence
 from apps.nodes.models import Node
-from apps.nodes.registration import registration_grant
+from apps.nodes.registration import credential_prefix, registration_grant
 
 
 class AgentView(APIView):
@@ -46,12 +57,25 @@ class RegisterView(APIView):
     def post(self, request: Request) -> Response:
         data = s.NodeRegisterInput(data=request.data)
         data.is_valid(raise_exception=True)
-        grant = registration_grant(data.validated_data["registration_token"])
+        raw_token = data.validated_data["registration_token"]
+        grant = registration_grant(raw_token)
         if grant is None:
+            log_refusal(
+                request,
+                node=None,
+                credential=credential_prefix(raw_token),
+                reason="invalid registration token",
+            )
             raise exceptions.AuthenticationFailed(
                 "Invalid registration token: use a provider key (pk_…) or the bootstrap token."
             )
-        registered = services.node_register(grant=grant, data=data.validated_data)
+        try:
+            registered = services.node_register(
+                grant=grant, data=data.validated_data, source_ip=client_ip(request)
+            )
+        except services.RegistrationTokenSpentError as exc:
+            log_refusal(request, node=None, credential=grant.credential_prefix, reason=str(exc))
+            raise exceptions.AuthenticationFailed(str(exc)) from exc
         return Response(
             {
                 "node_id": str(registered.node.pk),
@@ -67,7 +91,17 @@ class HeartbeatView(AgentView):
     def post(self, request: Request) -> Response:
         data = s.HeartbeatInput(data=request.data)
         data.is_valid(raise_exception=True)
-        answer = services.node_heartbeat(node=self.node, **data.validated_data)
+        fields = dict(data.validated_data)
+        seq, sent_at = fields.pop("seq", None), fields.pop("sent_at", None)
+        try:
+            heartbeat_claim_sequence(node=self.node, seq=seq, sent_at=sent_at, now=timezone.now())
+        except HeartbeatRefusedError as exc:
+            log_refusal(request, node=self.node.pk, credential="", reason=exc.reason)
+            body = error_body(status_code=exc.status, code=exc.code, message=exc.reason)
+            if exc.last_seq is not None:
+                body["error"]["last_seq"] = exc.last_seq
+            return Response(body, status=exc.status)
+        answer = services.node_heartbeat(node=self.node, **fields)
         return Response(
             {
                 "heartbeat_interval": answer.heartbeat_interval,
@@ -112,18 +146,35 @@ class AvailableView(APIView):
 
 
 def _server_url(request: HttpRequest) -> str:
-    return settings.SITE_URL.rstrip("/") if settings.SITE_URL else request.build_absolute_uri("/")
+    url = settings.SITE_URL or request.build_absolute_uri("/")
+    return url.rstrip("/")
 
 
 def install_script(request: HttpRequest) -> HttpResponse:
     script = render_to_string(
-        "nodes/install.sh", {"server": _server_url(request), "wheel": wheel_filename()}
+        "nodes/install.sh",
+        {
+            "server": _server_url(request),
+            "wheel": wheel_filename(),
+            "wheel_sha256": agent_wheel_sha256(),
+            "lock": LOCK_FILENAME,
+            "lock_sha256": agent_requirements_lock_sha256(),
+        },
     )
     return HttpResponse(script, content_type="text/x-shellscript; charset=utf-8")
 
 
 def agent_wheel_download(request: HttpRequest, filename: str) -> HttpResponse:
-    if filename != wheel_filename():
+    """The agent wheel, its SHA-256 (`<wheel>.sha256`, sha256sum's format) and the hashed
+    lock of its dependencies."""
+    wheel = wheel_filename()
+    if filename == f"{wheel}.sha256":
+        return HttpResponse(
+            f"{agent_wheel_sha256()}  {wheel}\n", content_type="text/plain; charset=utf-8"
+        )
+    if filename == LOCK_FILENAME:
+        return HttpResponse(agent_requirements_lock(), content_type="text/plain; charset=utf-8")
+    if filename != wheel:
         return HttpResponse(status=404)
     response = HttpResponse(agent_wheel(), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

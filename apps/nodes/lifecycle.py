@@ -1,5 +1,7 @@
-"""The node state machine (DESIGN.md §4): REGISTERING → ONLINE ⇄ DRAINING → OFFLINE → RETIRED.
-Every move goes through `node_transition`, which rejects illegal moves and records a NodeEvent."""
+"""The node state machine (DESIGN.md §4): REGISTERING → ONLINE ⇄ DRAINING → OFFLINE → RETIRED,
+and SUSPECT between a live status and OFFLINE (missed beats, within the grace; a heartbeat brings
+the node back to where it was). Every move goes through `node_transition`, which rejects
+illegal moves and records a NodeEvent."""
 
 from django.utils import timezone
 
@@ -7,9 +9,10 @@ from apps.nodes.models import Node, NodeEvent, NodeStatus
 
 S = NodeStatus
 ALLOWED: dict[str, set[str]] = {
-    S.REGISTERING: {S.ONLINE, S.OFFLINE, S.RETIRED},
-    S.ONLINE: {S.DRAINING, S.OFFLINE, S.RETIRED},
-    S.DRAINING: {S.ONLINE, S.OFFLINE, S.RETIRED},
+    S.REGISTERING: {S.ONLINE, S.SUSPECT, S.OFFLINE, S.RETIRED},
+    S.ONLINE: {S.DRAINING, S.SUSPECT, S.OFFLINE, S.RETIRED},
+    S.DRAINING: {S.ONLINE, S.SUSPECT, S.OFFLINE, S.RETIRED},
+    S.SUSPECT: {S.ONLINE, S.DRAINING, S.OFFLINE, S.RETIRED},
     S.OFFLINE: {S.ONLINE, S.DRAINING, S.RETIRED},
     S.RETIRED: set(),
 }
@@ -24,7 +27,8 @@ def node_transition(*, node: Node, to: str, reason: str) -> None:
     if to not in ALLOWED[node.status]:
         raise IllegalNodeTransitionError(f"node {node.pk}: {node.status} → {to} is not allowed")
     NodeEvent.objects.create(node=node, from_status=node.status, to_status=to, reason=reason)
+    node.suspected_from = node.status if to == S.SUSPECT else ""
     node.status = to
     node.status_reason = reason
     node.status_changed_at = timezone.now()
-    node.save(update_fields=["status", "status_reason", "status_changed_at"])
+    node.save(update_fields=["status", "status_reason", "status_changed_at", "suspected_from"])

@@ -2,7 +2,9 @@
 
 import uuid
 
-from apps.nodes.models import Node, NodeCommand, NodeQuerySet
+from django.utils import timezone
+
+from apps.nodes.models import LivenessState, Node, NodeCommand, NodeQuerySet, RegistrationTokenUse
 
 
 def lock_node(node_id: uuid.UUID | str) -> Node:
@@ -14,3 +16,20 @@ def lock_node(node_id: uuid.UUID | str) -> Node:
 def lock_command(*, node: Node, command_id: uuid.UUID | str) -> NodeCommand | None:
     # Two deliveries of one ack (agent retry) must not both apply its result.
     return NodeCommand.objects.select_for_update().filter(node=node, pk=command_id).first()
+
+
+def lock_liveness_state() -> LivenessState:
+    # Serialises liveness sweeps: two sweeps judging from the same state would both raise the
+    # mass-silence alert, or one would overwrite the other's guard.
+    LivenessState.objects.get_or_create(pk=1)
+    return LivenessState.objects.select_for_update().get(pk=1)
+
+
+def lock_registration_token_use(*, digest: str, credential: str) -> RegistrationTokenUse:
+    # Two agents registering with one single-use token at once must not both get in.
+    now = timezone.now()
+    RegistrationTokenUse.objects.get_or_create(
+        digest=digest,
+        defaults={"credential": credential, "first_used_at": now, "last_used_at": now},
+    )
+    return RegistrationTokenUse.objects.select_for_update().get(digest=digest)

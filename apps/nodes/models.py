@@ -9,6 +9,8 @@ from django.db import models
 class NodeStatus(models.TextChoices):
     REGISTERING = "REGISTERING"
     ONLINE = "ONLINE"
+    # Missed beats: no new pods, nothing else until the grace runs out (apps/nodes/liveness.py).
+    SUSPECT = "SUSPECT"
     DRAINING = "DRAINING"
     OFFLINE = "OFFLINE"
     RETIRED = "RETIRED"
@@ -32,6 +34,8 @@ class Node(models.Model):
     )
     status_reason = models.CharField(max_length=255, blank=True)
     status_changed_at = models.DateTimeField(auto_now_add=True)
+    # While SUSPECT: the status a heartbeat brings the node back to (ONLINE or DRAINING).
+    suspected_from = models.CharField(max_length=16, choices=NodeStatus.choices, blank=True)
     provider_id = models.UUIDField(null=True, blank=True, db_index=True)
     provider_instance_id = models.CharField(max_length=128, blank=True, db_index=True)
 
@@ -58,6 +62,9 @@ class Node(models.Model):
 
     heartbeat_interval = models.PositiveIntegerField(default=10)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # The highest heartbeat sequence accepted since the node's token was issued: a heartbeat
+    # at or below it is a replay (apps/nodes/heartbeat_replay.py).
+    last_heartbeat_seq = models.BigIntegerField(null=True, blank=True)
     registered_at = models.DateTimeField(auto_now_add=True)
     # Asking price per GPU-hour in micro-dollars (null: the platform default for its GPU model).
     price_per_gpu_hour = models.BigIntegerField(null=True, blank=True)
@@ -90,6 +97,85 @@ class NodeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_status} → {self.to_status}: {self.reason}"
+
+
+class Credential(models.TextChoices):
+    PROVIDER_KEY = "provider_key"
+    BOOTSTRAP = "bootstrap"
+    INSTANCE = "instance"
+    INTERNAL = "internal"  # registered by the platform's own code, not over the API
+
+
+class NodeRegistration(models.Model):
+    """One registration (or re-keying) of a node: which credential, from where. The provider
+    sees the registrations of its nodes: a reusable `pk_…` key used by someone else shows."""
+
+    id = models.BigAutoField(primary_key=True)
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="registrations")
+    at = models.DateTimeField(auto_now_add=True)
+    credential = models.CharField(max_length=16, choices=Credential.choices)
+    credential_prefix = models.CharField(max_length=16, blank=True)
+    source_ip = models.CharField(max_length=64, blank=True)
+    hostname = models.CharField(max_length=255)
+    rekeyed = models.BooleanField(default=False)  # an existing node was given a new token
+
+    class Meta:
+        ordering = ("-at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.node_id} via {self.credential} from {self.source_ip or '?'}"
+
+
+class RegistrationTokenUse(models.Model):
+    """How often a limited registration token (the bootstrap token, a rented machine's
+    `sit_…`) has registered a node, by the token's digest. Locked while a registration claims
+    a use, so two agents racing with one token cannot both get in."""
+
+    digest = models.CharField(max_length=64, primary_key=True)
+    credential = models.CharField(max_length=16, choices=Credential.choices)
+    uses = models.PositiveIntegerField(default=0)
+    first_used_at = models.DateTimeField()
+    last_used_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.credential} token used {self.uses}x"
+
+
+class LivenessState(models.Model):
+    """The liveness sweep's memory, one row (pk 1): when it last ran, and the mass-silence
+    guard (apps/nodes/liveness.py). Locked by each sweep, so two sweeps never judge at once."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    last_sweep_at = models.DateTimeField(null=True, blank=True)
+    grace_epoch = models.DateTimeField(null=True, blank=True)
+    guard_since = models.DateTimeField(null=True, blank=True)
+    guard_reason = models.CharField(max_length=255, blank=True)
+    operator_release = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name = "liveness guard"
+
+    def __str__(self) -> str:
+        return f"guarding since {self.guard_since}" if self.guard_since else "not guarding"
+
+
+class FleetAlert(models.Model):
+    """One episode of the mass-silence guard: raised once when it engages, ended when it lets
+    go. Shown as a banner in the admin and mailed to staff; the count is the metric."""
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.CharField(max_length=32)
+    message = models.CharField(max_length=255)
+    silent_nodes = models.PositiveIntegerField()
+    fleet_nodes = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-started_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.kind} at {self.started_at:%Y-%m-%d %H:%M:%S}: {self.message}"
 
 
 class Gpu(models.Model):

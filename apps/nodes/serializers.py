@@ -90,6 +90,9 @@ class HeartbeatInput(StrictSerializer):
     gpus = serializers.ListField(child=GpuTelemetryInput(), max_length=64)
     system = SystemTelemetryInput()
     containers = serializers.ListField(child=ContainerStateInput(), max_length=1024)
+    # Replay protection (apps/nodes/heartbeat_replay.py): required from agent 0.2.0 on.
+    seq = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
+    sent_at = serializers.DateTimeField(required=False)
 
 
 class CommandAckInput(StrictSerializer):

@@ -1,4 +1,5 @@
-"""Writes for GPU hosts: registration, heartbeats, commands and liveness (DESIGN.md §4–5)."""
+"""Writes for GPU hosts: registration, heartbeats and commands (DESIGN.md §4–5). The liveness
+sweep (SUSPECT, OFFLINE after the grace, the mass-silence guard) is in `sweep.py`."""
 
 import logging
 import uuid
@@ -16,17 +17,24 @@ from apps.core.gpu_models import canonical_gpu_model
 from apps.core.secrets import secret_issue
 from apps.nodes import signals
 from apps.nodes.lifecycle import node_transition
-from apps.nodes.locks import lock_command, lock_node
+from apps.nodes.locks import lock_command, lock_node, lock_registration_token_use
 from apps.nodes.models import (
     CommandStatus,
     CommandType,
+    Credential,
     Gpu,
     Node,
     NodeCommand,
+    NodeRegistration,
     NodeStatus,
     Workload,
 )
 from apps.nodes.registration import RegistrationGrant
+from apps.nodes.sweep import (  # the liveness writes live in sweep.py; callers reach them here too
+    liveness_guard_release as liveness_guard_release,
+)
+from apps.nodes.sweep import nodes_mark_silent_offline as nodes_mark_silent_offline
+from apps.nodes.sweep import nodes_sweep_liveness as nodes_sweep_liveness
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +55,10 @@ FRESH_START: dict[str, Any] = {
 
 class CommandNotFoundError(Exception):
     pass
+
+
+class RegistrationTokenSpentError(Exception):
+    """A limited registration token was used up or has expired; the message says which."""
 
 
 @dataclass(frozen=True)
@@ -84,9 +96,42 @@ def _find_same_machine(
     return None
 
 
+def _claim_token_use(*, grant: RegistrationGrant, now: datetime) -> None:
+    """Count one use of a limited token, or refuse: over its uses, or past its lifetime."""
+    max_uses: int = settings.NODE_REGISTRATION_TOKEN_MAX_USES
+    ttl = timedelta(seconds=settings.NODE_REGISTRATION_TOKEN_TTL_S)
+    use = lock_registration_token_use(digest=grant.limited_digest, credential=grant.credential)
+    started = grant.issued_at or (use.first_used_at if use.uses else now)
+    what = "bootstrap token" if grant.credential == Credential.BOOTSTRAP else "instance token"
+    if now > started + ttl:
+        raise RegistrationTokenSpentError(
+            f"This {what} expired at {(started + ttl).isoformat(timespec='seconds')} "
+            f"({ttl.total_seconds():.0f} s after it was "
+            f"{'issued' if grant.issued_at else 'first used'}): issue a new one."
+        )
+    if use.uses >= max_uses:
+        raise RegistrationTokenSpentError(
+            f"This {what} has already registered {use.uses} node(s), its limit: bootstrap and "
+            f"instance tokens register at most {max_uses} node(s) within "
+            f"{ttl.total_seconds():.0f} s. Issue a new one."
+        )
+    if not use.uses:
+        use.first_used_at = now
+    use.uses += 1
+    use.last_used_at = now
+    use.save(update_fields=["uses", "first_used_at", "last_used_at"])
+
+
 @transaction.atomic
-def node_register(*, grant: RegistrationGrant, data: dict[str, Any]) -> RegisteredNode:
-    """Create (or re-key) the node for a registering agent and issue its token."""
+def node_register(
+    *, grant: RegistrationGrant, data: dict[str, Any], source_ip: str = ""
+) -> RegisteredNode:
+    """Create (or re-key) the node for a registering agent and issue its token. A limited
+    token (bootstrap, `sit_…`) is counted first and refused when spent; every registration is
+    recorded with its credential and source address."""
+    now = timezone.now()
+    if grant.limited_digest:
+        _claim_token_use(grant=grant, now=now)
     issued = secret_issue(prefix=NODE_TOKEN_PREFIX)
     gpus = data.get("gpus") or []
     provider_instance_id = grant.provider_instance_id or data.get("provider_instance_id") or ""
@@ -99,6 +144,7 @@ def node_register(*, grant: RegistrationGrant, data: dict[str, Any]) -> Register
         "token_prefix": issued.display_prefix,
         "token_digest": issued.digest,
         "heartbeat_interval": settings.NODE_HEARTBEAT_INTERVAL,
+        "last_heartbeat_seq": None,  # a new token starts a new sequence
         **_system_fields(data.get("system") or {}),
     }
     node = _find_same_machine(
@@ -106,6 +152,7 @@ def node_register(*, grant: RegistrationGrant, data: dict[str, Any]) -> Register
         provider_instance_id=provider_instance_id,
         gpu_uuids=[g["uuid"] for g in gpus],
     )
+    rekeyed = node is not None
     if node is None:
         node = Node.objects.create(provider_id=grant.provider_id, **fields)
     else:
@@ -115,6 +162,14 @@ def node_register(*, grant: RegistrationGrant, data: dict[str, Any]) -> Register
         node.save(update_fields=list(fields))
         node.gpus.all().delete()
         logger.info("node %s re-registered; previous token revoked", node.pk)
+    NodeRegistration.objects.create(
+        node=node,
+        credential=grant.credential,
+        credential_prefix=grant.credential_prefix,
+        source_ip=source_ip[:64],
+        hostname=node.hostname,
+        rekeyed=rekeyed,
+    )
     Gpu.objects.bulk_create(
         Gpu(
             node=node,
@@ -235,15 +290,18 @@ def node_heartbeat(
     gpus: list[dict[str, Any]],
     system: dict[str, Any],
     containers: list[dict[str, Any]],
+    now: datetime | None = None,
 ) -> HeartbeatAnswer:
     """Record one heartbeat and return the commands waiting for the node. A REGISTERING or
-    OFFLINE node comes (back) ONLINE.
+    SUSPECT node goes back to what it was (ONLINE or DRAINING) and loses nothing; an OFFLINE
+    node comes back ONLINE.
 
     This is the hottest write path (every node, every interval), so it takes no transaction of
     its own: each statement stands alone and a heartbeat cut short halfway leaves only older
-    telemetry behind. Status changes and command delivery are each atomic."""
-    now = timezone.now()
-    if node.status in (NodeStatus.REGISTERING, NodeStatus.OFFLINE):
+    telemetry behind. Status changes and command delivery are each atomic. `now` is for a
+    simulated clock; the API passes none."""
+    now = now or timezone.now()
+    if node.status in (NodeStatus.REGISTERING, NodeStatus.SUSPECT, NodeStatus.OFFLINE):
         _come_online(node=node, now=now)
     # Container reports first: an exit they carry ends the pod's billing, and a metering tick
     # running between the two writes must not bill that pod up to this newer heartbeat.
@@ -269,12 +327,15 @@ def _come_online(*, node: Node, now: datetime) -> None:
     locked = lock_node(node.pk)
     if locked.status == NodeStatus.REGISTERING:
         node_transition(node=locked, to=NodeStatus.ONLINE, reason="first heartbeat")
-    elif locked.status == NodeStatus.OFFLINE:
+    elif locked.status in (NodeStatus.SUSPECT, NodeStatus.OFFLINE):
         seen = locked.last_heartbeat_at or locked.registered_at
         silent = (now - seen).total_seconds()
-        node_transition(
-            node=locked, to=NodeStatus.ONLINE, reason=f"heartbeat after {silent:.0f} s silent"
+        back_to = (
+            NodeStatus.DRAINING
+            if locked.suspected_from == NodeStatus.DRAINING
+            else NodeStatus.ONLINE
         )
+        node_transition(node=locked, to=back_to, reason=f"heartbeat after {silent:.0f} s silent")
     node.status = locked.status
 
 
@@ -385,56 +446,6 @@ def command_ack(
         lambda: signals.command_finished.send(sender=NodeCommand, command=command)
     )
     return command
-
-
-def nodes_mark_silent_offline(*, now: datetime | None = None) -> list[uuid.UUID]:
-    """Mark OFFLINE every node that missed NODE_MISSED_HEARTBEATS_OFFLINE heartbeats in a
-    row. Safe to run concurrently: each node is re-checked under its row lock."""
-    now = now or timezone.now()
-    missed = settings.NODE_MISSED_HEARTBEATS_OFFLINE
-    shortest = (
-        Node.objects.order_by("heartbeat_interval")
-        .values_list("heartbeat_interval", flat=True)
-        .first()
-    )
-    if shortest is None:
-        return []
-    horizon = now - timedelta(seconds=shortest * missed)
-    candidates = Node.objects.filter(
-        status__in=(NodeStatus.ONLINE, NodeStatus.DRAINING, NodeStatus.REGISTERING)
-    ).filter(last_heartbeat_at__lt=horizon) | Node.objects.filter(
-        status=NodeStatus.REGISTERING, last_heartbeat_at__isnull=True, registered_at__lt=horizon
-    )
-    marked = []
-    for candidate_id in candidates.values_list("pk", flat=True):
-        with transaction.atomic():
-            node = lock_node(candidate_id)
-            seen = node.last_heartbeat_at or node.registered_at
-            silent = (now - seen).total_seconds()
-            limit = node.heartbeat_interval * missed
-            if (
-                node.status not in (NodeStatus.ONLINE, NodeStatus.DRAINING, NodeStatus.REGISTERING)
-                or silent <= limit
-            ):
-                continue
-            reason = (
-                f"no heartbeat for {silent:.0f} s ({missed} missed intervals of "
-                f"{node.heartbeat_interval} s)"
-            )
-            node_transition(node=node, to=NodeStatus.OFFLINE, reason=reason)
-            transaction.on_commit(
-                partial(
-                    signals.node_went_offline.send,
-                    sender=Node,
-                    node=node,
-                    last_heartbeat_at=seen,
-                    reason=reason,
-                )
-            )
-            marked.append(node.pk)
-    if marked:
-        logger.warning("marked %d silent node(s) offline: %s", len(marked), marked)
-    return marked
 
 
 @transaction.atomic

@@ -4,7 +4,8 @@ registers the node under its provider (settings.NODE_REGISTRATION_RESOLVERS)."""
 from django.utils import timezone
 
 from apps.core.secrets import secret_digest
-from apps.nodes.registration import RegistrationGrant
+from apps.nodes.models import Credential
+from apps.nodes.registration import RegistrationGrant, credential_prefix
 from apps.providers.models import ProviderKey
 from apps.providers.services.keys import PROVIDER_KEY_PREFIX
 
@@ -22,4 +23,8 @@ def provider_key_grant(raw_token: str) -> RegistrationGrant | None:
     if key is None:
         return None
     ProviderKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
-    return RegistrationGrant(provider_id=key.provider_id)
+    return RegistrationGrant(
+        provider_id=key.provider_id,
+        credential=Credential.PROVIDER_KEY,
+        credential_prefix=credential_prefix(raw_token),
+    )

@@ -74,9 +74,11 @@ def provider_balances(
 
 
 def provider_nodes(provider: Provider) -> QuerySet[Node]:
+    """The provider's nodes, each with its GPUs and its registrations (every use of a `pk_…`
+    key shows: one the provider did not make is a leaked key)."""
     return (
         Node.objects.filter(provider_id=provider.pk)
-        .prefetch_related("gpus")
+        .prefetch_related("gpus", "registrations")
         .annotate(
             gpu_utilization=Avg("gpus__utilization_pct"),
             gpu_total=Count("gpus", distinct=True),

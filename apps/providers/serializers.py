@@ -110,6 +110,23 @@ class ProviderNodeOutput(serializers.Serializer):
     gpus = serializers.SerializerMethodField()
     gpus_rented = serializers.IntegerField()
     gpu_utilization_pct = serializers.SerializerMethodField()
+    registrations = serializers.SerializerMethodField(
+        help_text="Every registration of this node, newest first: when, with which key "
+        "(its first characters), from which address, and whether it re-keyed the node."
+    )
+
+    def get_registrations(self, node: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "at": r.at.isoformat(),
+                "credential": r.credential,
+                "credential_prefix": r.credential_prefix,
+                "source_ip": r.source_ip,
+                "hostname": r.hostname,
+                "rekeyed": r.rekeyed,
+            }
+            for r in node.registrations.all()
+        ]
 
     def get_gpus(self, node: Any) -> list[dict[str, Any]]:
         return [

@@ -51,9 +51,14 @@ def provider_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpRe
     return wrapped
 
 
-def install_command(request: HttpRequest, raw_key: str) -> str:
+def install_command(request: HttpRequest) -> str:
+    """The one-liner: it waits for the key to be pasted, so the key never lands in the shell's
+    history or on a command line that `ps` shows (install.sh refuses it as an argument)."""
     url = request.build_absolute_uri(reverse("nodes-install"))
-    return f"curl -sSL {url} | sudo bash -s -- --provider-key={raw_key}"
+    return (
+        "read -rsp 'Provider key: ' GCO_PROVIDER_KEY && export GCO_PROVIDER_KEY && "
+        f"curl -fsSL {url} | sudo -E bash"
+    )
 
 
 # --- payout method fields (PayPal email, or a stablecoin wallet) ---------------------------------
@@ -156,7 +161,7 @@ def register(request: HttpRequest) -> HttpResponse:
             {
                 "provider": registered.provider,
                 "created": registered.key,
-                "install": install_command(request, registered.key.raw),
+                "install": install_command(request),
             },
             status=201,
         )
@@ -180,7 +185,7 @@ def keys(request: HttpRequest, provider: Provider) -> HttpResponse:
             "form": form,
             "keys": ProviderKey.objects.filter(provider=provider).order_by("-created_at"),
             "created": created,
-            "install": install_command(request, created.raw) if created else None,
+            "install": install_command(request) if created else None,
         },
         status=400 if form.errors else (201 if created else 200),
     )

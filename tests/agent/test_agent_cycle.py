@@ -82,7 +82,7 @@ def test_answer_runs_commands_once_and_reconciles(
     assert (done.id, body["status"]) == (command["id"], "succeeded")
     assert agent.interval == 5.0
     payload = agent.heartbeat_payload()
-    assert set(payload) == {"gpus", "system", "containers"}
+    assert set(payload) == {"gpus", "system", "containers", "seq", "sent_at"}
     [state] = payload["containers"]
     assert set(state) == CONTAINER_FIELDS
     assert (state["pod_id"], state["state"]) == (pod, "running")
@@ -132,3 +132,16 @@ def test_a_bad_command_fails_with_the_field_named(agent: Agent) -> None:
     assert body["status"] == "failed"
     assert body["error"].startswith("invalid payload: image:")
     assert body["result"] == {}
+
+
+def test_every_heartbeat_carries_a_larger_seq_and_the_send_time(agent: Agent) -> None:
+    # given an agent whose wall clock stands still (or went back after a restart)
+    agent.wall_clock = lambda: 1_780_000_000.0
+
+    # when it builds three heartbeats
+    payloads = [agent.heartbeat_payload() for _ in range(3)]
+
+    # then their sequence numbers only grow, and each says when it was sent
+    seqs = [p["seq"] for p in payloads]
+    assert seqs == sorted(set(seqs)) and seqs[0] == 1_780_000_000_000_000
+    assert payloads[0]["sent_at"] == "2026-05-28T20:26:40.000+00:00"

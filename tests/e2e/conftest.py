@@ -70,6 +70,7 @@ class AgentProcess:
 def agent_env(live_server, settings, tmp_path) -> Iterator[Callable[[], AgentProcess]]:
     settings.NODE_BOOTSTRAP_TOKEN = BOOTSTRAP
     settings.NODE_HEARTBEAT_INTERVAL = 1
+    settings.NODE_OFFLINE_GRACE_S = 5  # a stopped agent's node goes OFFLINE within the test
     started: list[AgentProcess] = []
 
     def start() -> AgentProcess:

@@ -10,6 +10,9 @@ FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "gpu"
 @pytest.fixture(autouse=True)
 def _bootstrap_token(settings):
     settings.NODE_BOOTSTRAP_TOKEN = BOOTSTRAP
+    # Most tests here register several hosts with the one bootstrap token; the tests of the
+    # token's limit (test_registration_tokens.py) set the real default back.
+    settings.NODE_REGISTRATION_TOKEN_MAX_USES = 50
 
 
 def h100_registration(**overrides):

@@ -1,6 +1,7 @@
 """Operator node list, users' available GPUs, install script and agent wheel, schedule."""
 
 import io
+import os
 import subprocess
 import sys
 import uuid
@@ -75,9 +76,14 @@ def test_available_counts_free_gpus_by_model_with_price(api_client, user):
     assert api_client.get("/api/v1/nodes/available").status_code == 401
 
 
-def run_installer(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_installer(script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["bash", "-s", "--", *args], input=script, capture_output=True, text=True, timeout=30
+        ["bash", "-s", "--", *args],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], **env},
     )
 
 
@@ -87,13 +93,14 @@ def test_install_script_is_readable_and_refuses_without_a_key(client, settings):
     assert response.status_code == 200
     script = response.content.decode()
     assert script.startswith("#!/usr/bin/env bash")
-    assert 'SERVER="http://127.0.0.1:8000"' in script and "systemctl enable" in script
+    assert 'server="${GCO_SERVER:-http://127.0.0.1:8000}"' in script
+    assert "systemctl enable" in script
 
     no_key = run_installer(script)
-    assert no_key.returncode == 1 and "missing --provider-key" in no_key.stderr
-    bad_key = run_installer(script, "--provider-key=sk_wrong")
-    assert bad_key.returncode == 1 and "must start with pk_" in bad_key.stderr
-    bad_server = run_installer(script, "--provider-key=pk_x", "--server=ftp://x")
+    assert no_key.returncode == 1 and "no enrolment key" in no_key.stderr
+    in_argv = run_installer(script, "--provider-key=pk_x")
+    assert in_argv.returncode == 1 and "never pass the key as an argument" in in_argv.stderr
+    bad_server = run_installer(script, "--server=ftp://x", GCO_PROVIDER_KEY="pk_x")
     assert bad_server.returncode == 1 and "http(s) URL" in bad_server.stderr
     unknown = run_installer(script, "--frobnicate")
     assert unknown.returncode == 1 and "unknown argument" in unknown.stderr
@@ -101,7 +108,7 @@ def test_install_script_is_readable_and_refuses_without_a_key(client, settings):
 
 def test_agent_wheel_installs_and_imports(client, tmp_path):
     script = client.get("/api/v1/nodes/install.sh").content.decode()
-    filename = script.split("/api/v1/nodes/agent/")[1].split('"')[0]
+    filename = script.split('wheel_name="')[1].split('"')[0]
     response = client.get(f"/api/v1/nodes/agent/{filename}")
     assert response.status_code == 200
     wheel = tmp_path / filename
@@ -144,4 +151,4 @@ def test_schedule_sync_is_idempotent():
     second = schedule_sync()
     assert first["created"] >= 1 and second["created"] == 0
     task = PeriodicTask.objects.get(task="nodes.mark_silent_offline")
-    assert (task.interval.every, task.expire_seconds) == (30, 45)
+    assert (task.interval.every, task.expire_seconds) == (10, 15)

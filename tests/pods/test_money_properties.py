@@ -796,6 +796,11 @@ def test_money_invariants_hold_under_random_pod_lifecycles(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.STRIPE_WEBHOOK_SECRET = WEBHOOK_SECRET
     settings.NODE_HEARTBEAT_INTERVAL = HEARTBEAT_S
+    # Money, not liveness: a node is condemned at OFFLINE_AFTER, and neither the mass-silence
+    # guard nor the sweep's own gaps (time jumps here) hold it back (tests/nodes covers those).
+    settings.NODE_OFFLINE_GRACE_S = int(OFFLINE_AFTER.total_seconds())
+    settings.NODE_MASS_SILENCE_PERCENT = 100
+    settings.NODE_LIVENESS_SWEEP_GAP_S = 10**9
     settings.PROVIDER_DEFAULT_FEE_PERCENT = FEE_PERCENT
     settings.POD_CAPACITY_SOURCES = ["apps.pods.scheduler.community_nodes"]
     run_state_machine_as_test(

@@ -46,7 +46,8 @@ def test_register_shows_the_key_once_with_the_installer(browser, user):
     raw = re.search(r"(pk_[A-Za-z0-9_\-]+)", html).group(1)
     provider = Provider.objects.get(owner=user)
     assert provider.payout_details == {"email": "rigs@example.com"}
-    assert f"/api/v1/nodes/install.sh | sudo bash -s -- --provider-key={raw}" in html
+    assert "export GCO_PROVIDER_KEY &amp;&amp; curl -fsSL http" in html
+    assert "/api/v1/nodes/install.sh | sudo -E bash" in html
     key = ProviderKey.objects.get(provider=provider)
     assert raw.startswith(key.prefix) and raw not in key.digest
     # Shown once: the keys page lists the prefix only.
@@ -73,7 +74,8 @@ def test_register_names_the_bad_field_and_creates_nothing(browser, user):
 
 def test_keys_create_and_revoke(provider_client, provider):
     created = provider_client.post("/provider/keys/", {"name": "rack 2"})
-    assert created.status_code == 201 and "--provider-key=pk_" in created.content.decode()
+    page = created.content.decode()
+    assert created.status_code == 201 and "pk_" in page and "--provider-key" not in page
     key = ProviderKey.objects.get(provider=provider, name="rack 2")
     assert provider_client.post(f"/provider/keys/{key.pk}/revoke").status_code == 302
     key.refresh_from_db()
