@@ -11,6 +11,7 @@ to the database on the request path. Every refusal has OpenAI's error body and s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -25,6 +26,7 @@ from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from ninja import NinjaAPI, Router
 from pydantic import BaseModel, ValidationError
 
+from apps.core.apidocs import LocalSwagger
 from apps.proxy import schemas
 from apps.proxy.routing import (
     DeploymentRoute,
@@ -45,6 +47,7 @@ api = NinjaAPI(
     version="1",
     urls_namespace="openai",
     description="Point the official `openai` SDK at `/v1` with a deployment key (`sk_…`).",
+    docs=LocalSwagger(),
 )
 v1 = Router(tags=["openai"])
 
@@ -158,30 +161,39 @@ def sse_error(message: str, code: str) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
+# A streamed piece of generated text: a chat delta's or a completion choice's non-empty
+# `content` / `text` (`"reasoning_content"` and empty or null values do not match).
+_CONTENT_PIECE = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
+
+
 class _Usage:
     """Token counts found in an SSE stream: the `usage` object when the server sends one
-    (OpenAI's `stream_options.include_usage`), else the number of content events."""
+    (OpenAI's `stream_options.include_usage`), else the number of pieces of generated text
+    (one token each, as vLLM and llama.cpp stream them; a role-only first chunk, the final
+    `finish_reason` chunk and `[DONE]` carry none)."""
 
     def __init__(self) -> None:
         self.prompt = 0
         self.completion = 0
-        self.events = 0
-        self._tail = b""
+        self.pieces = 0
+        self._partial = b""
 
     def feed(self, chunk: bytes) -> None:
-        self.events += chunk.count(b"data:")
-        if b'"usage"' not in chunk and b'"usage"' not in self._tail + chunk[:16]:
-            self._tail = chunk[-16:]
-            return
-        for line in (self._tail + chunk).split(b"\n"):
-            if line.startswith(b"data:") and b'"usage"' in line:
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > 1 << 20:  # no newline in a megabyte: not SSE worth reading
+            self._partial = b""
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            if b'"usage"' in line:
                 try:
                     prompt, completion = _usage_of(json.loads(line[5:]))
                 except ValueError:
-                    continue
+                    prompt = completion = 0
                 if prompt or completion:
                     self.prompt, self.completion = prompt, completion
-        self._tail = chunk[-16:]
+            self.pieces += len(_CONTENT_PIECE.findall(line))
 
 
 async def forward(
@@ -238,16 +250,21 @@ async def forward(
         return HttpResponse(body, status=upstream.status_code, headers=_headers_of(call))
 
     is_sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+    # Replicas are asked for identity (upstream.py); one that compresses anyway is decoded here,
+    # since the client is sent the body without the replica's Content-Encoding.
+    encoded = upstream.headers.get("content-encoding", "identity").lower() != "identity"
+    chunks = upstream.aiter_bytes() if encoded else upstream.aiter_raw()
 
     async def relay() -> AsyncIterator[bytes]:
         usage = _Usage()
         first_byte_ms: float | None = None
         error = ""
         try:
-            async for chunk in upstream.aiter_raw():
+            async for chunk in chunks:
                 if first_byte_ms is None:
                     first_byte_ms = (time.perf_counter() - started) * 1000
-                usage.feed(chunk)
+                if is_sse:
+                    usage.feed(chunk)
                 yield chunk
         except httpx.HTTPError as exc:
             # The replica died mid-stream. What was sent cannot be taken back, so no retry: end
@@ -259,6 +276,9 @@ async def forward(
                 yield sse_error(
                     "The model server stopped in the middle of the answer; retry.", error
                 )
+        except (GeneratorExit, asyncio.CancelledError):
+            error = "client_cancelled"  # the client hung up mid-stream (ProxyASGIHandler)
+            raise
         finally:
             await call.aclose()
             usage_buffer.record(
@@ -270,7 +290,7 @@ async def forward(
                     latency_ms=(time.perf_counter() - started) * 1000,
                     first_byte_ms=first_byte_ms,
                     prompt_tokens=usage.prompt,
-                    completion_tokens=usage.completion or max(0, usage.events - 2),
+                    completion_tokens=usage.completion or usage.pieces,
                     streamed=True,
                     error=error,
                 )
