@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.proxy.asgi_calls import CountingReceive, call, http_scope
+from tests.core.asgi_inprocess import CountingReceive, call, http_scope
 
 pytestmark = pytest.mark.asyncio
 
