@@ -56,7 +56,11 @@ class CountingReceive:
         if self.bytes_read < self.total:
             piece = next(self._pieces_left)
             self.bytes_read += len(piece)
-            return {"type": "http.request", "body": piece, "more_body": self.bytes_read < self.total}
+            return {
+                "type": "http.request",
+                "body": piece,
+                "more_body": self.bytes_read < self.total,
+            }
         if self.calls == 1:
             return {"type": "http.request", "body": b"", "more_body": False}
         await self._closed.wait()
