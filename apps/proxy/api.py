@@ -303,6 +303,66 @@ async def forward(
     return response
 
 
+# --- what the schema says (the views read their bodies themselves) -----------------------------
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_ERRORS = {
+    400: "The body is not valid JSON or a field is invalid (`param` names it).",
+    401: "No valid deployment key.",
+    404: "The key's deployment does not serve this model or endpoint.",
+    413: "The body is over PROXY_MAX_BODY_BYTES.",
+    429: "The deployment's per-minute limit is reached; retry after `Retry-After`.",
+    502: "The model server answered with an error.",
+    503: "No replica of the deployment is ready.",
+    504: "The model server did not answer in time.",
+}
+_AUDIO_UPLOAD = {
+    "type": "object",
+    "required": ["file", "model"],
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "model": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+
+def documented(body: type[BaseModel] | dict[str, Any] | None, *codes: int) -> dict[str, Any]:
+    """`openapi_extra` for an endpoint: its request body (JSON from a schema, or a multipart
+    form) and its error answers in OpenAI's shape."""
+    extra: dict[str, Any] = {
+        "responses": {
+            str(code): {
+                "description": _ERRORS[code],
+                "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+            }
+            for code in codes or _ERRORS
+        }
+    }
+    if isinstance(body, dict):
+        content = {"multipart/form-data": {"schema": body}}
+    elif body is not None:
+        content = {"application/json": {"schema": body.model_json_schema()}}
+    if body is not None:
+        extra["requestBody"] = {"required": True, "content": content}
+    return extra
+
+
 # --- endpoints ----------------------------------------------------------------------------------
 
 
@@ -329,21 +389,21 @@ async def _forward_json(
     )
 
 
-@v1.post("/chat/completions")
+@v1.post("/chat/completions", openapi_extra=documented(schemas.ChatCompletionIn))
 async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     return await _forward_json(
         request, schema=schemas.ChatCompletionIn, capability="chat", endpoint="chat/completions"
     )
 
 
-@v1.post("/completions")
+@v1.post("/completions", openapi_extra=documented(schemas.CompletionIn))
 async def completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     return await _forward_json(
         request, schema=schemas.CompletionIn, capability="completions", endpoint="completions"
     )
 
 
-@v1.post("/embeddings")
+@v1.post("/embeddings", openapi_extra=documented(schemas.EmbeddingsIn))
 async def embeddings(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     return await _forward_json(
         request,
@@ -354,7 +414,7 @@ async def embeddings(request: HttpRequest) -> HttpResponse | StreamingHttpRespon
     )
 
 
-@v1.post("/audio/speech")
+@v1.post("/audio/speech", openapi_extra=documented(schemas.SpeechIn))
 async def audio_speech(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     return await _forward_json(
         request,
@@ -365,7 +425,7 @@ async def audio_speech(request: HttpRequest) -> HttpResponse | StreamingHttpResp
     )
 
 
-@v1.post("/audio/transcriptions")
+@v1.post("/audio/transcriptions", openapi_extra=documented(_AUDIO_UPLOAD))
 async def audio_transcriptions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     content_type = request.headers.get("Content-Type", "")
     if not content_type.startswith("multipart/form-data"):
@@ -392,7 +452,7 @@ async def audio_transcriptions(request: HttpRequest) -> HttpResponse | Streaming
     )
 
 
-@v1.post("/images/generations")
+@v1.post("/images/generations", openapi_extra=documented(schemas.ImageGenerationIn))
 async def images_generations(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     return await _forward_json(
         request,
@@ -407,14 +467,14 @@ def _model_out(route: DeploymentRoute) -> dict[str, Any]:
     return {"id": route.model_name, "object": "model", "created": route.created, "owned_by": "you"}
 
 
-@v1.get("/models", response=schemas.ModelListOut)
+@v1.get("/models", response=schemas.ModelListOut, openapi_extra=documented(None, 401, 404))
 async def models(request: HttpRequest) -> dict[str, Any]:
     identity = await router.authenticate(credential(request))
     route = await router.deployment_route(identity)
     return {"object": "list", "data": [_model_out(route)]}
 
 
-@v1.get("/models/{model}", response=schemas.ModelOut)
+@v1.get("/models/{model}", response=schemas.ModelOut, openapi_extra=documented(None, 401, 404))
 async def model_detail(request: HttpRequest, model: str) -> dict[str, Any]:
     identity = await router.authenticate(credential(request))
     route = await router.deployment_route(identity)
