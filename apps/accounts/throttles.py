@@ -37,7 +37,7 @@ def _subjects(request: HttpRequest, email: str) -> tuple[str, str]:
 def _locked(wait: int) -> Throttled:
     return Throttled(
         wait=wait,
-        detail=f"Too many failed logins; retry in {wait} s.",  # type: ignore[arg-type]
+        detail=f"Too many failed logins; retry in {wait} s.",
     )
 
 
@@ -72,5 +72,5 @@ def register_guard(request: HttpRequest, *, email: str) -> None:
         if not verdict.allowed:
             raise Throttled(
                 wait=verdict.retry_after,
-                detail=f"Too many registration attempts; retry in {verdict.retry_after} s.",  # type: ignore[arg-type]
+                detail=f"Too many registration attempts; retry in {verdict.retry_after} s.",
             )

@@ -31,7 +31,9 @@ class ErrorDetailOutput(serializers.Serializer):
     status = serializers.IntegerField()
     code = serializers.CharField()
     message = serializers.CharField()
-    fields = serializers.DictField(
+    # The metaclass takes declared fields out of the class, so this does not shadow
+    # Serializer.fields at run time; only the type checker sees the name clash.
+    fields = serializers.DictField(  # type: ignore[assignment]
         child=serializers.CharField(), required=False, help_text="Each bad field: what is wrong."
     )
 

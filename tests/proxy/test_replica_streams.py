@@ -132,3 +132,11 @@ def test_completion_tokens_match_the_replica_with_or_without_include_usage(proxy
 
     rows = wait_for(both_rows, "both usage rows")
     assert [row.completion_tokens for row in rows] == [len(TOKENS), len(TOKENS)]
+
+
+def test_httpx_does_not_log_each_proxied_request():
+    """One access line per request is enough: httpx's own INFO line per call is silenced."""
+    import logging
+
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    assert logging.getLogger("httpx").isEnabledFor(logging.WARNING)
