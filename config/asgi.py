@@ -11,18 +11,25 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from apps.core.asgi import BoundedConcurrency, BrowserOriginValidator  # noqa: E402
+from apps.core.asgi import (  # noqa: E402
+    BoundedConcurrency,
+    BrowserOriginValidator,
+    BufferedChunkedBody,
+)
 from apps.proxy.asgi import ProxyRouter  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # /v1 (the model proxy) bypasses the bound and the sync middleware: apps/proxy/asgi.py
+        # /v1 (the model proxy) bypasses the bound and the sync middleware: apps/proxy/asgi.py.
+        # A chunked body is read (and capped) before the request takes one of the bound's slots.
         "http": ProxyRouter(
-            BoundedConcurrency(
-                django_asgi_app,
-                settings.WEB_MAX_CONCURRENT_REQUESTS,
-                queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+            BufferedChunkedBody(
+                BoundedConcurrency(
+                    django_asgi_app,
+                    settings.WEB_MAX_CONCURRENT_REQUESTS,
+                    queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+                )
             )
         ),
         "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns)),

@@ -184,7 +184,13 @@ ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="mandatory")
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
-ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
+# The portal's (allauth) limits; "key" is the email address asked for, known or not.
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": "10/m/ip,5/5m/key",
+    "signup": "20/m/ip",
+    "reset_password": "20/m/ip,5/m/key",
+    "reset_password_from_key": "20/m/ip",
+}
 
 JWT_ALGORITHM = "HS256"
 JWT_LIFETIME = timedelta(hours=env.int("JWT_LIFETIME_HOURS", default=24))
@@ -206,9 +212,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["apps.core.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.core.schema.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "apps.core.errors.api_exception_handler",
@@ -408,6 +414,29 @@ MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 # Number of proxies in front of us whose X-Forwarded-For entries we trust (0: use REMOTE_ADDR).
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+ALLAUTH_TRUSTED_PROXY_COUNT = TRUSTED_PROXY_COUNT
+# A credential picks the rate-limit bucket only once one of these verifies it (each answers
+# who it belongs to, or None); everything else is counted against the client's IP.
+RATE_LIMIT_IDENTITY_RESOLVERS = [
+    "apps.accounts.authentication.rate_limit_identity",
+    "apps.nodes.authentication.rate_limit_identity",
+]
+RATE_LIMIT_IDENTITY_CACHE_S = env.int("RATE_LIMIT_IDENTITY_CACHE_S", default=60)
+# API login back-off (apps/accounts/throttles.py): per account and per client IP, this many
+# failures in WINDOW_S are free, then a lock of BASE_LOCK_S doubling per failure up to MAX_LOCK_S.
+AUTH_LOGIN_ACCOUNT_LOCK = {
+    "FREE_FAILURES": env.int("AUTH_LOGIN_ACCOUNT_FREE_FAILURES", default=5),
+    "WINDOW_S": env.int("AUTH_LOGIN_WINDOW_S", default=900),
+    "BASE_LOCK_S": env.float("AUTH_LOGIN_BASE_LOCK_S", default=30.0),
+    "MAX_LOCK_S": env.float("AUTH_LOGIN_MAX_LOCK_S", default=900.0),
+}
+AUTH_LOGIN_IP_LOCK = {
+    **AUTH_LOGIN_ACCOUNT_LOCK,
+    "FREE_FAILURES": env.int("AUTH_LOGIN_IP_FREE_FAILURES", default=20),
+}
+# API registrations per client IP and per email address.
+AUTH_REGISTER_RATES_PER_IP = env.list("AUTH_REGISTER_RATES_PER_IP", default=["10/h"])
+AUTH_REGISTER_RATES_PER_ACCOUNT = env.list("AUTH_REGISTER_RATES_PER_ACCOUNT", default=["3/h"])
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "strict-origin-when-cross-origin"
@@ -449,7 +478,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # httpx logs every request it sends at INFO: one line per proxied call on top of the
+        # access log. Its warnings and errors still show.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
 }
 
 # --- Model catalog and the OpenAI-compatible proxy (apps.catalog, apps.proxy) -------------------

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts import serializers as s
+from apps.accounts import throttles
 from apps.accounts.jwt import jwt_issue
 from apps.accounts.models import ApiKey
 from apps.accounts.services import EmailTakenError, api_key_create, api_key_revoke, user_register
@@ -38,6 +39,7 @@ class RegisterView(PublicView):
     def post(self, request: Request) -> Response:
         data = s.RegisterInput(data=request.data)
         data.is_valid(raise_exception=True)
+        throttles.register_guard(request._request, email=data.validated_data["email"])
         try:
             user = user_register(**data.validated_data)
         except DjangoValidationError as exc:
@@ -57,13 +59,13 @@ class LoginView(PublicView):
     def post(self, request: Request) -> Response:
         data = s.LoginInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(
-            request._request,
-            email=data.validated_data["email"].lower(),
-            password=data.validated_data["password"],
-        )
+        email = data.validated_data["email"].lower()
+        throttles.login_guard(request._request, email=email)
+        user = authenticate(request._request, email=email, password=data.validated_data["password"])
         if user is None:
+            throttles.login_failed(request._request, email=email)
             raise exceptions.AuthenticationFailed("Invalid email or password.")
+        throttles.login_succeeded(request._request, email=email)
         return Response(_token_body(user))
 
 

@@ -4,12 +4,14 @@
 from typing import Any
 
 import jwt
+from django.http import HttpRequest
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from apps.accounts.jwt import jwt_decode
-from apps.accounts.models import User
+from apps.accounts.models import ApiKey, User
 from apps.accounts.services import API_KEY_PREFIX, api_key_authenticate
+from apps.core.secrets import secret_digest
 
 
 def _user_for_key(raw: str) -> tuple[User, Any]:
@@ -53,3 +55,27 @@ class ApiKeyHeaderAuthentication(authentication.BaseAuthentication):
         if not raw.startswith(API_KEY_PREFIX):
             return None
         return _user_for_key(raw)
+
+
+def rate_limit_identity(request: HttpRequest) -> str | None:
+    """For the rate limiter (RATE_LIMIT_IDENTITY_RESOLVERS): "apikey:<id>" for a valid personal
+    API key, "user:<id>" for a valid JWT, None for anything that does not verify."""
+    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else ""
+    for raw in (bearer, request.META.get("HTTP_X_API_KEY", "").strip()):
+        if raw.startswith(API_KEY_PREFIX):
+            key_id = (
+                ApiKey.objects.active()
+                .filter(digest=secret_digest(raw), user__is_active=True)
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if key_id is not None:
+                return f"apikey:{key_id}"
+    if bearer.count(".") == 2:
+        try:
+            claims = jwt_decode(bearer)
+        except jwt.InvalidTokenError:
+            return None
+        return f"user:{claims['sub']}"
+    return None

@@ -2,7 +2,6 @@
 raw bytes, there is no session or API key to check (the signature is the authentication), and
 no CSRF token (Stripe is not a browser)."""
 
-import json
 import logging
 
 import stripe
@@ -14,6 +13,7 @@ from django.views.decorators.http import require_POST
 from apps.billing.services import StripeEventError, topup_from_checkout_event
 from apps.billing.services.topups import PAID_SESSION_EVENTS
 from apps.core.errors import json_error
+from apps.core.parsers import json_loads
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
     except UnicodeDecodeError:
         return json_error(status_code=400, code="malformed", message="The body is not UTF-8.")
     try:
-        event = json.loads(payload)
+        event = json_loads(payload)
     except ValueError:
         return json_error(status_code=400, code="malformed", message="The body is not JSON.")
     if not isinstance(event, dict) or event.get("object") != "event":

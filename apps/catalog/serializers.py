@@ -114,7 +114,7 @@ class DeployInput(serializers.Serializer):
 
 
 class ReplicaOutput(serializers.ModelSerializer):
-    pod_status = serializers.CharField(source="pod.status", default=None)
+    pod_status = serializers.CharField(source="pod.status", default=None, allow_null=True)
 
     class Meta:
         model = Replica

@@ -2,11 +2,15 @@
 limits. Input validation itself is the serializers' job; nothing here pattern-matches payloads
 (prompts legitimately contain `DROP TABLE` and `<script>`)."""
 
+import hashlib
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache as django_cache
 from django.http import HttpRequest, HttpResponse
+from django.utils.module_loading import import_string
 
 from apps.core.errors import json_error
 from apps.core.ratelimit import Verdict, client_bucket, rate_limit_hit
@@ -87,18 +91,43 @@ def client_ip(request: HttpRequest) -> str:
     return str(request.META.get("REMOTE_ADDR") or "unknown")
 
 
-def request_credential(request: HttpRequest) -> str | None:
-    auth = request.META.get("HTTP_AUTHORIZATION", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    return request.META.get("HTTP_X_API_KEY") or request.META.get("HTTP_X_AGENT_API_KEY") or None
+CREDENTIAL_HEADERS = ("HTTP_AUTHORIZATION", "HTTP_X_API_KEY", "HTTP_X_AGENT_API_KEY")
+
+
+@cache
+def _identity_resolvers(paths: tuple[str, ...]) -> tuple[Callable[[HttpRequest], Any], ...]:
+    return tuple(import_string(path) for path in paths)
+
+
+def verified_identity(request: HttpRequest) -> str | None:
+    """Who the request's credential belongs to ("apikey:<id>", "user:<id>", "node:<id>"), when
+    it carries one that verifies; None otherwise. Each RATE_LIMIT_IDENTITY_RESOLVERS entry
+    checks the credentials of its app (a digest lookup, a JWT signature). A verified answer is
+    cached for RATE_LIMIT_IDENTITY_CACHE_S under a hash of the credential headers, so a steady
+    client costs one cache read; a made-up credential is looked up every time (it never
+    verifies) and counted against the IP."""
+    material = "\n".join(str(request.META.get(name, "")) for name in CREDENTIAL_HEADERS)
+    if not material.strip():
+        return None
+    cache_key = "rlid:" + hashlib.sha256(material.encode()).hexdigest()[:40]
+    identity = django_cache.get(cache_key)
+    if identity:
+        return str(identity)
+    for resolve in _identity_resolvers(tuple(settings.RATE_LIMIT_IDENTITY_RESOLVERS)):
+        identity = resolve(request)
+        if identity:
+            django_cache.set(cache_key, identity, settings.RATE_LIMIT_IDENTITY_CACHE_S)
+            return str(identity)
+    return None
 
 
 class RateLimitMiddleware(HookMiddleware):
-    """RATE_LIMITS (default 60/m and 1000/h) per API credential, or per client IP for requests
-    without one. Health checks and static files are exempt. Every counted response carries
-    X-RateLimit-Limit/Remaining/Reset (Reset in epoch seconds); a refused one is a 429 with
-    Retry-After."""
+    """RATE_LIMITS (default 60/m and 1000/h) per verified API credential, or per client IP for
+    requests without one. A credential only chooses the bucket once it verifies (see
+    `verified_identity`): a made-up `Authorization` or `X-API-Key` counts against the IP like
+    no credential at all, so it cannot buy a fresh bucket. Health checks and static files are
+    exempt. Every counted response carries X-RateLimit-Limit/Remaining/Reset (Reset in epoch
+    seconds); a refused one is a 429 with Retry-After."""
 
     def _exempt(self, request: HttpRequest) -> bool:
         return not settings.RATE_LIMIT_ENABLED or request.path.startswith(
@@ -106,7 +135,7 @@ class RateLimitMiddleware(HookMiddleware):
         )
 
     def _bucket(self, request: HttpRequest) -> str:
-        return client_bucket(credential=request_credential(request), ip=client_ip(request))
+        return client_bucket(identity=verified_identity(request), ip=client_ip(request))
 
     def before(self, request: HttpRequest) -> HttpResponse | None:
         if self._exempt(request):

@@ -1,9 +1,10 @@
 """Fixed-window rate limiting shared by every web process.
 
-Each client (an API credential when the request carries one, else its IP address) has one counter
-per window (`60/m`, `1000/h`, ...). With Redis the counters for all windows are bumped in one
-pipelined round trip, so every web process sees the same counts; without Redis they live in the
-process's local-memory cache (the embedded default, one process)."""
+Each client (a verified API credential when the request carries one, else its IP address: see
+`apps.core.middleware.RateLimitMiddleware`) has one counter per window (`60/m`, `1000/h`, ...).
+With Redis the counters for all windows are bumped in one pipelined round trip, so every web
+process sees the same counts; without Redis they live in the process's local-memory cache (the
+embedded default, one process)."""
 
 import hashlib
 import logging
@@ -103,9 +104,11 @@ def _bump_local(keys: list[tuple[str, int]]) -> list[int]:
     return counts
 
 
-def client_bucket(*, credential: str | None, ip: str) -> str:
-    if credential:
-        return "key:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
+def client_bucket(*, identity: str | None, ip: str) -> str:
+    """`identity` is who a *verified* credential belongs to (e.g. "apikey:<id>"); a request
+    without one is counted against its IP."""
+    if identity:
+        return "id:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
     return "ip:" + ip
 
 
@@ -116,10 +119,16 @@ def _window_keys(bucket: str, now: float, limits: tuple[Limit, ...]) -> list[tup
     ]
 
 
-def rate_limit_hit(bucket: str, now: float | None = None) -> Verdict:
-    """Count one request for `bucket` against every configured window."""
+def parse_limits(texts: list[str] | tuple[str, ...]) -> tuple[Limit, ...]:
+    return _parse_limits(tuple(texts))
+
+
+def rate_limit_hit(
+    bucket: str, now: float | None = None, limits: tuple[Limit, ...] | None = None
+) -> Verdict:
+    """Count one request for `bucket` against every window of `limits` (default: RATE_LIMITS)."""
     now = time.time() if now is None else now
-    limits = configured_limits()
+    limits = configured_limits() if limits is None else limits
     counts = _bump(_window_keys(bucket, now, limits))
     if counts is None:
         counts = [0] * len(limits)

@@ -62,3 +62,18 @@ class IsAgent(permissions.BasePermission):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         return isinstance(request.auth, Node)
+
+
+def rate_limit_identity(request: HttpRequest) -> str | None:
+    """For the rate limiter (RATE_LIMIT_IDENTITY_RESOLVERS): "node:<id>" for a valid node
+    token, None otherwise."""
+    raw = request.META.get(HEADER, "").strip()
+    if not raw:
+        return None
+    node_id = (
+        Node.objects.filter(token_digest=secret_digest(raw))
+        .exclude(status=NodeStatus.RETIRED)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return None if node_id is None else f"node:{node_id}"

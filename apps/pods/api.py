@@ -6,6 +6,7 @@ from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -140,6 +141,8 @@ class PodLogsView(APIView):
 
 
 class UsageView(APIView):
+    pagination_class = LimitOffsetPagination  # documented as paginated in the schema
+
     @extend_schema(responses={200: s.UsageOutput(many=True)}, tags=["billing"])
     def get(self, request: Request) -> Response:
         from apps.pods.models import UsageRecord
@@ -148,8 +151,6 @@ class UsageView(APIView):
         pod_id = request.query_params.get("pod")
         if pod_id:
             records = records.filter(pod_id=pod_id)
-        from rest_framework.pagination import LimitOffsetPagination
-
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(records, request, view=self)
         return paginator.get_paginated_response(s.UsageOutput(page, many=True).data)

@@ -11,6 +11,7 @@ to the database on the request path. Every refusal has OpenAI's error body and s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -25,6 +26,7 @@ from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from ninja import NinjaAPI, Router
 from pydantic import BaseModel, ValidationError
 
+from apps.core.apidocs import LocalSwagger
 from apps.proxy import schemas
 from apps.proxy.routing import (
     DeploymentRoute,
@@ -45,6 +47,7 @@ api = NinjaAPI(
     version="1",
     urls_namespace="openai",
     description="Point the official `openai` SDK at `/v1` with a deployment key (`sk_…`).",
+    docs=LocalSwagger(),
 )
 v1 = Router(tags=["openai"])
 
@@ -158,30 +161,39 @@ def sse_error(message: str, code: str) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
+# A streamed piece of generated text: a chat delta's or a completion choice's non-empty
+# `content` / `text` (`"reasoning_content"` and empty or null values do not match).
+_CONTENT_PIECE = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
+
+
 class _Usage:
     """Token counts found in an SSE stream: the `usage` object when the server sends one
-    (OpenAI's `stream_options.include_usage`), else the number of content events."""
+    (OpenAI's `stream_options.include_usage`), else the number of pieces of generated text
+    (one token each, as vLLM and llama.cpp stream them; a role-only first chunk, the final
+    `finish_reason` chunk and `[DONE]` carry none)."""
 
     def __init__(self) -> None:
         self.prompt = 0
         self.completion = 0
-        self.events = 0
-        self._tail = b""
+        self.pieces = 0
+        self._partial = b""
 
     def feed(self, chunk: bytes) -> None:
-        self.events += chunk.count(b"data:")
-        if b'"usage"' not in chunk and b'"usage"' not in self._tail + chunk[:16]:
-            self._tail = chunk[-16:]
-            return
-        for line in (self._tail + chunk).split(b"\n"):
-            if line.startswith(b"data:") and b'"usage"' in line:
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > 1 << 20:  # no newline in a megabyte: not SSE worth reading
+            self._partial = b""
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            if b'"usage"' in line:
                 try:
                     prompt, completion = _usage_of(json.loads(line[5:]))
                 except ValueError:
-                    continue
+                    prompt = completion = 0
                 if prompt or completion:
                     self.prompt, self.completion = prompt, completion
-        self._tail = chunk[-16:]
+            self.pieces += len(_CONTENT_PIECE.findall(line))
 
 
 async def forward(
@@ -238,16 +250,21 @@ async def forward(
         return HttpResponse(body, status=upstream.status_code, headers=_headers_of(call))
 
     is_sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+    # Replicas are asked for identity (upstream.py); one that compresses anyway is decoded here,
+    # since the client is sent the body without the replica's Content-Encoding.
+    encoded = upstream.headers.get("content-encoding", "identity").lower() != "identity"
+    chunks = upstream.aiter_bytes() if encoded else upstream.aiter_raw()
 
     async def relay() -> AsyncIterator[bytes]:
         usage = _Usage()
         first_byte_ms: float | None = None
         error = ""
         try:
-            async for chunk in upstream.aiter_raw():
+            async for chunk in chunks:
                 if first_byte_ms is None:
                     first_byte_ms = (time.perf_counter() - started) * 1000
-                usage.feed(chunk)
+                if is_sse:
+                    usage.feed(chunk)
                 yield chunk
         except httpx.HTTPError as exc:
             # The replica died mid-stream. What was sent cannot be taken back, so no retry: end
@@ -259,6 +276,9 @@ async def forward(
                 yield sse_error(
                     "The model server stopped in the middle of the answer; retry.", error
                 )
+        except (GeneratorExit, asyncio.CancelledError):
+            error = "client_cancelled"  # the client hung up mid-stream (ProxyASGIHandler)
+            raise
         finally:
             await call.aclose()
             usage_buffer.record(
@@ -270,7 +290,7 @@ async def forward(
                     latency_ms=(time.perf_counter() - started) * 1000,
                     first_byte_ms=first_byte_ms,
                     prompt_tokens=usage.prompt,
-                    completion_tokens=usage.completion or max(0, usage.events - 2),
+                    completion_tokens=usage.completion or usage.pieces,
                     streamed=True,
                     error=error,
                 )
@@ -281,6 +301,66 @@ async def forward(
     )
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+# --- what the schema says (the views read their bodies themselves) -----------------------------
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_ERRORS = {
+    400: "The body is not valid JSON or a field is invalid (`param` names it).",
+    401: "No valid deployment key.",
+    404: "The key's deployment does not serve this model or endpoint.",
+    413: "The body is over PROXY_MAX_BODY_BYTES.",
+    429: "The deployment's per-minute limit is reached; retry after `Retry-After`.",
+    502: "The model server answered with an error.",
+    503: "No replica of the deployment is ready.",
+    504: "The model server did not answer in time.",
+}
+_AUDIO_UPLOAD = {
+    "type": "object",
+    "required": ["file", "model"],
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        "model": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+
+def documented(body: type[BaseModel] | dict[str, Any] | None, *codes: int) -> dict[str, Any]:
+    """`openapi_extra` for an endpoint: its request body (JSON from a schema, or a multipart
+    form) and its error answers in OpenAI's shape."""
+    extra: dict[str, Any] = {
+        "responses": {
+            str(code): {
+                "description": _ERRORS[code],
+                "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+            }
+            for code in codes or _ERRORS
+        }
+    }
+    if isinstance(body, dict):
+        content = {"multipart/form-data": {"schema": body}}
+    elif body is not None:
+        content = {"application/json": {"schema": body.model_json_schema()}}
+    if body is not None:
+        extra["requestBody"] = {"required": True, "content": content}
+    return extra
 
 
 # --- endpoints ----------------------------------------------------------------------------------
@@ -309,21 +389,21 @@ async def _forward_json(
     )
 
 
-@v1.post("/chat/completions")
+@v1.post("/chat/completions", openapi_extra=documented(schemas.ChatCompletionIn))
 async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     return await _forward_json(
         request, schema=schemas.ChatCompletionIn, capability="chat", endpoint="chat/completions"
     )
 
 
-@v1.post("/completions")
+@v1.post("/completions", openapi_extra=documented(schemas.CompletionIn))
 async def completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     return await _forward_json(
         request, schema=schemas.CompletionIn, capability="completions", endpoint="completions"
     )
 
 
-@v1.post("/embeddings")
+@v1.post("/embeddings", openapi_extra=documented(schemas.EmbeddingsIn))
 async def embeddings(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     return await _forward_json(
         request,
@@ -334,7 +414,7 @@ async def embeddings(request: HttpRequest) -> HttpResponse | StreamingHttpRespon
     )
 
 
-@v1.post("/audio/speech")
+@v1.post("/audio/speech", openapi_extra=documented(schemas.SpeechIn))
 async def audio_speech(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     return await _forward_json(
         request,
@@ -345,7 +425,7 @@ async def audio_speech(request: HttpRequest) -> HttpResponse | StreamingHttpResp
     )
 
 
-@v1.post("/audio/transcriptions")
+@v1.post("/audio/transcriptions", openapi_extra=documented(_AUDIO_UPLOAD))
 async def audio_transcriptions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     content_type = request.headers.get("Content-Type", "")
     if not content_type.startswith("multipart/form-data"):
@@ -372,7 +452,7 @@ async def audio_transcriptions(request: HttpRequest) -> HttpResponse | Streaming
     )
 
 
-@v1.post("/images/generations")
+@v1.post("/images/generations", openapi_extra=documented(schemas.ImageGenerationIn))
 async def images_generations(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     return await _forward_json(
         request,
@@ -387,14 +467,14 @@ def _model_out(route: DeploymentRoute) -> dict[str, Any]:
     return {"id": route.model_name, "object": "model", "created": route.created, "owned_by": "you"}
 
 
-@v1.get("/models", response=schemas.ModelListOut)
+@v1.get("/models", response=schemas.ModelListOut, openapi_extra=documented(None, 401, 404))
 async def models(request: HttpRequest) -> dict[str, Any]:
     identity = await router.authenticate(credential(request))
     route = await router.deployment_route(identity)
     return {"object": "list", "data": [_model_out(route)]}
 
 
-@v1.get("/models/{model}", response=schemas.ModelOut)
+@v1.get("/models/{model}", response=schemas.ModelOut, openapi_extra=documented(None, 401, 404))
 async def model_detail(request: HttpRequest, model: str) -> dict[str, Any]:
     identity = await router.authenticate(credential(request))
     route = await router.deployment_route(identity)

@@ -8,23 +8,66 @@ wait on a model, so they skip what the rest of the site needs:
   SyncBoundaryMiddleware). Behind it, every async `/v1` view would run through
   `async_to_sync` in a worker thread. `ProxyASGIHandler` is Django's ASGI handler with no
   middleware: the views run on the event loop. What the middleware did for `/v1` is done here
-  or in the views: body-size cap (below, before the body is read), security headers (views),
-  rate limits per deployment (routing.Router.check_rate)."""
+  or in the views: the HTTPS redirect and security headers (`SecureEdge`), the body cap and
+  the key check (below, before the body is read), rate limits per deployment
+  (routing.Router.check_rate).
+
+Order of a `/v1` request: a declared Content-Length over PROXY_MAX_BODY_BYTES is a 413 at once;
+then the deployment key is checked (401 without reading a byte of the body, except for the
+public docs and schema); then the body is read as it streams, whatever its transfer encoding,
+counting bytes, and refused with a 413 as soon as it passes the cap (so at most the cap plus one
+received chunk is ever held)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import tempfile
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
-from django.urls import set_script_prefix
+from django.urls import Resolver404, resolve, set_script_prefix
+
+from apps.core.asgi import SecureEdge, header, send_json
+from apps.proxy.routing import InvalidRequestError, ProxyError, router
 
 PREFIX = "/v1/"
 URLCONF = "apps.proxy.urls"
+# Served without a deployment key: the API's own documentation.
+PUBLIC_PATHS = ("/v1/docs", "/v1/openapi.json")
+DOCS_PREFIX = "/v1/docs"
+
+
+class BodyTooLargeError(InvalidRequestError):
+    status = 413
+    code = "body_too_large"
+
+
+def scope_credential(scope: dict[str, Any]) -> str | None:
+    """The deployment key in `Authorization: Bearer` or `X-API-Key` (api.credential's rule)."""
+    auth = header(scope, b"authorization") or ""
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return header(scope, b"x-api-key") or None
+
+
+def declared_too_large(scope: dict[str, Any]) -> int | None:
+    """The declared Content-Length when it is over the cap."""
+    value = header(scope, b"content-length")
+    if value is None or not value.strip().isdigit():
+        return None
+    length = int(value)
+    return length if length > settings.PROXY_MAX_BODY_BYTES else None
+
+
+async def send_proxy_error(send: Any, exc: ProxyError) -> None:
+    headers = [(b"cache-control", b"no-store")]
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
+    await send_json(send, exc.status, exc.body(), headers)
 
 
 class ProxyASGIHandler(ASGIHandler):
@@ -42,9 +85,29 @@ class ProxyASGIHandler(ASGIHandler):
         await self.handle(scope, receive, send)
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        length = declared_too_large(scope)
+        if length is not None:
+            await send_proxy_error(send, _too_large(f"Request body is {length} bytes"))
+            return
+        if not _is_endpoint(scope["path"]):
+            # Unknown path: a 404 (api.not_found's answer) whatever it carries, body unread.
+            error = InvalidRequestError(f"Unknown endpoint: {scope['method']} {scope['path']}.")
+            error.status, error.code = 404, "unknown_url"
+            await send_proxy_error(send, error)
+            return
+        if not scope["path"].startswith(PUBLIC_PATHS):
+            try:
+                # Cached per key (routing); the view's own check of the same key is a cache hit.
+                await router.authenticate(scope_credential(scope))
+            except ProxyError as exc:
+                await send_proxy_error(send, exc)
+                return
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
+            return
+        except BodyTooLargeError as exc:
+            await send_proxy_error(send, exc)
             return
         try:
             set_script_prefix(get_script_prefix(scope))
@@ -82,6 +145,37 @@ class ProxyASGIHandler(ASGIHandler):
         finally:
             body_file.close()
 
+    async def read_body(self, receive: Any) -> Any:
+        """The body, read as it streams and counted: BodyTooLargeError as soon as it passes
+        PROXY_MAX_BODY_BYTES, whatever the transfer encoding (a chunked body declares no
+        length). Spooled to disk past FILE_UPLOAD_MAX_MEMORY_SIZE, like Django's."""
+        limit = settings.PROXY_MAX_BODY_BYTES
+        body_file = tempfile.SpooledTemporaryFile(  # closed by handle()
+            max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b"
+        )
+        size = 0
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise RequestAborted()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large("Request body is over that")
+                if chunk:
+                    if getattr(body_file, "_rolled", False):
+                        await sync_to_async(body_file.write, thread_sensitive=False)(chunk)
+                    else:
+                        body_file.write(chunk)
+                if not message.get("more_body", False):
+                    break
+        except BaseException:
+            body_file.close()
+            raise
+        body_file.seek(0)
+        return body_file
+
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware: list[Any] = []
         self._template_response_middleware: list[Any] = []
@@ -91,55 +185,30 @@ class ProxyASGIHandler(ASGIHandler):
         )
 
 
-def _too_large(scope: dict[str, Any]) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                return None
-            return length if length > settings.PROXY_MAX_BODY_BYTES else None
-    return None
+def _is_endpoint(path: str) -> bool:
+    try:
+        resolve(path, urlconf=URLCONF)
+    except Resolver404:
+        return False
+    return True
+
+
+def _too_large(what: str) -> BodyTooLargeError:
+    return BodyTooLargeError(
+        f"{what}; the limit is {settings.PROXY_MAX_BODY_BYTES} bytes.", param=None
+    )
 
 
 class ProxyRouter:
-    """`/v1/*` to the proxy handler, everything else to `site` (the bounded Django app)."""
+    """`/v1/*` to the proxy handler (behind `SecureEdge`), everything else to `site` (the
+    bounded Django app)."""
 
     def __init__(self, site: Any, proxy: Any | None = None) -> None:
         self.site = site
-        self.proxy = proxy or ProxyASGIHandler()
+        self.proxy = SecureEdge(proxy or ProxyASGIHandler(), docs_prefix=DOCS_PREFIX)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith(PREFIX):
-            length = _too_large(scope)
-            if length is not None:
-                await _refuse_large(send, length)
-                return
             await self.proxy(scope, receive, send)
             return
         await self.site(scope, receive, send)
-
-
-async def _refuse_large(send: Any, length: int) -> None:
-    body = json.dumps(
-        {
-            "error": {
-                "message": f"Request body is {length} bytes; the limit is "
-                f"{settings.PROXY_MAX_BODY_BYTES} bytes.",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "body_too_large",
-            }
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

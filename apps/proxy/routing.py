@@ -16,9 +16,10 @@ A voice session backed by several of the user's deployments picks each by capabi
 deployment first when it has that capability, else the user's other live deployments).
 
 What is cached, and for how long (PROXY_ROUTE_CACHE_S, default 2 s): a key's identity and a
-deployment's READY replicas. An expired entry is still served while a background read
-replaces it, so no request waits on the database once a key has been seen; a revoked key or a
-replica the health check took out of service stops being used within that time plus one read.
+deployment's READY replicas. An entry expired by less than one more TTL is still served while a
+background read replaces it, so a key in steady use never waits on the database; an older one
+is not served. So in every web process, a revoked key or a replica the health check took out of
+service stops being used at most 2 x PROXY_ROUTE_CACHE_S (4 s by default) after the change.
 Outstanding-request counts and the short quarantine of a replica that refused a connection
 (PROXY_REPLICA_COOLDOWN_S) are per process.
 
@@ -244,7 +245,8 @@ class _TtlCache:
     served while one background load replaces it (stale-while-revalidate). Only a key never
     seen waits, and concurrent misses for it share a single load."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._items: dict[Any, _Cached] = {}
         self._loading: dict[tuple[int, Any], asyncio.Future[Any]] = {}
 
@@ -254,9 +256,15 @@ class _TtlCache:
     async def get(self, key: Any, ttl: float, load: Callable[[], Awaitable[Any]]) -> Any:
         hit = self._items.get(key)
         if hit is not None:
-            if hit.expires_at <= time.monotonic():
+            now = self._clock()
+            if hit.expires_at > now:
+                return hit.value
+            # Stale for less than one more TTL: served while a background load replaces it.
+            # Older than that it is not served at all (the request waits for the load), so what
+            # a request sees was read from the database at most 2 x TTL ago.
+            if hit.expires_at + ttl > now:
                 self._refresh(key, ttl, load)
-            return hit.value
+                return hit.value
         return await self._load(key, ttl, load)
 
     def _refresh(self, key: Any, ttl: float, load: Callable[[], Awaitable[Any]]) -> None:
@@ -282,7 +290,7 @@ class _TtlCache:
             raise
         else:
             future.set_result(value)
-            now = time.monotonic()
+            now = self._clock()
             self._items[key] = _Cached(value, now + ttl)
             if len(self._items) > 50_000:  # bounded: drop what has expired
                 self._items = {k: v for k, v in self._items.items() if v.expires_at > now}

@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import socket
 import ssl
+import weakref
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -39,7 +40,9 @@ class UpstreamTimeoutError(ProxyError):
     code = "upstream_timeout"
 
 
-_pools: dict[int, list[httpx.AsyncClient]] = {}
+# Per event loop: its loop (weakly, so that a dead loop's id reused by a new one is not taken
+# for it) and its clients.
+_pools: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], list[httpx.AsyncClient]]] = {}
 _turn = itertools.count()
 
 
@@ -65,6 +68,9 @@ def _new_client(max_connections: int, ssl_context: ssl.SSLContext) -> httpx.Asyn
             write=settings.PROXY_READ_TIMEOUT_S,
             pool=settings.PROXY_READ_TIMEOUT_S,
         ),
+        # Streams are relayed as they arrive: a compressed one could not be (httpx would ask
+        # for gzip by default).
+        headers={"accept-encoding": "identity"},
         trust_env=False,
         follow_redirects=False,
     )
@@ -76,13 +82,15 @@ def upstream_client() -> httpx.AsyncClient:
     turn: httpx's pool looks at every one of its connections (a socket probe each) whenever a
     request starts or ends, so one pool of hundreds of keep-alive connections costs more per
     request than the rest of the proxy together; a few small pools keep that flat."""
-    loop_id = id(asyncio.get_running_loop())
-    pool = _pools.get(loop_id)
-    if pool is None or pool[0].is_closed:
+    loop = asyncio.get_running_loop()
+    entry = _pools.get(id(loop))
+    if entry is None or entry[0]() is not loop or entry[1][0].is_closed:
         shards = max(1, settings.PROXY_POOL_SHARDS)
         per_shard = max(1, -(-settings.PROXY_MAX_CONNECTIONS // shards))
         context = httpx.create_ssl_context()  # loading CA files once, not per shard
-        pool = _pools[loop_id] = [_new_client(per_shard, context) for _ in range(shards)]
+        clients = [_new_client(per_shard, context) for _ in range(shards)]
+        entry = _pools[id(loop)] = (weakref.ref(loop), clients)
+    pool = entry[1]
     return pool[next(_turn) % len(pool)]
 
 

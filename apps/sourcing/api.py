@@ -68,13 +68,15 @@ class OverviewView(APIView):
 class GpuOffersView(APIView):
     """The offer book at our prices: filter, sort, paginate (limit/offset)."""
 
+    pagination_class = LimitOffsetPagination  # documented as paginated in the schema
+
     @extend_schema(
         tags=["dashboard"], parameters=[OffersQuery], responses={200: StaffOfferOutput(many=True)}
     )
     def get(self, request: Request) -> Response:
         params = _query(OffersQuery, request)
         queryset = selectors.offers(**params)
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(queryset, request, view=self)
         output = StaffOfferOutput if request.user.is_staff else OfferOutput
         return paginator.get_paginated_response(output(page, many=True).data)

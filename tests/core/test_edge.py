@@ -77,3 +77,16 @@ def test_unknown_api_path_is_json_404(client):
     response = client.get("/api/v1/does-not-exist")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("value", [0, 12.5, True, ["a"], {"a": 1}])
+def test_a_number_where_a_string_is_required_is_400(client, user, value):
+    client.force_login(user)
+
+    response = client.post(
+        "/api/v1/auth/api-keys", data={"name": value}, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"name": "Not a valid string."}
+    assert user.api_keys.count() == 0

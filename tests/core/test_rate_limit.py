@@ -40,17 +40,61 @@ def test_61st_request_in_a_minute_is_429_with_headers(client, settings):
 
 
 @pytest.mark.django_db
-def test_limits_are_per_api_key_not_per_ip(client, settings):
-    settings.RATE_LIMITS = ["3/m"]
+def test_limits_are_per_verified_api_key_not_per_ip(client, settings, user):
+    from apps.accounts.services import api_key_create
+
+    settings.RATE_LIMITS = ["3/d"]
     ip = fresh_ip()
+    key_a = api_key_create(user=user, name="a").raw_key
+    key_b = api_key_create(user=user, name="b").raw_key
     for _ in range(3):
-        client.get("/api/v1/auth/me", REMOTE_ADDR=ip, HTTP_X_API_KEY="gco_key-a")
+        assert (
+            client.get("/api/v1/auth/me", REMOTE_ADDR=ip, HTTP_X_API_KEY=key_a).status_code == 200
+        )
+    assert client.get("/api/v1/auth/me", REMOTE_ADDR=ip, HTTP_X_API_KEY=key_a).status_code == 429
+    # The same key as a bearer token is the same bucket; another key has its own.
     assert (
-        client.get("/api/v1/auth/me", REMOTE_ADDR=ip, HTTP_X_API_KEY="gco_key-a").status_code == 429
-    )
-    assert (
-        client.get("/api/v1/auth/me", REMOTE_ADDR=ip, HTTP_X_API_KEY="gco_key-b").status_code == 401
-    )
+        client.get("/api/v1/auth/me", REMOTE_ADDR=ip, HTTP_AUTHORIZATION=f"Bearer {key_a}")
+    ).status_code == 429
+    assert client.get("/api/v1/auth/me", REMOTE_ADDR=ip, HTTP_X_API_KEY=key_b).status_code == 200
+
+
+FAKE_CREDENTIALS = [
+    lambda: {"HTTP_AUTHORIZATION": f"Bearer x{uuid.uuid4().hex}"},
+    lambda: {"HTTP_AUTHORIZATION": f"Bearer gco_{uuid.uuid4().hex}"},
+    lambda: {"HTTP_AUTHORIZATION": f"Bearer a{uuid.uuid4().hex[:6]}.b.c"},  # a forged JWT
+    lambda: {"HTTP_X_API_KEY": f"gco_{uuid.uuid4().hex}"},
+    lambda: {"HTTP_X_AGENT_API_KEY": uuid.uuid4().hex},
+]
+
+
+@pytest.mark.django_db
+def test_made_up_credentials_count_against_the_ip(client, settings, user):
+    """100 logins, each with a fresh made-up credential, from one IP: 429 past the IP's limit."""
+    from apps.accounts.services import api_key_create
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.RATE_LIMITS = ["60/d"]  # a day's window: no boundary to cross mid-test
+    settings.AUTH_LOGIN_IP_LOCK = {**settings.AUTH_LOGIN_IP_LOCK, "FREE_FAILURES": 1000}
+    ip = fresh_ip()
+
+    statuses = []
+    for i in range(100):
+        response = client.post(
+            "/api/v1/auth/login",
+            {"email": f"guess{i}@example.com", "password": "wrong-password"},
+            content_type="application/json",
+            REMOTE_ADDR=ip,
+            **FAKE_CREDENTIALS[i % len(FAKE_CREDENTIALS)](),
+        )
+        statuses.append(response.status_code)
+
+    assert statuses[:60] == [401] * 60
+    assert statuses[60:] == [429] * 40
+    assert response.json()["error"]["code"] == "rate_limited"
+    # A client whose key verifies still has its own bucket behind the same address.
+    key = api_key_create(user=user, name="ci").raw_key
+    assert client.get("/api/v1/auth/me", REMOTE_ADDR=ip, HTTP_X_API_KEY=key).status_code == 200
 
 
 def free_port() -> int:
@@ -79,6 +123,7 @@ def test_limit_holds_across_two_server_processes(tmp_path):
     env = {
         **os.environ,
         "RATE_LIMITS": "60/m,1000/h",
+        "TRUSTED_PROXY_COUNT": "1",
         "CACHE_KEY_PREFIX": f"rl-test-{uuid.uuid4().hex}",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'unused.sqlite3'}",
         "VAR_DIR": str(tmp_path),
@@ -106,7 +151,8 @@ def test_limit_holds_across_two_server_processes(tmp_path):
     try:
         for port in ports:
             wait_until_up(f"http://127.0.0.1:{port}/healthz")
-        key = f"gco_shared-{uuid.uuid4().hex}"  # one client identity, two servers
+        # One client (a fresh address behind our one trusted proxy, no credential), two servers.
+        ip_header = {"X-Forwarded-For": fresh_ip()}
         # The windows are fixed (aligned to the clock's minute): start the 61 requests early in
         # one, so a slow machine doesn't carry them across a boundary into a fresh count.
         into_minute = time.time() % 60
@@ -116,7 +162,7 @@ def test_limit_holds_across_two_server_processes(tmp_path):
         for i in range(61):
             port = ports[i % 2]
             response = httpx.get(
-                f"http://127.0.0.1:{port}/api/v1/does-not-matter", headers={"X-API-Key": key}
+                f"http://127.0.0.1:{port}/api/v1/does-not-matter", headers=ip_header
             )
             statuses.append(response.status_code)
         assert statuses[:60].count(429) == 0

@@ -102,12 +102,14 @@ def echo_backends() -> Iterator[Callable[..., Backend]]:
 
 
 class AsgiServer:
-    """config.asgi.application under uvicorn in a background thread."""
+    """config.asgi.application (or `app`, e.g. it wrapped) under uvicorn in a background thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: Any = None) -> None:
         import uvicorn
 
         from config.asgi import application
+
+        application = app or application
 
         self.port = free_port()
         self.server = uvicorn.Server(

@@ -1,4 +1,5 @@
-"""The route cache never makes a request wait for a refresh once a key has been seen."""
+"""The route cache never makes a request wait for a refresh once a key has been seen, and never
+serves what it read more than 2 x TTL ago."""
 
 import asyncio
 
@@ -7,9 +8,18 @@ import pytest
 from apps.proxy.routing import _TtlCache
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.mark.asyncio
 async def test_expired_entry_is_served_while_one_background_load_replaces_it():
-    cache = _TtlCache()
+    clock = Clock()
+    cache = _TtlCache(clock)
     loads = []
     gate = asyncio.Event()
 
@@ -19,14 +29,30 @@ async def test_expired_entry_is_served_while_one_background_load_replaces_it():
             await gate.wait()  # the refresh is slow
         return len(loads)
 
-    assert await cache.get("k", 0.0, load) == 1  # first sight waits for the load
-    # Expired (ttl 0): served stale at once, and only one refresh starts for many requests.
-    assert await asyncio.gather(*(cache.get("k", 0.0, load) for _ in range(5))) == [1] * 5
+    assert await cache.get("k", 1.0, load) == 1  # first sight waits for the load
+    clock.now += 1.5
+    # Expired, by less than one more TTL: served stale at once, and one refresh for many.
+    assert await asyncio.gather(*(cache.get("k", 1.0, load) for _ in range(5))) == [1] * 5
     assert len(loads) == 2
     gate.set()
     for _ in range(100):
         await asyncio.sleep(0)
     assert await cache.get("k", 60.0, load) == 2
+
+
+@pytest.mark.asyncio
+async def test_an_entry_stale_by_more_than_one_ttl_is_not_served():
+    clock = Clock()
+    cache = _TtlCache(clock)
+    values = iter(["revoked-later", "fresh"])
+
+    async def load():
+        return next(values)
+
+    assert await cache.get("k", 1.0, load) == "revoked-later"
+    clock.now += 2.01  # idle past 2 x TTL: the next request waits for a new read
+
+    assert await cache.get("k", 1.0, load) == "fresh"
 
 
 @pytest.mark.asyncio

@@ -115,7 +115,8 @@ def test_many_concurrent_streams_are_not_capped_by_the_web_bound(
 
 def test_a_client_that_leaves_mid_stream_releases_the_replica(proxy_server, echo_backends, user):
     """The client hangs up after the first chunk: the proxy stops relaying, closes the
-    upstream stream and gives the replica's outstanding-request slot back."""
+    upstream stream, gives the replica's outstanding-request slot back and records the request
+    as cancelled by the client."""
     from apps.catalog.models import ModelUsageLog
     from apps.proxy.routing import router
     from tests.proxy.conftest import wait_for
@@ -135,7 +136,9 @@ def test_a_client_that_leaves_mid_stream_releases_the_replica(proxy_server, echo
                 "x_test_gate": str(uuid.uuid4()),
             },
         ) as response:
-            first = next(response.iter_raw())
+            # Hold the iterator: a dropped one is closed at once, closing the connection early.
+            chunks = response.iter_raw()
+            first = next(chunks)
             assert b"echo:" in first
             assert router.outstanding.get(replica_id) == 1
 
@@ -144,6 +147,7 @@ def test_a_client_that_leaves_mid_stream_releases_the_replica(proxy_server, echo
         lambda: ModelUsageLog.objects.filter(deployment=deployment).first(), "the usage row"
     )
     assert row.streamed and row.status_code == 200
+    assert row.error == "client_cancelled"
 
 
 def test_daphne_the_procfile_server_streams_unbuffered_too(transactional_db, echo_backends, user):
