@@ -43,7 +43,7 @@ from apps.billing.services import platform_account, provider_payable, wallet_for
 from apps.billing.services.ledger import wallet_floor
 from apps.billing.spend import WARN_AT_PERCENT, spend_states
 from apps.core.bulk_sql import insert_rows, insert_rows_returning_ids, update_from_values
-from apps.core.money import micros_to_usd, prorate
+from apps.core.money import micros_to_usd, prorate_increment, split_with_carry
 from apps.pods.models import ON_NODE_STATUSES, Pod, PodStatus, UsageRecord, hourly_rate
 from apps.providers.fees import fee_percent_at, fee_schedules
 
@@ -90,6 +90,8 @@ class Billable(NamedTuple):
     gpu_count: int
     name: str
     gpu_model: str
+    billed_seconds: int
+    share_carry: int
 
     @classmethod
     def of(cls, pod: Pod) -> "Billable":
@@ -106,6 +108,8 @@ class Billable(NamedTuple):
             pod.gpu_count,
             pod.name,
             pod.gpu_model,
+            pod.billed_seconds,
+            pod.share_carry,
         )
 
     @property
@@ -133,6 +137,8 @@ BILLABLE_FIELDS = (
     "gpu_count",
     "name",
     "gpu_model",
+    "billed_seconds",
+    "share_carry",
 )
 
 
@@ -195,7 +201,11 @@ def _bill(pods: list[Billable], now: datetime) -> MeterResult:
     pod_updates = []
     for b, start, seconds in due:
         end = start + timedelta(seconds=seconds)
-        amount = prorate(per_hour=b.hourly_rate, seconds=seconds)
+        # The cumulative price of the pod's stay, rounded once, less what was charged: no
+        # drift however the ticks cut the time (a capped charge forgives the rest).
+        amount = prorate_increment(
+            per_hour=b.hourly_rate, billed_seconds=b.billed_seconds, seconds=seconds
+        )
         left = max(0, available[b.owner_id])
         if amount > left:
             amount = left
@@ -208,10 +218,23 @@ def _bill(pods: list[Billable], now: datetime) -> MeterResult:
             )
         available[b.owner_id] -= amount
         charged_by_owner[b.owner_id] += amount
-        share = 0
+        share, carry = 0, b.share_carry
         if b.provider_id is not None and amount:
-            share = amount * (100 - fee_percent_at(fees, b.provider_id, start)) // 100
-        pod_updates.append((b.pk, {"billed_until": end}))
+            share, carry = split_with_carry(
+                amount=amount,
+                percent=100 - fee_percent_at(fees, b.provider_id, start),
+                carry=b.share_carry,
+            )
+        pod_updates.append(
+            (
+                b.pk,
+                {
+                    "billed_until": end,
+                    "billed_seconds": b.billed_seconds + seconds,
+                    "share_carry": carry,
+                },
+            )
+        )
         # pod, owner, node, period_start, period_end, seconds, gpu_count, price, amount, share
         records.append(
             [
@@ -283,7 +306,9 @@ def _bill(pods: list[Billable], now: datetime) -> MeterResult:
         rows=[(pk, {"balance": d}) for pk, d in deltas.items() if d],
         add=["balance"],
     )
-    update_from_values(model=Pod, rows=pod_updates, set=["billed_until"])
+    update_from_values(
+        model=Pod, rows=pod_updates, set=["billed_until", "billed_seconds", "share_carry"]
+    )
     result.records = len(records)
     month = f"{now:%Y-%m}"
     for owner, state in states.items():
@@ -302,7 +327,9 @@ def meter_pod_until(*, pod: Pod, until: datetime) -> MeterResult:
     # A capped charge here needs no stop of its own (this pod is stopping or moving); the next
     # tick stops the owner's other pods.
     result = _bill([Billable.of(pod)], until)
-    pod.billed_until = Pod.objects.filter(pk=pod.pk).values_list("billed_until", flat=True).first()
+    pod.billed_until, pod.billed_seconds, pod.share_carry = Pod.objects.values_list(
+        "billed_until", "billed_seconds", "share_carry"
+    ).get(pk=pod.pk)
     return result
 
 
