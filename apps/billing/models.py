@@ -3,8 +3,9 @@
 Amounts are signed integers of micro-dollars. A positive balance on a wallet or a payable is
 money we hold for that user or provider; clearing and platform accounts carry the other side,
 so the balances of all accounts together always sum to zero. Rows are written only through
-`apps.billing.services.ledger_post` (or set-based SQL that keeps the same rules): a transaction
-and its entries are never edited, a mistake is fixed by a correcting transaction.
+`apps.billing.services.ledger_post_many` (`ledger_post` is its one-posting form). The ledger
+is append-only: the database refuses UPDATE and DELETE on transactions and entries (migration
+0005), so a mistake is fixed by a correcting transaction.
 """
 
 from django.conf import settings
@@ -37,9 +38,10 @@ PLATFORM_KINDS = (
 class LedgerAccount(models.Model):
     """One account of the ledger: a user's wallet (`user` set), a provider's payable
     (`provider_id` set; the providers app turns it into its foreign key) or one of the
-    platform's own accounts (neither set). `balance` caches the sum of the account's entries;
-    it is only ever changed by `UPDATE … SET balance = balance + x` in the transaction that
-    writes those entries, under the account's row lock, and `ledger_check` proves it."""
+    platform's own accounts (neither set). `balance` caches the sum of the account's entries.
+    The database derives it: inserting entries adds them to their accounts' balances in the
+    same statement (a trigger, migration 0005), the application never writes it, and on
+    Postgres any other UPDATE of it is refused. `ledger_check` proves it hourly."""
 
     kind = models.CharField(max_length=32, choices=AccountKind.choices)
     user = models.ForeignKey(
@@ -138,8 +140,9 @@ class Transaction(models.Model):
 
 class Entry(models.Model):
     """One leg of a transaction: a signed amount (never zero) on one account. The entries of a
-    transaction sum to zero: checked by `ledger_post` and, on Postgres, by a deferred
-    constraint trigger at commit (migration 0002)."""
+    transaction sum to zero: checked in code by `ledger_post_many` on every database and, on
+    Postgres, again by a deferred constraint trigger at commit (migration 0002). Never updated
+    or deleted (migration 0005)."""
 
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="entries")
     account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="entries")

@@ -96,9 +96,19 @@ def insert_rows(
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             names = ", ".join(quote(c) for c in columns)
-            # psycopg adapts ints, strings, UUIDs and aware datetimes itself: no per-value prep.
+            # psycopg adapts ints, strings, UUIDs and aware datetimes itself: no per-value prep,
+            # except JSON, which the field wraps for the driver.
+            json_fields = [
+                (i, field)
+                for i, name in enumerate(fields)
+                if isinstance(field := meta.get_field(name), models.JSONField)
+            ]
             with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in rows:
+                    if json_fields:
+                        row = list(row)  # noqa: PLW2901 - a prepped copy of the row
+                        for i, field in json_fields:
+                            row[i] = field.get_db_prep_value(row[i], connection)
                     copy.write_row(row)
             return
         placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"

@@ -4,8 +4,10 @@ Each tick charges every RUNNING or STOPPING pod for [billed_until, end), where e
 earliest of now, its node's last heartbeat and the moment billing ended (a stop request).
 Pods are processed in chunks; each chunk is ONE database transaction that locks its pods
 (`FOR UPDATE SKIP LOCKED`: a pod being stopped right now is billed by the stop instead) and
-writes, set-based, the usage records, the ledger transactions and entries, the wallet,
-payable and revenue balances, and the pods' new `billed_until`. A tick killed halfway rolls
+writes, set-based, the usage records, the ledger postings (through billing's one writer,
+`ledger_post_many`, whose inserts move the balances) and the pods' new `billed_until`, billed
+seconds and share carry. Each charge is the stay's price to date rounded once, less what was
+charged before, so ticks never drift from price × time. A tick killed halfway rolls
 its chunk back; a tick run twice finds `billed_until` already advanced (and the unique
 (pod, period_start) of UsageRecord as a backstop), so no interval is charged twice.
 
@@ -31,18 +33,17 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.billing.locks import lock_accounts
-from apps.billing.models import (
-    AccountKind,
-    Entry,
-    LedgerAccount,
-    SpendLimit,
-    Transaction,
-    TransactionKind,
+from apps.billing.models import AccountKind, LedgerAccount, SpendLimit, TransactionKind
+from apps.billing.services import (
+    Posting,
+    ledger_post_many,
+    platform_account,
+    provider_payable,
+    wallet_for,
 )
-from apps.billing.services import platform_account, provider_payable, wallet_for
 from apps.billing.services.ledger import wallet_floor
 from apps.billing.spend import WARN_AT_PERCENT, spend_states
-from apps.core.bulk_sql import insert_rows, insert_rows_returning_ids, update_from_values
+from apps.core.bulk_sql import insert_rows, update_from_values
 from apps.core.money import micros_to_usd, prorate_increment, split_with_carry
 from apps.pods.models import ON_NODE_STATUSES, Pod, PodStatus, UsageRecord, hourly_rate
 from apps.providers.fees import fee_percent_at, fee_schedules
@@ -193,11 +194,9 @@ def _bill(pods: list[Billable], now: datetime) -> MeterResult:
     # when it started, so a tier change never reaches back.
     fees = fee_schedules({b.provider_id for b, _, _ in due if b.provider_id is not None})
 
-    deltas: dict[int, int] = defaultdict(int)
     records: list[list[object]] = []
-    record_tx: list[int | None] = []  # each record's index into `transactions`
-    transactions: list[list[object]] = []
-    legs: list[list[tuple[int, int]]] = []
+    record_tx: list[int | None] = []  # each record's index into `postings`
+    postings: list[Posting] = []
     pod_updates = []
     for b, start, seconds in due:
         end = start + timedelta(seconds=seconds)
@@ -253,35 +252,27 @@ def _bill(pods: list[Billable], now: datetime) -> MeterResult:
         record_tx.append(None)
         if not amount:
             continue
-        lines = [(wallets[b.owner_id], -amount)]
+        lines: list[tuple[LedgerAccount | int, int]] = [(wallets[b.owner_id], -amount)]
         if b.provider_id is not None and share:
             lines.append((payables[b.provider_id], share))
         if amount - share:
             lines.append((revenue, amount - share))
-        for account_id, change in lines:
-            deltas[account_id] += change
-        legs.append(lines)
-        record_tx[-1] = len(transactions)
-        transactions.append(
-            [
-                TransactionKind.USAGE,
-                f"usage:{b.pk}:{start.isoformat()}",
-                (
+        record_tx[-1] = len(postings)
+        postings.append(
+            Posting(
+                kind=TransactionKind.USAGE,
+                idempotency_key=f"usage:{b.pk}:{start.isoformat()}",
+                memo=(
                     f"{b.name}: {seconds} s × {max(b.gpu_count, 1)}× {b.gpu_model} at "
                     f"${micros_to_usd(b.price_per_gpu_hour or 0)}/h"
-                )[:255],
-            ]
+                ),
+                lines=lines,
+            )
         )
         result.charged += amount
 
-    tx_ids = insert_rows_returning_ids(
-        model=Transaction, fields=["kind", "idempotency_key", "memo"], rows=transactions
-    )
-    insert_rows(
-        model=Entry,
-        fields=["transaction", "account", "amount"],
-        rows=[[tx_ids[i], a, x] for i, lines in enumerate(legs) for a, x in lines],
-    )
+    # The ledger's one writer: the same validation, lock order and keys as every posting.
+    tx_ids = [posted.transaction_id for posted in ledger_post_many(postings=postings)]
     insert_rows(
         model=UsageRecord,
         fields=[
@@ -300,11 +291,6 @@ def _bill(pods: list[Billable], now: datetime) -> MeterResult:
         rows=[
             [*r, None if i is None else tx_ids[i]] for r, i in zip(records, record_tx, strict=True)
         ],
-    )
-    update_from_values(
-        model=LedgerAccount,
-        rows=[(pk, {"balance": d}) for pk, d in deltas.items() if d],
-        add=["balance"],
     )
     update_from_values(
         model=Pod, rows=pod_updates, set=["billed_until", "billed_seconds", "share_carry"]

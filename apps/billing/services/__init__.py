@@ -1,15 +1,18 @@
 """Every write of the billing app. Callers import from here:
 
-from apps.billing.services import ledger_post, wallet_for, InsufficientFundsError
+from apps.billing.services import ledger_post, ledger_post_many, Posting, wallet_for
 """
 
 from apps.billing.services.ledger import (
     InsufficientFundsError,
     LedgerError,
     LedgerMismatch,
+    Posted,
+    Posting,
     UnbalancedPostingError,
     ledger_check,
     ledger_post,
+    ledger_post_many,
     platform_account,
     provider_payable,
     wallet_floor,
@@ -31,12 +34,15 @@ __all__ = [
     "LedgerError",
     "LedgerMismatch",
     "OperatorError",
+    "Posted",
+    "Posting",
     "StripeEventError",
     "StripeNotConfiguredError",
     "UnbalancedPostingError",
     "checkout_session_create",
     "ledger_check",
     "ledger_post",
+    "ledger_post_many",
     "platform_account",
     "provider_payable",
     "spend_limits_set",
