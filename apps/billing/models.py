@@ -180,3 +180,61 @@ class SpendLimit(models.Model):
 
     def __str__(self) -> str:
         return f"spend limits of {self.user_id}"
+
+
+class StripeReconciliation(models.Model):
+    """One comparison of the ledger with Stripe over [window_start, window_end): Stripe's
+    successful charges and refunds against the ledger's Stripe top-ups and refunds. What is
+    missing on either side, or differs, is a `ReconciliationMismatch` (admin and error log).
+    Run daily over the previous UTC day; a rerun of a window replaces its report."""
+
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    ran_at = models.DateTimeField(auto_now=True)
+    stripe_charges = models.PositiveIntegerField(default=0)
+    stripe_refunds = models.PositiveIntegerField(default=0)
+    ledger_topups = models.PositiveIntegerField(default=0)
+    ledger_refunds = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ("-window_start",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["window_start", "window_end"], name="billing_one_report_per_window"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Stripe reconciliation {self.window_start:%Y-%m-%d %H:%M} – {self.window_end:%H:%M}"
+
+
+class MismatchKind(models.TextChoices):
+    CHARGE_NOT_IN_LEDGER = "CHARGE_NOT_IN_LEDGER", "Stripe charge with no ledger top-up"
+    TOPUP_NOT_IN_STRIPE = "TOPUP_NOT_IN_STRIPE", "Ledger top-up with no Stripe charge"
+    AMOUNT_DIFFERS = "AMOUNT_DIFFERS", "Top-up amount differs from the Stripe charge"
+    REFUND_NOT_IN_LEDGER = "REFUND_NOT_IN_LEDGER", "Stripe refund with no ledger refund"
+    REFUND_NOT_IN_STRIPE = "REFUND_NOT_IN_STRIPE", "Ledger refund with no Stripe refund"
+
+
+class ReconciliationMismatch(models.Model):
+    """One thing the reconciliation found on one side only (or with different amounts):
+    `stripe_id` names the Stripe object (charge, payment intent or refund), `transaction` the
+    ledger's; amounts are micro-dollars."""
+
+    reconciliation = models.ForeignKey(
+        StripeReconciliation, on_delete=models.CASCADE, related_name="mismatches"
+    )
+    kind = models.CharField(max_length=32, choices=MismatchKind.choices)
+    stripe_id = models.CharField(max_length=255, blank=True)
+    transaction = models.ForeignKey(
+        Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    stripe_amount = models.BigIntegerField(null=True, blank=True)
+    ledger_amount = models.BigIntegerField(null=True, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ("reconciliation", "kind", "id")
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.stripe_id or self.transaction_id}"

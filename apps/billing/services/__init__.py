@@ -20,6 +20,7 @@ from apps.billing.services.ledger import (
 )
 from apps.billing.services.limits import spend_limits_set
 from apps.billing.services.operator import OperatorError, wallet_credit, wallet_refund
+from apps.billing.services.reconciliation import stripe_reconcile
 from apps.billing.services.topups import (
     CheckoutSession,
     StripeEventError,
@@ -46,6 +47,7 @@ __all__ = [
     "platform_account",
     "provider_payable",
     "spend_limits_set",
+    "stripe_reconcile",
     "topup_from_checkout_event",
     "wallet_credit",
     "wallet_floor",
