@@ -141,7 +141,7 @@ class Transaction(models.Model):
 class Entry(models.Model):
     """One leg of a transaction: a signed amount (never zero) on one account. The entries of a
     transaction sum to zero: checked in code by `ledger_post_many` on every database and, on
-    Postgres, again by a deferred constraint trigger at commit (migration 0002). Never updated
+    Postgres, again by a trigger after each INSERT statement (migration 0007). Never updated
     or deleted (migration 0005)."""
 
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="entries")

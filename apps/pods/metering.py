@@ -37,9 +37,9 @@ from apps.billing.models import AccountKind, LedgerAccount, SpendLimit, Transact
 from apps.billing.services import (
     Posting,
     ledger_post_many,
+    payable_ids_for,
     platform_account,
-    provider_payable,
-    wallet_for,
+    wallet_ids_for,
 )
 from apps.billing.services.ledger import wallet_floor
 from apps.billing.spend import WARN_AT_PERCENT, spend_states
@@ -118,12 +118,12 @@ class Billable(NamedTuple):
         return hourly_rate(self.price_per_gpu_hour, self.gpu_count)
 
     def end(self, now: datetime) -> datetime:
-        ends = [now]
-        if self.last_heartbeat_at is not None:
-            ends.append(self.last_heartbeat_at)
-        if self.billing_ends_at is not None:
-            ends.append(self.billing_ends_at)
-        return min(ends)
+        end = now
+        if self.last_heartbeat_at is not None and self.last_heartbeat_at < end:
+            end = self.last_heartbeat_at
+        if self.billing_ends_at is not None and self.billing_ends_at < end:
+            end = self.billing_ends_at
+        return end
 
 
 BILLABLE_FIELDS = (
@@ -149,24 +149,8 @@ def _lock_accounts_for(
     """Every account a chunk touches, created if missing, then locked together in pk order
     (the ledger's one lock order, so a concurrent top-up or credit cannot deadlock with us).
     Returns wallet ids by owner, the revenue account id, payable ids by provider, locked rows."""
-    owners = {b.owner_id for b, _, _ in due}
-    wallets = dict(
-        LedgerAccount.objects.filter(kind=AccountKind.USER_WALLET, user_id__in=owners).values_list(
-            "user_id", "pk"
-        )
-    )
-    for owner_id in owners - set(wallets):
-        wallets[owner_id] = wallet_for(User(pk=owner_id)).pk
-    providers = {b.provider_id for b, _, _ in due if b.provider_id is not None}
-    payables: dict[uuid.UUID, int] = {
-        provider_id: pk
-        for provider_id, pk in LedgerAccount.objects.filter(
-            kind=AccountKind.PROVIDER_PAYABLE, provider_id__in=providers
-        ).values_list("provider_id", "pk")
-        if provider_id is not None
-    }
-    for provider_id in providers - set(payables):
-        payables[provider_id] = provider_payable(provider_id).pk
+    wallets = wallet_ids_for(b.owner_id for b, _, _ in due)
+    payables = payable_ids_for(b.provider_id for b, _, _ in due if b.provider_id is not None)
     revenue = platform_account(AccountKind.PLATFORM_REVENUE).pk
     locked = lock_accounts([*wallets.values(), revenue, *payables.values()])
     return wallets, revenue, payables, locked
@@ -323,21 +307,21 @@ def meter_tick(*, now: datetime | None = None, chunk: int = 10_000) -> MeterResu
     """One metering pass over every billable pod. Safe to run twice at once and to kill."""
     now = now or timezone.now()
     total = MeterResult()
-    last_pk = None
-    while True:
+    due = Pod.objects.filter(status__in=BILLABLE, billed_until__lt=now)
+    # The due pods' keys, sorted once; each chunk then locks one key range, so no chunk
+    # sorts (or scans) the whole due set again. A pod that falls due meanwhile waits a tick.
+    keys = list(due.order_by("pk").values_list("pk", flat=True))
+    for i in range(0, len(keys), chunk):
         with transaction.atomic():
-            query = Pod.objects.filter(status__in=BILLABLE, billed_until__lt=now)
-            if last_pk is not None:
-                query = query.filter(pk__gt=last_pk)
             pods = [
                 Billable(*row)
-                for row in query.select_for_update(skip_locked=True, of=("self",))
+                for row in due.filter(pk__gte=keys[i], pk__lte=keys[min(i + chunk, len(keys)) - 1])
+                .select_for_update(skip_locked=True, of=("self",))
                 .order_by("pk")
-                .values_list(*BILLABLE_FIELDS)[:chunk]
+                .values_list(*BILLABLE_FIELDS)
             ]
             if not pods:
-                break
-            last_pk = pods[-1].pk
+                continue
             result = _bill(pods, now)
         total.add(result)
     _after_charges(total)

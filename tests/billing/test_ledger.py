@@ -12,6 +12,7 @@ from apps.billing.models import AccountKind, Entry, LedgerAccount, Transaction, 
 from apps.billing.services import (
     InsufficientFundsError,
     LedgerError,
+    LedgerMismatch,
     UnbalancedPostingError,
     ledger_check,
     ledger_post,
@@ -233,11 +234,6 @@ def test_ledger_check_finds_a_drifted_balance_and_an_unbalanced_transaction(user
         assert ledger_check_task() == len(ledger_check())
     assert "ledger check: transaction_sum" in caplog.text
     assert ledger_check_task.name == "billing.ledger_check"
-    with ledger_guards_off() as cursor:  # Postgres's deferred zero-sum check runs at the end
-        cursor.execute(
-            "INSERT INTO billing_entry (transaction_id, account_id, amount) VALUES (%s, %s, -1)",
-            [posted.pk, wallet.pk],
-        )
 
 
 def test_ledger_check_reports_the_account_whose_cache_drifted(user):
@@ -316,9 +312,10 @@ def test_editing_a_balance_is_refused_on_postgres_and_caught_elsewhere(user):
 def test_balances_are_moved_by_the_database_from_inserted_entries(user):
     """The cached balance is derived: an entry written by any insert moves it, in the same
     statement, so it can never disagree with the entries it sums."""
-    posted, _ = top_up(user, 5 * USD)
+    top_up(user, 5 * USD)
     revenue = platform_account(AccountKind.PLATFORM_REVENUE)
     wallet = wallet_for(user)
+    posted = Transaction.objects.create(kind=TransactionKind.USAGE, idempotency_key="raw")
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO billing_entry (transaction_id, account_id, amount) "
@@ -331,11 +328,26 @@ def test_balances_are_moved_by_the_database_from_inserted_entries(user):
     assert ledger_check() == []
 
 
-@pytest.mark.django_db(transaction=True)
-def test_postgres_refuses_to_commit_an_unbalanced_transaction(user):
+def test_postgres_refuses_an_unbalanced_transaction(user):
     if connection.vendor != "postgresql":
         pytest.skip("the zero-sum trigger is Postgres-only")
-    posted, _ = top_up(user, 5)
+    top_up(user, 5 * USD)
+    posted = Transaction.objects.create(kind=TransactionKind.USAGE, idempotency_key="raw")
     with pytest.raises(IntegrityError, match="does not balance"), transaction.atomic():
         Entry.objects.create(transaction=posted, account=wallet_for(user), amount=1)
-    assert ledger_check() == []
+    assert ledger_check() == [LedgerMismatch("transaction_legs", posted.pk, 2, 0)]
+
+
+def test_postgres_refuses_legs_added_to_a_posted_transaction(user):
+    if connection.vendor != "postgresql":
+        pytest.skip("the zero-sum trigger is Postgres-only")
+    posted, _ = top_up(user, 5 * USD)
+    revenue = platform_account(AccountKind.PLATFORM_REVENUE)
+    with pytest.raises(IntegrityError, match="already has entries"), transaction.atomic():
+        with connection.cursor() as cursor:  # balanced, but the transaction was closed
+            cursor.execute(
+                "INSERT INTO billing_entry (transaction_id, account_id, amount) "
+                "VALUES (%s, %s, -700), (%s, %s, 700)",
+                [posted.pk, wallet_for(user).pk, posted.pk, revenue.pk],
+            )
+    assert wallet_for(user).balance == 5 * USD and ledger_check() == []

@@ -1,10 +1,13 @@
-"""Money has one writer: nothing outside billing's ledger module writes ledger rows."""
+"""Money has one writer: nothing outside billing's ledger module writes ledger rows, and billing
+itself imports no feature app (it sits below them)."""
 
+import ast
 import re
 from pathlib import Path
 
 APPS = Path(__file__).resolve().parents[2] / "apps"
 LEDGER = APPS / "billing" / "services" / "ledger.py"
+FEATURE_APPS = ("pods", "catalog", "providers", "sourcing", "nodes", "proxy")
 
 # Ways to write a ledger row: the model constructors, the ORM's writers, the bulk helpers, SQL.
 WRITES = re.compile(
@@ -29,4 +32,20 @@ def test_no_ledger_rows_are_written_outside_the_ledger_module():
         for path, text in _sources()
         for m in WRITES.finditer(text)
     ]
+    assert found == []
+
+
+def test_billing_imports_no_feature_app():
+    found = []
+    for path in sorted((APPS / "billing").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                parts = name.split(".")
+                if len(parts) > 1 and parts[0] == "apps" and parts[1] in FEATURE_APPS:
+                    found.append(f"{path.relative_to(APPS)}: {name}")
     assert found == []

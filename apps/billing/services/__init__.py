@@ -13,10 +13,12 @@ from apps.billing.services.ledger import (
     ledger_check,
     ledger_post,
     ledger_post_many,
+    payable_ids_for,
     platform_account,
     provider_payable,
     wallet_floor,
     wallet_for,
+    wallet_ids_for,
 )
 from apps.billing.services.limits import spend_limits_set
 from apps.billing.services.operator import OperatorError, wallet_credit, wallet_refund
@@ -44,6 +46,7 @@ __all__ = [
     "ledger_check",
     "ledger_post",
     "ledger_post_many",
+    "payable_ids_for",
     "platform_account",
     "provider_payable",
     "spend_limits_set",
@@ -52,5 +55,6 @@ __all__ = [
     "wallet_credit",
     "wallet_floor",
     "wallet_for",
+    "wallet_ids_for",
     "wallet_refund",
 ]
