@@ -274,6 +274,9 @@ GPU_DEFAULT_PRICES = {
     "default": 1_000_000,
 }
 
+# How long an Idempotency-Key's first response is kept for replays (docs/idempotency.md).
+IDEMPOTENCY_KEY_TTL_S = env.int("IDEMPOTENCY_KEY_TTL_S", default=24 * 3600)
+
 # --- Billing (owned by the billing app; keep its settings in this block) -----------------------
 # How far (micro-dollars) usage may take a wallet below zero before it is refused.
 BILLING_OVERDRAFT_MICROS = env.int("BILLING_OVERDRAFT_MICROS", default=0)

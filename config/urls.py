@@ -50,6 +50,7 @@ urlpatterns = [
     path("voice/", include("apps.proxy.voice.urls")),
     # Customer portal pages (server-rendered; each app's web_urls.py).
     path("", include("apps.accounts.web_urls")),
+    path("billing/usage/", include("apps.pods.usage_urls")),  # pods' records, billing's menu
     path("billing/", include("apps.billing.web_urls")),
     path("pods/", include("apps.pods.web_urls")),
     path("models/", include("apps.catalog.web_urls")),

@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -15,7 +16,14 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from apps.accounts.models import User
-from apps.billing.models import AccountKind, Entry, LedgerAccount, Transaction
+from apps.billing.models import (
+    AccountKind,
+    Entry,
+    LedgerAccount,
+    ReconciliationMismatch,
+    StripeReconciliation,
+    Transaction,
+)
 from apps.billing.selectors import wallet_balance
 from apps.billing.services import LedgerError, wallet_credit, wallet_refund
 from apps.core.money import micros_to_usd, usd_to_micros
@@ -163,3 +171,44 @@ class TransactionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     )
     readonly_fields = fields
     inlines = (EntryInline,)
+
+
+class MismatchInline(ReadOnlyMixin, admin.TabularInline):
+    model = ReconciliationMismatch
+    extra = 0
+    can_delete = False
+    fields = ("kind", "stripe_id", "transaction", "stripe_amount", "ledger_amount", "detail")
+    readonly_fields = fields
+
+
+@admin.register(StripeReconciliation)
+class StripeReconciliationAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """The daily reports of the ledger against Stripe: what is missing on either side."""
+
+    list_display = (
+        "window_start",
+        "window_end",
+        "stripe_charges",
+        "ledger_topups",
+        "stripe_refunds",
+        "ledger_refunds",
+        "mismatch_count",
+        "ran_at",
+    )
+    readonly_fields = (
+        "window_start",
+        "window_end",
+        "ran_at",
+        "stripe_charges",
+        "stripe_refunds",
+        "ledger_topups",
+        "ledger_refunds",
+    )
+    inlines = (MismatchInline,)
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).annotate(mismatch_total=Count("mismatches"))
+
+    @admin.display(description="Mismatches", ordering="mismatch_total")
+    def mismatch_count(self, report: StripeReconciliation) -> int:
+        return report.mismatch_total  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ def lock_accounts(account_ids: Iterable[int]) -> dict[int, LedgerAccount]:
     the overdraft check (TOCTOU), so the wallet ends below its floor; and two postings that
     touch the same pair of accounts in opposite orders (a top-up crediting a wallet while usage
     debits it towards revenue) deadlocking, which the fixed order rules out. The cached balance
-    itself is updated with `balance = balance + x`, so it never loses an update either way."""
+    itself is moved by the database as entries are inserted, so it never loses an update."""
     ids = sorted(set(account_ids))
     rows = LedgerAccount.objects.select_for_update().filter(pk__in=ids).order_by("pk")
     return {account.pk: account for account in rows}

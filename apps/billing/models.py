@@ -3,8 +3,9 @@
 Amounts are signed integers of micro-dollars. A positive balance on a wallet or a payable is
 money we hold for that user or provider; clearing and platform accounts carry the other side,
 so the balances of all accounts together always sum to zero. Rows are written only through
-`apps.billing.services.ledger_post` (or set-based SQL that keeps the same rules): a transaction
-and its entries are never edited, a mistake is fixed by a correcting transaction.
+`apps.billing.services.ledger_post_many` (`ledger_post` is its one-posting form). The ledger
+is append-only: the database refuses UPDATE and DELETE on transactions and entries (migration
+0005), so a mistake is fixed by a correcting transaction.
 """
 
 from django.conf import settings
@@ -37,9 +38,10 @@ PLATFORM_KINDS = (
 class LedgerAccount(models.Model):
     """One account of the ledger: a user's wallet (`user` set), a provider's payable
     (`provider_id` set; the providers app turns it into its foreign key) or one of the
-    platform's own accounts (neither set). `balance` caches the sum of the account's entries;
-    it is only ever changed by `UPDATE … SET balance = balance + x` in the transaction that
-    writes those entries, under the account's row lock, and `ledger_check` proves it."""
+    platform's own accounts (neither set). `balance` caches the sum of the account's entries.
+    The database derives it: inserting entries adds them to their accounts' balances in the
+    same statement (a trigger, migration 0005), the application never writes it, and on
+    Postgres any other UPDATE of it is refused. `ledger_check` proves it hourly."""
 
     kind = models.CharField(max_length=32, choices=AccountKind.choices)
     user = models.ForeignKey(
@@ -138,8 +140,9 @@ class Transaction(models.Model):
 
 class Entry(models.Model):
     """One leg of a transaction: a signed amount (never zero) on one account. The entries of a
-    transaction sum to zero: checked by `ledger_post` and, on Postgres, by a deferred
-    constraint trigger at commit (migration 0002)."""
+    transaction sum to zero: checked in code by `ledger_post_many` on every database and, on
+    Postgres, again by a trigger after each INSERT statement (migration 0007). Never updated
+    or deleted (migration 0005)."""
 
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="entries")
     account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="entries")
@@ -177,3 +180,61 @@ class SpendLimit(models.Model):
 
     def __str__(self) -> str:
         return f"spend limits of {self.user_id}"
+
+
+class StripeReconciliation(models.Model):
+    """One comparison of the ledger with Stripe over [window_start, window_end): Stripe's
+    successful charges and refunds against the ledger's Stripe top-ups and refunds. What is
+    missing on either side, or differs, is a `ReconciliationMismatch` (admin and error log).
+    Run daily over the previous UTC day; a rerun of a window replaces its report."""
+
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    ran_at = models.DateTimeField(auto_now=True)
+    stripe_charges = models.PositiveIntegerField(default=0)
+    stripe_refunds = models.PositiveIntegerField(default=0)
+    ledger_topups = models.PositiveIntegerField(default=0)
+    ledger_refunds = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ("-window_start",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["window_start", "window_end"], name="billing_one_report_per_window"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Stripe reconciliation {self.window_start:%Y-%m-%d %H:%M} – {self.window_end:%H:%M}"
+
+
+class MismatchKind(models.TextChoices):
+    CHARGE_NOT_IN_LEDGER = "CHARGE_NOT_IN_LEDGER", "Stripe charge with no ledger top-up"
+    TOPUP_NOT_IN_STRIPE = "TOPUP_NOT_IN_STRIPE", "Ledger top-up with no Stripe charge"
+    AMOUNT_DIFFERS = "AMOUNT_DIFFERS", "Top-up amount differs from the Stripe charge"
+    REFUND_NOT_IN_LEDGER = "REFUND_NOT_IN_LEDGER", "Stripe refund with no ledger refund"
+    REFUND_NOT_IN_STRIPE = "REFUND_NOT_IN_STRIPE", "Ledger refund with no Stripe refund"
+
+
+class ReconciliationMismatch(models.Model):
+    """One thing the reconciliation found on one side only (or with different amounts):
+    `stripe_id` names the Stripe object (charge, payment intent or refund), `transaction` the
+    ledger's; amounts are micro-dollars."""
+
+    reconciliation = models.ForeignKey(
+        StripeReconciliation, on_delete=models.CASCADE, related_name="mismatches"
+    )
+    kind = models.CharField(max_length=32, choices=MismatchKind.choices)
+    stripe_id = models.CharField(max_length=255, blank=True)
+    transaction = models.ForeignKey(
+        Transaction, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    stripe_amount = models.BigIntegerField(null=True, blank=True)
+    ledger_amount = models.BigIntegerField(null=True, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ("reconciliation", "kind", "id")
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.stripe_id or self.transaction_id}"

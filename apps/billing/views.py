@@ -15,7 +15,6 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
@@ -28,7 +27,6 @@ from apps.billing.services import (
     spend_limits_set,
 )
 from apps.core.money import micros_to_usd, usd_to_micros
-from apps.pods.selectors import usage_records
 
 logger = logging.getLogger(__name__)
 
@@ -199,11 +197,7 @@ class TransactionFilterForm(RangeForm):
     )
 
 
-class UsageFilterForm(RangeForm):
-    pod = forms.UUIDField(required=False, label="Pod id")
-
-
-def _csv_response(
+def csv_response(
     filename: str, header: list[str], rows: Iterable[list[Any]]
 ) -> StreamingHttpResponse:
     class Echo:
@@ -222,11 +216,11 @@ def _csv_response(
     return response
 
 
-def _page(request: HttpRequest, items: Any) -> Any:
+def page_of(request: HttpRequest, items: Any) -> Any:
     return Paginator(items, PAGE_SIZE).get_page(request.GET.get("page"))
 
 
-def _query_without_page(request: HttpRequest) -> str:
+def query_without_page(request: HttpRequest) -> str:
     query = request.GET.copy()
     query.pop("page", None)
     query.pop("format", None)
@@ -260,60 +254,10 @@ def transactions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
             for e in entries.iterator(chunk_size=1000)
         )
         header = ["time_utc", "transaction", "kind", "memo", "amount_usd", "amount_micros"]
-        return _csv_response("transactions.csv", header, rows)
-    context = {"form": form, "page": _page(request, entries), "query": _query_without_page(request)}
-    return render(request, "billing/transactions.html", context)
-
-
-@login_required
-@require_GET
-def usage(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
-    form = UsageFilterForm(request.GET)
-    if not form.is_valid():
-        return render(
-            request, "billing/usage.html", {"form": form, "page": None, "query": ""}, status=400
-        )
-    since, until = form.bounds()
-    pod = form.cleaned_data["pod"]
-    records = usage_records(
-        request.user,  # type: ignore[arg-type]
-        pod_id=str(pod) if pod else None,
-        since=since,
-        until=until,
-    )
-    if request.GET.get("format") == "csv":
-        rows = (
-            [
-                r.period_start.isoformat(),
-                r.period_end.isoformat(),
-                r.pod_id,
-                r.pod.name,
-                r.seconds,
-                r.gpu_count,
-                micros_to_usd(r.price_per_gpu_hour, places=6),
-                micros_to_usd(r.amount, places=6),
-                r.amount,
-            ]
-            for r in records.iterator(chunk_size=1000)
-        )
-        header = [
-            "period_start_utc",
-            "period_end_utc",
-            "pod_id",
-            "pod_name",
-            "seconds",
-            "gpu_count",
-            "price_per_gpu_hour_usd",
-            "amount_usd",
-            "amount_micros",
-        ]
-        return _csv_response("usage.csv", header, rows)
-    totals = records.aggregate(seconds=Sum("seconds"), amount=Sum("amount"))
+        return csv_response("transactions.csv", header, rows)
     context = {
         "form": form,
-        "page": _page(request, records),
-        "query": _query_without_page(request),
-        "total_seconds": totals["seconds"] or 0,
-        "total_amount": totals["amount"] or 0,
+        "page": page_of(request, entries),
+        "query": query_without_page(request),
     }
-    return render(request, "billing/usage.html", context)
+    return render(request, "billing/transactions.html", context)

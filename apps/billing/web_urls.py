@@ -10,5 +10,4 @@ urlpatterns = [
     path("topup/done", views.topup_done, name="topup_done"),
     path("limits/", views.spend_limits, name="limits"),
     path("transactions/", views.transactions, name="transactions"),
-    path("usage/", views.usage, name="usage"),
 ]

@@ -45,7 +45,9 @@ def update_from_values(
     for fields in `set`. One statement; returns the number of rows updated."""
     if not rows:
         return 0
-    types = _PG_TYPES if connection.vendor == "postgresql" else _SQLITE_TYPES
+    if connection.vendor == "postgresql":
+        return _update_from_arrays(model=model, rows=rows, add=add, set_=set)
+    types = _SQLITE_TYPES
     quote = connection.ops.quote_name
     meta = model._meta
     pk: Any = meta.pk
@@ -74,6 +76,40 @@ def update_from_values(
         return cursor.rowcount
 
 
+def _update_from_arrays(
+    *,
+    model: type[models.Model],
+    rows: Sequence[tuple[Any, Mapping[str, Any]]],
+    add: Sequence[str],
+    set_: Sequence[str],
+) -> int:
+    """Postgres: one array parameter per column, joined with `unnest`, so the statement stays
+    a few placeholders long however many rows it updates (no per-row SQL to build or parse)."""
+    quote = connection.ops.quote_name
+    meta = model._meta
+    pk: Any = meta.pk
+    fields: list[Any] = [pk, *(meta.get_field(name) for name in (*add, *set_))]
+    names = ["k", *(f"c{i}" for i in range(1, len(fields)))]
+    arrays = ", ".join(f"%s::{_PG_TYPES[_logical_type(f)]}[]" for f in fields)
+    assignments = []
+    for i, name in enumerate((*add, *set_), start=1):
+        column = quote(fields[i].column)
+        expr = f"{column} + v.c{i}" if name in add else f"v.c{i}"
+        assignments.append(f"{column} = {expr}")
+    table = quote(meta.db_table)
+    sql = (
+        f"UPDATE {table} SET {', '.join(assignments)} "  # noqa: S608 - names are ours
+        f"FROM unnest({arrays}) AS v({', '.join(names)}) "
+        f"WHERE {table}.{quote(pk.column)} = v.k"
+    )
+    columns: list[list[Any]] = [[key for key, _ in rows]]
+    for field in fields[1:]:
+        columns.append([values[field.name] for _, values in rows])
+    with connection.cursor() as cursor:
+        cursor.execute(sql, columns)
+        return cursor.rowcount
+
+
 def _prepped(
     model: type[models.Model], fields: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> Iterator[list[Any]]:
@@ -96,9 +132,19 @@ def insert_rows(
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             names = ", ".join(quote(c) for c in columns)
-            # psycopg adapts ints, strings, UUIDs and aware datetimes itself: no per-value prep.
+            # psycopg adapts ints, strings, UUIDs and aware datetimes itself: no per-value prep,
+            # except JSON, which the field wraps for the driver.
+            json_fields = [
+                (i, field)
+                for i, name in enumerate(fields)
+                if isinstance(field := meta.get_field(name), models.JSONField)
+            ]
             with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in rows:
+                    if json_fields:
+                        row = list(row)  # noqa: PLW2901 - a prepped copy of the row
+                        for i, field in json_fields:
+                            row[i] = field.get_db_prep_value(row[i], connection)
                     copy.write_row(row)
             return
         placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"

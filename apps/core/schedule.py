@@ -22,6 +22,8 @@ SCHEDULE: tuple[PeriodicEntry, ...] = (
     PeriodicEntry("schedule pending pods", "pods.schedule_pending", 15),
     PeriodicEntry("bill running pods", "pods.bill_running", 60),
     PeriodicEntry("ledger consistency check", "billing.ledger_check", 3600),
+    PeriodicEntry("reconcile the ledger with Stripe", "billing.reconcile_stripe", 86400),
+    PeriodicEntry("purge expired idempotency keys", "core.purge_idempotency_keys", 3600),
     PeriodicEntry("send approved payouts", "providers.send_payouts", 60),
     PeriodicEntry("settle sent payouts", "providers.settle_payouts", 300),
     PeriodicEntry("payouts clearing check", "providers.check_payouts_clearing", 3600),

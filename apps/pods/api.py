@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.core.errors import Conflict
+from apps.core.idempotency import idempotent
 from apps.nodes.models import CommandStatus, NodeCommand
 from apps.pods import serializers as s
 from apps.pods import services
@@ -22,7 +22,11 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     str,
     OpenApiParameter.HEADER,
     required=False,
-    description="Same key and body → the same pod; same key, other body → 409.",
+    description=(
+        "Same key and body within 24 h → the first response again (status and body, with "
+        "Idempotent-Replayed: true); same key, other body → 422; while the first request "
+        "still runs → 409."
+    ),
 )
 
 
@@ -50,27 +54,18 @@ class PodListView(APIView):
         parameters=[IDEMPOTENCY_HEADER],
         tags=["pods"],
     )
+    @idempotent("pods.create")
     def post(self, request: Request) -> Response:
-        key = request.headers.get("Idempotency-Key", "").strip()
-        if len(key) > 255:
-            raise exceptions.ValidationError({"Idempotency-Key": "At most 255 characters."})
         data = s.PodCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         try:
             created = services.pod_create(
                 owner=request.user,  # type: ignore[arg-type]
                 spec=data.validated_data,
-                idempotency_key=key,
             )
         except services.SpendRefusedError as exc:
             raise PaymentRequired(detail=str(exc)) from exc
-        except services.IdempotencyConflictError as exc:
-            raise Conflict(
-                detail="This Idempotency-Key was used with a different request body.",
-                code="idempotency_conflict",
-            ) from exc
-        code = status.HTTP_201_CREATED if created.created else status.HTTP_200_OK
-        return Response(s.PodOutput(created.pod).data, status=code)
+        return Response(s.PodOutput(created.pod).data, status=status.HTTP_201_CREATED)
 
 
 class PodDetailView(APIView):

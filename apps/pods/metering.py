@@ -4,8 +4,10 @@ Each tick charges every RUNNING or STOPPING pod for [billed_until, end), where e
 earliest of now, its node's last heartbeat and the moment billing ended (a stop request).
 Pods are processed in chunks; each chunk is ONE database transaction that locks its pods
 (`FOR UPDATE SKIP LOCKED`: a pod being stopped right now is billed by the stop instead) and
-writes, set-based, the usage records, the ledger transactions and entries, the wallet,
-payable and revenue balances, and the pods' new `billed_until`. A tick killed halfway rolls
+writes, set-based, the usage records, the ledger postings (through billing's one writer,
+`ledger_post_many`, whose inserts move the balances) and the pods' new `billed_until`, billed
+seconds and share carry. Each charge is the stay's price to date rounded once, less what was
+charged before, so ticks never drift from price × time. A tick killed halfway rolls
 its chunk back; a tick run twice finds `billed_until` already advanced (and the unique
 (pod, period_start) of UsageRecord as a backstop), so no interval is charged twice.
 
@@ -31,19 +33,18 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.billing.locks import lock_accounts
-from apps.billing.models import (
-    AccountKind,
-    Entry,
-    LedgerAccount,
-    SpendLimit,
-    Transaction,
-    TransactionKind,
+from apps.billing.models import AccountKind, LedgerAccount, SpendLimit, TransactionKind
+from apps.billing.services import (
+    Posting,
+    ledger_post_many,
+    payable_ids_for,
+    platform_account,
+    wallet_ids_for,
 )
-from apps.billing.services import platform_account, provider_payable, wallet_for
 from apps.billing.services.ledger import wallet_floor
 from apps.billing.spend import WARN_AT_PERCENT, spend_states
-from apps.core.bulk_sql import insert_rows, insert_rows_returning_ids, update_from_values
-from apps.core.money import micros_to_usd, prorate
+from apps.core.bulk_sql import insert_rows, update_from_values
+from apps.core.money import micros_to_usd, prorate_increment, split_with_carry
 from apps.pods.models import ON_NODE_STATUSES, Pod, PodStatus, UsageRecord, hourly_rate
 from apps.providers.fees import fee_percent_at, fee_schedules
 
@@ -90,6 +91,8 @@ class Billable(NamedTuple):
     gpu_count: int
     name: str
     gpu_model: str
+    billed_seconds: int
+    share_carry: int
 
     @classmethod
     def of(cls, pod: Pod) -> "Billable":
@@ -106,6 +109,8 @@ class Billable(NamedTuple):
             pod.gpu_count,
             pod.name,
             pod.gpu_model,
+            pod.billed_seconds,
+            pod.share_carry,
         )
 
     @property
@@ -113,12 +118,12 @@ class Billable(NamedTuple):
         return hourly_rate(self.price_per_gpu_hour, self.gpu_count)
 
     def end(self, now: datetime) -> datetime:
-        ends = [now]
-        if self.last_heartbeat_at is not None:
-            ends.append(self.last_heartbeat_at)
-        if self.billing_ends_at is not None:
-            ends.append(self.billing_ends_at)
-        return min(ends)
+        end = now
+        if self.last_heartbeat_at is not None and self.last_heartbeat_at < end:
+            end = self.last_heartbeat_at
+        if self.billing_ends_at is not None and self.billing_ends_at < end:
+            end = self.billing_ends_at
+        return end
 
 
 BILLABLE_FIELDS = (
@@ -133,6 +138,8 @@ BILLABLE_FIELDS = (
     "gpu_count",
     "name",
     "gpu_model",
+    "billed_seconds",
+    "share_carry",
 )
 
 
@@ -142,24 +149,8 @@ def _lock_accounts_for(
     """Every account a chunk touches, created if missing, then locked together in pk order
     (the ledger's one lock order, so a concurrent top-up or credit cannot deadlock with us).
     Returns wallet ids by owner, the revenue account id, payable ids by provider, locked rows."""
-    owners = {b.owner_id for b, _, _ in due}
-    wallets = dict(
-        LedgerAccount.objects.filter(kind=AccountKind.USER_WALLET, user_id__in=owners).values_list(
-            "user_id", "pk"
-        )
-    )
-    for owner_id in owners - set(wallets):
-        wallets[owner_id] = wallet_for(User(pk=owner_id)).pk
-    providers = {b.provider_id for b, _, _ in due if b.provider_id is not None}
-    payables: dict[uuid.UUID, int] = {
-        provider_id: pk
-        for provider_id, pk in LedgerAccount.objects.filter(
-            kind=AccountKind.PROVIDER_PAYABLE, provider_id__in=providers
-        ).values_list("provider_id", "pk")
-        if provider_id is not None
-    }
-    for provider_id in providers - set(payables):
-        payables[provider_id] = provider_payable(provider_id).pk
+    wallets = wallet_ids_for(b.owner_id for b, _, _ in due)
+    payables = payable_ids_for(b.provider_id for b, _, _ in due if b.provider_id is not None)
     revenue = platform_account(AccountKind.PLATFORM_REVENUE).pk
     locked = lock_accounts([*wallets.values(), revenue, *payables.values()])
     return wallets, revenue, payables, locked
@@ -187,15 +178,17 @@ def _bill(pods: list[Billable], now: datetime) -> MeterResult:
     # when it started, so a tier change never reaches back.
     fees = fee_schedules({b.provider_id for b, _, _ in due if b.provider_id is not None})
 
-    deltas: dict[int, int] = defaultdict(int)
     records: list[list[object]] = []
-    record_tx: list[int | None] = []  # each record's index into `transactions`
-    transactions: list[list[object]] = []
-    legs: list[list[tuple[int, int]]] = []
+    record_tx: list[int | None] = []  # each record's index into `postings`
+    postings: list[Posting] = []
     pod_updates = []
     for b, start, seconds in due:
         end = start + timedelta(seconds=seconds)
-        amount = prorate(per_hour=b.hourly_rate, seconds=seconds)
+        # The cumulative price of the pod's stay, rounded once, less what was charged: no
+        # drift however the ticks cut the time (a capped charge forgives the rest).
+        amount = prorate_increment(
+            per_hour=b.hourly_rate, billed_seconds=b.billed_seconds, seconds=seconds
+        )
         left = max(0, available[b.owner_id])
         if amount > left:
             amount = left
@@ -208,10 +201,23 @@ def _bill(pods: list[Billable], now: datetime) -> MeterResult:
             )
         available[b.owner_id] -= amount
         charged_by_owner[b.owner_id] += amount
-        share = 0
+        share, carry = 0, b.share_carry
         if b.provider_id is not None and amount:
-            share = amount * (100 - fee_percent_at(fees, b.provider_id, start)) // 100
-        pod_updates.append((b.pk, {"billed_until": end}))
+            share, carry = split_with_carry(
+                amount=amount,
+                percent=100 - fee_percent_at(fees, b.provider_id, start),
+                carry=b.share_carry,
+            )
+        pod_updates.append(
+            (
+                b.pk,
+                {
+                    "billed_until": end,
+                    "billed_seconds": b.billed_seconds + seconds,
+                    "share_carry": carry,
+                },
+            )
+        )
         # pod, owner, node, period_start, period_end, seconds, gpu_count, price, amount, share
         records.append(
             [
@@ -230,35 +236,27 @@ def _bill(pods: list[Billable], now: datetime) -> MeterResult:
         record_tx.append(None)
         if not amount:
             continue
-        lines = [(wallets[b.owner_id], -amount)]
+        lines: list[tuple[LedgerAccount | int, int]] = [(wallets[b.owner_id], -amount)]
         if b.provider_id is not None and share:
             lines.append((payables[b.provider_id], share))
         if amount - share:
             lines.append((revenue, amount - share))
-        for account_id, change in lines:
-            deltas[account_id] += change
-        legs.append(lines)
-        record_tx[-1] = len(transactions)
-        transactions.append(
-            [
-                TransactionKind.USAGE,
-                f"usage:{b.pk}:{start.isoformat()}",
-                (
+        record_tx[-1] = len(postings)
+        postings.append(
+            Posting(
+                kind=TransactionKind.USAGE,
+                idempotency_key=f"usage:{b.pk}:{start.isoformat()}",
+                memo=(
                     f"{b.name}: {seconds} s × {max(b.gpu_count, 1)}× {b.gpu_model} at "
                     f"${micros_to_usd(b.price_per_gpu_hour or 0)}/h"
-                )[:255],
-            ]
+                ),
+                lines=lines,
+            )
         )
         result.charged += amount
 
-    tx_ids = insert_rows_returning_ids(
-        model=Transaction, fields=["kind", "idempotency_key", "memo"], rows=transactions
-    )
-    insert_rows(
-        model=Entry,
-        fields=["transaction", "account", "amount"],
-        rows=[[tx_ids[i], a, x] for i, lines in enumerate(legs) for a, x in lines],
-    )
+    # The ledger's one writer: the same validation, lock order and keys as every posting.
+    tx_ids = [posted.transaction_id for posted in ledger_post_many(postings=postings)]
     insert_rows(
         model=UsageRecord,
         fields=[
@@ -279,11 +277,8 @@ def _bill(pods: list[Billable], now: datetime) -> MeterResult:
         ],
     )
     update_from_values(
-        model=LedgerAccount,
-        rows=[(pk, {"balance": d}) for pk, d in deltas.items() if d],
-        add=["balance"],
+        model=Pod, rows=pod_updates, set=["billed_until", "billed_seconds", "share_carry"]
     )
-    update_from_values(model=Pod, rows=pod_updates, set=["billed_until"])
     result.records = len(records)
     month = f"{now:%Y-%m}"
     for owner, state in states.items():
@@ -302,7 +297,9 @@ def meter_pod_until(*, pod: Pod, until: datetime) -> MeterResult:
     # A capped charge here needs no stop of its own (this pod is stopping or moving); the next
     # tick stops the owner's other pods.
     result = _bill([Billable.of(pod)], until)
-    pod.billed_until = Pod.objects.filter(pk=pod.pk).values_list("billed_until", flat=True).first()
+    pod.billed_until, pod.billed_seconds, pod.share_carry = Pod.objects.values_list(
+        "billed_until", "billed_seconds", "share_carry"
+    ).get(pk=pod.pk)
     return result
 
 
@@ -310,21 +307,21 @@ def meter_tick(*, now: datetime | None = None, chunk: int = 10_000) -> MeterResu
     """One metering pass over every billable pod. Safe to run twice at once and to kill."""
     now = now or timezone.now()
     total = MeterResult()
-    last_pk = None
-    while True:
+    due = Pod.objects.filter(status__in=BILLABLE, billed_until__lt=now)
+    # The due pods' keys, sorted once; each chunk then locks one key range, so no chunk
+    # sorts (or scans) the whole due set again. A pod that falls due meanwhile waits a tick.
+    keys = list(due.order_by("pk").values_list("pk", flat=True))
+    for i in range(0, len(keys), chunk):
         with transaction.atomic():
-            query = Pod.objects.filter(status__in=BILLABLE, billed_until__lt=now)
-            if last_pk is not None:
-                query = query.filter(pk__gt=last_pk)
             pods = [
                 Billable(*row)
-                for row in query.select_for_update(skip_locked=True, of=("self",))
+                for row in due.filter(pk__gte=keys[i], pk__lte=keys[min(i + chunk, len(keys)) - 1])
+                .select_for_update(skip_locked=True, of=("self",))
                 .order_by("pk")
-                .values_list(*BILLABLE_FIELDS)[:chunk]
+                .values_list(*BILLABLE_FIELDS)
             ]
             if not pods:
-                break
-            last_pk = pods[-1].pk
+                continue
             result = _bill(pods, now)
         total.add(result)
     _after_charges(total)

@@ -80,6 +80,13 @@ class Pod(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
     billed_until = models.DateTimeField(null=True, blank=True)
+    # Seconds charged since the pod started on its current node: each charge is the
+    # cumulative price to date, rounded once, less what was charged before, so no run of
+    # intervals drifts from price × time (apps.pods.metering).
+    billed_seconds = models.PositiveBigIntegerField(default=0)
+    # Hundredths of a micro-dollar of the provider's share not yet paid out by a charge: the
+    # split carries its remainder forward the same way.
+    share_carry = models.PositiveSmallIntegerField(default=0)
     # Billing never runs past this (the stop request, the node's last heartbeat).
     billing_ends_at = models.DateTimeField(null=True, blank=True)
 

@@ -142,11 +142,13 @@ def pod_observe_workload(*, workload: Workload) -> None:
         started = workload.started_at or now
         pod.started_at = started
         pod.billed_until = started
+        pod.billed_seconds = 0
+        pod.share_carry = 0
         pod_transition(
             pod=pod,
             to=PodStatus.RUNNING,
             reason="container running",
-            extra_fields=("started_at", "billed_until"),
+            extra_fields=("started_at", "billed_until", "billed_seconds", "share_carry"),
         )
     elif state == "removed" and pod.status == PodStatus.STOPPING:
         _finish_on_node(

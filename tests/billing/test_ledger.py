@@ -2,14 +2,17 @@
 
 import logging
 import uuid
+from contextlib import contextmanager
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import F
 
 from apps.billing.models import AccountKind, Entry, LedgerAccount, Transaction, TransactionKind
 from apps.billing.services import (
     InsufficientFundsError,
     LedgerError,
+    LedgerMismatch,
     UnbalancedPostingError,
     ledger_check,
     ledger_post,
@@ -189,11 +192,39 @@ def test_entries_are_never_zero_at_the_database(user):
         Entry.objects.create(transaction=posted, account=wallet_for(user), amount=0)
 
 
+@contextmanager
+def ledger_guards_off():
+    """What only a database superuser (or a hand on the SQLite file) can do: write with the
+    ledger's triggers off. The test's rollback puts them back."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL session_replication_role = replica")
+            yield cursor
+            cursor.execute("SET LOCAL session_replication_role = origin")
+        else:
+            for name in SQLITE_LEDGER_TRIGGERS:
+                cursor.execute(f"DROP TRIGGER IF EXISTS {name}")
+            yield cursor
+
+
+SQLITE_LEDGER_TRIGGERS = (
+    "billing_entry_append_only_update",
+    "billing_entry_append_only_delete",
+    "billing_transaction_append_only_update",
+    "billing_transaction_append_only_delete",
+    "billing_entry_move_balances",
+)
+
+
 def test_ledger_check_finds_a_drifted_balance_and_an_unbalanced_transaction(user, caplog):
     posted, _ = top_up(user, 7)
     wallet = wallet_for(user)
-    LedgerAccount.objects.filter(pk=wallet.pk).update(balance=8)  # a write that bypassed us
-    stray = Entry.objects.create(transaction=posted, account=wallet, amount=1)  # trigger deferred
+    with ledger_guards_off() as cursor:
+        cursor.execute("UPDATE billing_ledgeraccount SET balance = 8 WHERE id = %s", [wallet.pk])
+        cursor.execute(
+            "INSERT INTO billing_entry (transaction_id, account_id, amount) VALUES (%s, %s, 1)",
+            [posted.pk, wallet.pk],
+        )
 
     found = {(m.what, m.object_id) for m in ledger_check()}
 
@@ -202,14 +233,14 @@ def test_ledger_check_finds_a_drifted_balance_and_an_unbalanced_transaction(user
     with caplog.at_level(logging.ERROR, logger="apps.billing.tasks"):
         assert ledger_check_task() == len(ledger_check())
     assert "ledger check: transaction_sum" in caplog.text
-    stray.delete()  # the deferred trigger checks again at the test's end
     assert ledger_check_task.name == "billing.ledger_check"
 
 
 def test_ledger_check_reports_the_account_whose_cache_drifted(user):
     top_up(user, 7)
     wallet = wallet_for(user)
-    LedgerAccount.objects.filter(pk=wallet.pk).update(balance=8)
+    with ledger_guards_off() as cursor:
+        cursor.execute("UPDATE billing_ledgeraccount SET balance = 8 WHERE id = %s", [wallet.pk])
 
     [mismatch] = ledger_check()
 
@@ -221,11 +252,102 @@ def test_ledger_check_reports_the_account_whose_cache_drifted(user):
     )
 
 
-@pytest.mark.django_db(transaction=True)
-def test_postgres_refuses_to_commit_an_unbalanced_transaction(user):
+# -- the ledger is append-only, and balances move only with entries ---------------------------
+
+REFUSED = (IntegrityError, DatabaseError)
+
+
+def test_deleting_every_entry_of_a_transaction_is_refused(user):
+    posted, _ = top_up(user, 5 * USD)
+    with pytest.raises(REFUSED, match="append-only"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM billing_entry WHERE transaction_id = %s", [posted.pk])
+    with pytest.raises(REFUSED, match="append-only"), transaction.atomic():
+        Entry.objects.filter(transaction=posted).delete()
+    assert Entry.objects.filter(transaction=posted).count() == 2
+    assert wallet_for(user).balance == 5 * USD and ledger_check() == []
+
+
+def test_doubling_both_legs_is_refused(user):
+    posted, _ = top_up(user, 5 * USD)
+    with pytest.raises(REFUSED, match="append-only"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE billing_entry SET amount = amount * 2 WHERE transaction_id = %s",
+                [posted.pk],
+            )
+    assert sorted(Entry.objects.filter(transaction=posted).values_list("amount", flat=True)) == [
+        -5 * USD,
+        5 * USD,
+    ]
+
+
+def test_editing_or_deleting_a_transaction_is_refused(user):
+    posted, _ = top_up(user, 5 * USD)
+    with pytest.raises(REFUSED, match="append-only"), transaction.atomic():
+        Transaction.objects.filter(pk=posted.pk).update(memo="nothing to see")
+    with pytest.raises(REFUSED, match="append-only"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM billing_transaction WHERE id = %s", [posted.pk])
+    assert Transaction.objects.get(pk=posted.pk).memo == "top-up"
+
+
+def test_editing_a_balance_is_refused_on_postgres_and_caught_elsewhere(user):
+    top_up(user, 5 * USD)
+    wallet = wallet_for(user)
+    if connection.vendor == "postgresql":
+        with pytest.raises(REFUSED, match="only through posted entries"), transaction.atomic():
+            LedgerAccount.objects.filter(pk=wallet.pk).update(balance=F("balance") + USD)
+        with pytest.raises(REFUSED, match="only through posted entries"), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE billing_ledgeraccount SET balance = 0 WHERE id = %s", [wallet.pk]
+                )
+        assert wallet_for(user).balance == 5 * USD and ledger_check() == []
+    else:  # SQLite cannot tell a trigger's write from a direct one: the check catches it
+        LedgerAccount.objects.filter(pk=wallet.pk).update(balance=F("balance") + USD)
+        assert [(m.what, m.object_id) for m in ledger_check()] == [("account_balance", wallet.pk)]
+
+
+def test_balances_are_moved_by_the_database_from_inserted_entries(user):
+    """The cached balance is derived: an entry written by any insert moves it, in the same
+    statement, so it can never disagree with the entries it sums."""
+    top_up(user, 5 * USD)
+    revenue = platform_account(AccountKind.PLATFORM_REVENUE)
+    wallet = wallet_for(user)
+    posted = Transaction.objects.create(kind=TransactionKind.USAGE, idempotency_key="raw")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO billing_entry (transaction_id, account_id, amount) "
+            "VALUES (%s, %s, -700), (%s, %s, 700)",
+            [posted.pk, wallet.pk, posted.pk, revenue.pk],
+        )
+    wallet.refresh_from_db()
+    revenue.refresh_from_db()
+    assert (wallet.balance, revenue.balance) == (5 * USD - 700, 700)
+    assert ledger_check() == []
+
+
+def test_postgres_refuses_an_unbalanced_transaction(user):
     if connection.vendor != "postgresql":
         pytest.skip("the zero-sum trigger is Postgres-only")
-    posted, _ = top_up(user, 5)
+    top_up(user, 5 * USD)
+    posted = Transaction.objects.create(kind=TransactionKind.USAGE, idempotency_key="raw")
     with pytest.raises(IntegrityError, match="does not balance"), transaction.atomic():
         Entry.objects.create(transaction=posted, account=wallet_for(user), amount=1)
-    assert ledger_check() == []
+    assert ledger_check() == [LedgerMismatch("transaction_legs", posted.pk, 2, 0)]
+
+
+def test_postgres_refuses_legs_added_to_a_posted_transaction(user):
+    if connection.vendor != "postgresql":
+        pytest.skip("the zero-sum trigger is Postgres-only")
+    posted, _ = top_up(user, 5 * USD)
+    revenue = platform_account(AccountKind.PLATFORM_REVENUE)
+    with pytest.raises(IntegrityError, match="already has entries"), transaction.atomic():
+        with connection.cursor() as cursor:  # balanced, but the transaction was closed
+            cursor.execute(
+                "INSERT INTO billing_entry (transaction_id, account_id, amount) "
+                "VALUES (%s, %s, -700), (%s, %s, 700)",
+                [posted.pk, wallet_for(user).pk, posted.pk, revenue.pk],
+            )
+    assert wallet_for(user).balance == 5 * USD and ledger_check() == []

@@ -1,9 +1,13 @@
 """A stateful property test of the ledger: random interleavings of Stripe webhook deliveries
-(fresh, duplicated, replayed, forged), operator credits and refunds, and usage debits guarded by
-the floor, with idempotency keys drawn from a small pool so retries and collisions are common.
-After every step the money invariants must hold."""
+(fresh, duplicated, replayed, forged), operator credits and refunds, usage debits guarded by
+the floor, and batches of usage postings split three ways (wallet → provider payable +
+revenue) through `ledger_post_many`, the metering tick's path, with idempotency keys drawn
+from one small pool so retries and collisions across single and batch postings are common.
+After every step the money invariants hold: every transaction sums to zero, every cached
+balance is its entries, all balances sum to zero (on SQLite and on Postgres)."""
 
 import json
+import uuid
 
 import pytest
 from django.db import transaction
@@ -23,9 +27,13 @@ from apps.accounts.models import User
 from apps.billing.models import AccountKind, LedgerAccount, TransactionKind
 from apps.billing.services import (
     InsufficientFundsError,
+    LedgerError,
+    Posting,
     ledger_check,
     ledger_post,
+    ledger_post_many,
     platform_account,
+    provider_payable,
     wallet_credit,
     wallet_for,
     wallet_refund,
@@ -55,6 +63,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.credited_sessions: set[str] = set()
         self.events: dict[str, list[dict]] = {}
         self.overdraft = 0
+        self.payable = provider_payable(uuid.uuid4())
 
     def teardown(self) -> None:
         if self._overridden is not None:
@@ -173,6 +182,61 @@ class LedgerMachine(RuleBasedStateMachine):
                 floor=True,
             ),
         )
+
+    @rule(
+        items=st.lists(
+            st.tuples(st.integers(0, USERS - 1), amounts, st.integers(0, 100), keys),
+            min_size=1,
+            max_size=6,
+        ),
+        floor=st.booleans(),
+    )
+    def usage_batch_is_posted(self, items: list[tuple[int, int, int, int]], floor: bool) -> None:
+        """A batch as the metering tick posts it: each item charges a wallet and splits the
+        charge between a provider's payable (`percent`) and revenue."""
+        revenue = platform_account(AccountKind.PLATFORM_REVENUE)
+        if not floor:  # unguarded, as the tick posts: it caps each charge at what is left
+            left = [balance + self.overdraft for balance in self.expected]
+            capped = []
+            for who, amount, percent, k in items:
+                if f"k{k}" not in self.used_keys:
+                    amount = min(amount, left[who])
+                    left[who] -= amount
+                if amount > 0:
+                    capped.append((who, amount, percent, k))
+            items = capped
+            if not items:
+                return
+        postings = []
+        for who, amount, percent, k in items:
+            share = amount * percent // 100
+            lines = [(wallet_for(self.users[who]).pk, -amount)]
+            if share:
+                lines.append((self.payable.pk, share))
+            if amount - share:
+                lines.append((revenue, amount - share))
+            postings.append(
+                Posting(kind=TransactionKind.USAGE, idempotency_key=f"k{k}", memo="u", lines=lines)
+            )
+        keys_in_batch = [p.idempotency_key for p in postings]
+        if len(set(keys_in_batch)) != len(keys_in_batch):
+            with pytest.raises(LedgerError, match="share an idempotency key"):
+                ledger_post_many(postings=postings, floor=floor)
+            return
+        after = list(self.expected)
+        for (who, amount, _, _), key in zip(items, keys_in_batch, strict=True):
+            if key not in self.used_keys:
+                after[who] -= amount
+        if floor and any(
+            after[w] < self.expected[w] and after[w] < -self.overdraft for w in range(USERS)
+        ):
+            with pytest.raises(InsufficientFundsError):
+                ledger_post_many(postings=postings, floor=floor)
+            return  # the whole batch is refused: nothing written, no key used
+        posted = ledger_post_many(postings=postings, floor=floor)
+        assert [p.created for p in posted] == [k not in self.used_keys for k in keys_in_batch]
+        self.used_keys.update(keys_in_batch)
+        self.expected = after
 
     # -- invariants -------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apps.billing.models import AccountKind, LedgerAccount, Transaction, TransactionKind
+from apps.billing.models import AccountKind, LedgerAccount, TransactionKind
 from apps.billing.series import bucket_starts, entry_series, parse_period
 from apps.billing.services import ledger_post, platform_account, wallet_for
 
@@ -24,8 +24,9 @@ def charge(user, micros, at):
             (wallet_for(user), -micros),
             (platform_account(AccountKind.PLATFORM_REVENUE), micros),
         ],
+        created_at=at,
     )
-    Transaction.objects.filter(pk=posted.pk).update(created_at=at)
+    assert posted.created_at == at
 
 
 def test_bucket_starts():

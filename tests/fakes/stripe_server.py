@@ -7,6 +7,11 @@ Stripe's wire format so the real `stripe` SDK talks to it unchanged:
   same parameters replays the first response (`Idempotent-Replayed: true`), with different
   parameters it is a 400 `idempotency_error`.
 - `GET /v1/checkout/sessions/<id>`: the session as it stands.
+- `GET /v1/charges` and `GET /v1/refunds`: Stripe's list shape (`{"object": "list", "data":
+  […], "has_more": …, "url": …}`), newest first, filtered by `created[gte|gt|lte|lt]` (and
+  `payment_intent` for charges), paged by `limit` (1–100, default 10) and `starting_after`.
+  Paying a session makes its charge; `add_charge()` and `refund()` play a payment or a
+  refund made outside our app (the Dashboard, another integration).
 - A wrong key is a 401 and an unknown route a 404, both in Stripe's error shape
   `{"error": {"type": …, "message": …}}`.
 
@@ -26,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 API_VERSION = "2025-01-27.acacia"
 CHECKOUT_HOST = "https://checkout.stripe.com"
@@ -101,6 +106,8 @@ class FakeStripe:
     api_key: str
     base_url: str = ""
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
     _replays: dict[str, tuple[str, int, dict[str, Any]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -120,20 +127,81 @@ class FakeStripe:
                 payment_intent=session["payment_intent"] or _random_id("pi_test_"),
             )
             snapshot = json.loads(json.dumps(session))
+        if payment_status == "paid":
+            self.add_charge(
+                amount=session["amount_total"],
+                payment_intent=session["payment_intent"],
+                metadata=session["metadata"],
+            )
         return checkout_event(snapshot, event_id=event_id)
+
+    def add_charge(
+        self,
+        *,
+        amount: int,
+        payment_intent: str | None = None,
+        created: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A successful card charge of `amount` cents, as Stripe records it."""
+        charge = {
+            "id": _random_id("ch_test_"),
+            "object": "charge",
+            "amount": amount,
+            "amount_captured": amount,
+            "amount_refunded": 0,
+            "captured": True,
+            "created": int(time.time()) if created is None else created,
+            "currency": "usd",
+            "livemode": False,
+            "metadata": metadata or {},
+            "paid": True,
+            "payment_intent": payment_intent or _random_id("pi_test_"),
+            "refunded": False,
+            "status": "succeeded",
+        }
+        with self._lock:
+            self.charges[charge["id"]] = charge
+        return charge
+
+    def refund(
+        self, charge_id: str, *, amount: int | None = None, created: int | None = None
+    ) -> dict[str, Any]:
+        """Refund (part of) a charge, as a Dashboard user would."""
+        with self._lock:
+            charge = self.charges[charge_id]
+            amount = charge["amount"] - charge["amount_refunded"] if amount is None else amount
+            if not 0 < amount <= charge["amount"] - charge["amount_refunded"]:
+                raise ValueError(f"cannot refund {amount} of {charge_id}")
+            charge["amount_refunded"] += amount
+            charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+            refund = {
+                "id": _random_id("re_test_"),
+                "object": "refund",
+                "amount": amount,
+                "charge": charge_id,
+                "created": int(time.time()) if created is None else created,
+                "currency": charge["currency"],
+                "metadata": {},
+                "payment_intent": charge["payment_intent"],
+                "reason": "requested_by_customer",
+                "status": "succeeded",
+            }
+            self.refunds[refund["id"]] = refund
+        return refund
 
     # -- request handling (called from the server's threads) --------------------------------
 
     def handle(
-        self, method: str, path: str, headers: dict[str, str], body: str
+        self, method: str, path: str, headers: dict[str, str], body: str, query: str = ""
     ) -> tuple[int, dict[str, Any], bool]:
         """(status, JSON body, whether it is an idempotent replay)."""
-        status, payload = self._route(method, path, headers, body)
+        status, payload = self._route(method, path, headers, body, query)
         replayed = bool(payload.pop("_replayed", False))
         return status, payload, replayed
 
     def _route(
-        self, method: str, path: str, headers: dict[str, str], body: str
+        self, method: str, path: str, headers: dict[str, str], body: str, query: str = ""
     ) -> tuple[int, dict[str, Any]]:
         form = decode_form(body) if method == "POST" else {}
         with self._lock:
@@ -165,6 +233,9 @@ class FakeStripe:
                     code=None,
                 )
             return replay[1], {**replay[2], "_replayed": True}
+        if method == "GET" and path in ("/v1/charges", "/v1/refunds"):
+            objects = self.charges if path == "/v1/charges" else self.refunds
+            return self._list(path, objects, decode_form(query))
         if method == "GET" and path.startswith("/v1/checkout/sessions/"):
             session = self.sessions.get(path.rsplit("/", 1)[1])
             if session is None:
@@ -181,6 +252,60 @@ class FakeStripe:
             "or we can help at https://support.stripe.com/.",
             code=None,
         )
+
+    def _list(
+        self, path: str, objects: dict[str, dict[str, Any]], params: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """One page of a list endpoint, as Stripe pages: newest first, `limit` at a time,
+        `starting_after` the last id of the previous page."""
+        try:
+            limit = int(params.get("limit", 10))
+        except ValueError:
+            return 400, _error(
+                "invalid_request_error", "Invalid integer: limit", code="parameter_invalid_integer"
+            )
+        if not 1 <= limit <= 100:
+            return 400, _error(
+                "invalid_request_error",
+                "This value must be greater than or equal to 1 and less than or equal to 100.",
+                code="parameter_invalid_integer",
+                param="limit",
+            )
+        created = params.get("created")
+        bounds = created if isinstance(created, dict) else {}
+        tests = {
+            "gte": lambda c, v: c >= v,
+            "gt": lambda c, v: c > v,
+            "lte": lambda c, v: c <= v,
+            "lt": lambda c, v: c < v,
+        }
+        with self._lock:
+            rows = sorted(objects.values(), key=lambda o: (o["created"], o["id"]), reverse=True)
+        for op, value in bounds.items():
+            if op not in tests:
+                return 400, _error(
+                    "invalid_request_error",
+                    f"Received unknown parameter: created[{op}]",
+                    code="parameter_unknown",
+                )
+            rows = [o for o in rows if tests[op](o["created"], int(value))]
+        if isinstance(created, str):
+            rows = [o for o in rows if o["created"] == int(created)]
+        if "payment_intent" in params:
+            rows = [o for o in rows if o.get("payment_intent") == params["payment_intent"]]
+        after = params.get("starting_after")
+        if after:
+            ids = [o["id"] for o in rows]
+            if after not in ids:
+                return 400, _error(
+                    "invalid_request_error",
+                    f"No such object: '{after}'",
+                    code="resource_missing",
+                    param="starting_after",
+                )
+            rows = rows[ids.index(after) + 1 :]
+        page = json.loads(json.dumps(rows[:limit]))
+        return 200, {"object": "list", "data": page, "has_more": len(rows) > limit, "url": path}
 
     def _create_session(self, form: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         mode = form.get("mode")
@@ -269,9 +394,8 @@ def _handler_for(fake: FakeStripe) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length).decode() if length else ""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, payload, replayed = fake.handle(
-                method, self.path.split("?", 1)[0], headers, body
-            )
+            url = urlsplit(self.path)
+            status, payload, replayed = fake.handle(method, url.path, headers, body, url.query)
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -12,7 +12,9 @@ heartbeat, or killed in their k-th chunk before or after its writes. After every
 - each pod's usage records run contiguously from its container's start on each node it stayed
   on (no gap, no overlap: no interval charged twice), never past its stop, its container's
   end, or the last heartbeat its node had sent when the record was written; each charges
-  exactly price × GPUs × seconds, less only where the floor or cap bound (the pod then stops).
+  exactly the price × GPUs × seconds of its stay to date rounded once, less what came before
+  (no drift whatever the prices), less only where the floor or cap bound (the pod then stops);
+  the provider shares carry their remainder the same way.
 
 Time is simulated: `django.utils.timezone.now` returns the machine's clock (two days ago at
 midnight, then moved on only by the rules), so a stop, a heartbeat, a container report and a
@@ -52,7 +54,7 @@ from apps.billing.models import (
 )
 from apps.billing.services import ledger_check, topup_from_checkout_event
 from apps.core.gpu_models import CPU_MODEL
-from apps.core.money import prorate
+from apps.core.money import prorate_increment, split_with_carry
 from apps.nodes import services as node_services
 from apps.nodes.models import CommandStatus, CommandType, Node, NodeCommand, NodeStatus
 from apps.pods import metering
@@ -73,12 +75,20 @@ from tests.pods.conftest import POD, ack, make_node, report_container
 
 USERS = 2
 FEE_PERCENT = 20  # PROVIDER_DEFAULT_FEE_PERCENT: the community node's platform cut
-# (hostname, GPUs, price per GPU-hour, community). Whole micro-dollars per second per GPU
-# (100, 150, 200), so every charge is exact; distinct prices keep placement deterministic.
+# (hostname, GPUs, community). Each example draws the nodes' prices per GPU-hour: catalogue
+# prices or arbitrary ones (most do not divide into whole micro-dollars per second, so a
+# charge rounded per interval would drift); distinct prices keep placement deterministic.
 NODES = (
-    ("plat-a", 2, 360_000, False),
-    ("comm-c", 1, 540_000, True),
-    ("plat-b", 2, 720_000, False),
+    ("plat-a", 2, False),
+    ("comm-c", 1, True),
+    ("plat-b", 2, False),
+)
+CATALOGUE = (3_590_000, 2_490_000, 2_190_000, 1_690_000, 1_490_000, 990_000, 690_000, 390_000)
+node_prices = st.lists(
+    st.one_of(st.sampled_from(CATALOGUE), st.integers(300_000, 5_000_000)),
+    min_size=len(NODES),
+    max_size=len(NODES),
+    unique=True,
 )
 HEARTBEAT_S = 10
 OFFLINE_AFTER = timedelta(seconds=HEARTBEAT_S * 3)
@@ -144,12 +154,9 @@ class MoneyMachine(RuleBasedStateMachine):
         self.nodes: list[Node] = []
         self.price: dict[uuid.UUID, int] = {}
         self.community: set[uuid.UUID] = set()
-        for hostname, gpus, price, community in NODES:
-            node = make_node(
-                hostname, gpus=gpus, price=price, provider_id=uuid.uuid4() if community else None
-            )
+        for hostname, gpus, community in NODES:
+            node = make_node(hostname, gpus=gpus, provider_id=uuid.uuid4() if community else None)
             self.nodes.append(node)
-            self.price[node.pk] = price
             if community:
                 self.community.add(node.pk)
         self.credited = [0] * USERS
@@ -183,14 +190,19 @@ class MoneyMachine(RuleBasedStateMachine):
             max_size=USERS,
         ),
         pods=st.lists(pod_specs, max_size=3),
+        prices=node_prices,
     )
     def open_accounts(
         self,
+        prices: list[int],
         overdraft: int,
         opening_cents: list[int],
         limits: list[tuple[int | None, int | None]],
         pods: list[tuple[int, int, bool, str, int]],
     ) -> None:
+        for node, price in zip(self.nodes, prices, strict=True):
+            Node.objects.filter(pk=node.pk).update(price_per_gpu_hour=price)
+            self.price[node.pk] = price
         self.overdraft = overdraft
         self._overridden = override_settings(BILLING_OVERDRAFT_MICROS=overdraft)
         self._overridden.enable()
@@ -719,6 +731,8 @@ class MoneyMachine(RuleBasedStateMachine):
         ).values_list("transaction_id", "account__kind", "amount"):
             legs[tx_id][account_kind] = amount
         newest = self.last_record_id
+        full: dict[int, int] = {}  # each record's uncapped charge
+        share: dict[int, int] = {}  # each record's provider share
         for pod_id, model in self.pods.items():
             pod = pods[pod_id]
             records = records_by_pod.get(pod_id, [])
@@ -739,9 +753,21 @@ class MoneyMachine(RuleBasedStateMachine):
                 ]
                 assigned += len(charged)
                 cursor = stay.started_at
+                rate = self.price[stay.node_id] * max(pod.gpu_count, 1)
+                billed = carry = 0  # the stay's charged seconds and the share's carry
                 for r in charged:
                     assert r.period_start == cursor, ("a gap or an overlap", pod_id, r, cursor)
                     cursor = r.period_end
+                    # The stay's price to date rounded once, less what came before: no drift.
+                    full[r.pk] = prorate_increment(
+                        per_hour=rate, billed_seconds=billed, seconds=r.seconds
+                    )
+                    billed += r.seconds
+                    share[r.pk] = 0
+                    if r.node_id in self.community:
+                        share[r.pk], carry = split_with_carry(
+                            amount=r.amount, percent=100 - FEE_PERCENT, carry=carry
+                        )
                     assert r.node_id == stay.node_id
                     assert r.period_end <= self.now
                     assert stay.limit is None or r.period_end <= stay.limit, (
@@ -760,17 +786,15 @@ class MoneyMachine(RuleBasedStateMachine):
                 assert r.seconds == (r.period_end - r.period_start).total_seconds() >= 1
                 price = self.price[r.node_id]
                 assert (r.price_per_gpu_hour, r.gpu_count) == (price, pod.gpu_count)
-                full = prorate(per_hour=price * max(pod.gpu_count, 1), seconds=r.seconds)
-                assert 0 <= r.amount <= full
-                share = r.amount * (100 - FEE_PERCENT) // 100 if r.node_id in self.community else 0
-                assert r.provider_share == share
+                assert 0 <= r.amount <= full[r.pk]
+                assert r.provider_share == share[r.pk]
                 if r.amount:
                     assert legs[r.transaction_id] == {
                         AccountKind.USER_WALLET: -r.amount,
-                        **({AccountKind.PROVIDER_PAYABLE: share} if share else {}),
+                        **({AccountKind.PROVIDER_PAYABLE: share[r.pk]} if share[r.pk] else {}),
                         **(
-                            {AccountKind.PLATFORM_REVENUE: r.amount - share}
-                            if r.amount - share
+                            {AccountKind.PLATFORM_REVENUE: r.amount - share[r.pk]}
+                            if r.amount - share[r.pk]
                             else {}
                         ),
                     }
@@ -783,7 +807,7 @@ class MoneyMachine(RuleBasedStateMachine):
                         pod_id,
                         r.period_end,
                     )
-                    if r.amount < full:
+                    if r.amount < full[r.pk]:
                         event("a charge capped by the floor or the monthly cap")
                         if not self.killed:  # a killed tick stops no one; the next one does
                             assert pod.status != PodStatus.RUNNING, ("capped, not stopped", pod_id)

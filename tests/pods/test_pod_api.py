@@ -54,9 +54,9 @@ def test_idempotency_key(owner_client):
     first = create(owner_client, HTTP_IDEMPOTENCY_KEY="k-1")
     again = create(owner_client, HTTP_IDEMPOTENCY_KEY="k-1")
     other = create(owner_client, {**POD, "name": "different"}, HTTP_IDEMPOTENCY_KEY="k-1")
-    assert first.status_code == 201 and again.status_code == 200
-    assert again.json()["id"] == first.json()["id"]
-    assert other.status_code == 409
+    assert first.status_code == again.status_code == 201  # the first answer, replayed
+    assert again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    assert other.status_code == 422
     assert Pod.objects.count() == 1
 
 

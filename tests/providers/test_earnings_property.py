@@ -1,10 +1,11 @@
 """Earnings are exact: over a random mix of pods on several providers' nodes (and a platform
 node), at different tiers and prices, with tier changes part-way through and metering ticks
-in chunks of random size, every usage record's provider share is
-floor(charge × (100 − fee) / 100) at the fee in force when its interval started, each
-provider's payable holds exactly the sum of its shares, and the platform's revenue is the
-rest — to the micro-dollar. Each share is credited in the same ledger transaction as the
-charge it comes from."""
+in chunks of random size, each pod's charges are its price to date rounded once (no drift),
+its provider shares carry their remainder forward so that, at every point, they sum to
+floor(Σ charge × (100 − fee) / 100) with each charge at the fee in force when its interval
+started, each provider's payable holds exactly the sum of its shares, and the platform's
+revenue is the rest — to the micro-dollar. Each share is credited in the same ledger
+transaction as the charge it comes from."""
 
 import uuid
 from datetime import timedelta
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from apps.billing.models import AccountKind, Entry, LedgerAccount
 from apps.billing.services import ledger_check
-from apps.core.money import prorate
+from apps.core.money import prorate, prorate_increment
 from apps.nodes.models import Node
 from apps.pods.metering import meter_tick
 from apps.pods.models import Pod, PodStatus, UsageRecord
@@ -121,12 +122,20 @@ def _run(django_user_model, providers, pods, ticks, chunk):
     provider_of = {n.pk: n.provider_id for n in nodes}
     expected: dict[uuid.UUID, int] = {pid: 0 for pid in fee_changes}
     charged = 0
-    records = list(UsageRecord.objects.all())
+    records = list(UsageRecord.objects.order_by("pod_id", "period_start"))
+    billed: dict[uuid.UUID, int] = {}  # seconds charged so far, per pod
+    exact: dict[uuid.UUID, int] = {}  # Σ charge × (100 − fee), hundredths of µ$, per pod
+    shared: dict[uuid.UUID, int] = {}  # Σ share so far, per pod
     event("billed" if records else "nothing due yet")
     if any(r.provider_share for r in records):
         event("a provider earned")
     for r in records:
-        assert r.amount == prorate(per_hour=r.price_per_gpu_hour * r.gpu_count, seconds=r.seconds)
+        rate = r.price_per_gpu_hour * r.gpu_count
+        so_far = billed.get(r.pod_id, 0)
+        assert r.amount == prorate_increment(
+            per_hour=rate, billed_seconds=so_far, seconds=r.seconds
+        )
+        billed[r.pod_id] = so_far + r.seconds
         charged += r.amount
         provider_id = provider_of[r.node_id]
         if provider_id is None:
@@ -136,7 +145,9 @@ def _run(django_user_model, providers, pods, ticks, chunk):
         fee = after if r.period_start >= t0 + timedelta(seconds=at) else before
         if before != after and r.period_start >= t0 + timedelta(seconds=at):
             event("billed after a fee change")
-        share = r.amount * (100 - fee) // 100
+        exact[r.pod_id] = exact.get(r.pod_id, 0) + r.amount * (100 - fee)
+        share = exact[r.pod_id] // 100 - shared.get(r.pod_id, 0)  # rounded once, to date
+        shared[r.pod_id] = shared.get(r.pod_id, 0) + share
         assert r.provider_share == share, (r, fee)
         expected[provider_id] += share
         if r.amount == 0:  # nothing charged (a tiny price for a second): nothing posted
@@ -151,6 +162,12 @@ def _run(django_user_model, providers, pods, ticks, chunk):
         assert legs[AccountKind.USER_WALLET] == -r.amount
         assert legs.get(AccountKind.PROVIDER_PAYABLE, 0) == share
         assert legs.get(AccountKind.PLATFORM_REVENUE, 0) == r.amount - share
+    for pod_id, seconds in billed.items():  # however the ticks cut it: price × time, once
+        first = next(r for r in records if r.pod_id == pod_id)
+        total = sum(r.amount for r in records if r.pod_id == pod_id)
+        assert total == prorate(
+            per_hour=first.price_per_gpu_hour * first.gpu_count, seconds=seconds
+        )
     for provider_id, total in expected.items():
         payable = LedgerAccount.objects.filter(
             kind=AccountKind.PROVIDER_PAYABLE, provider_id=provider_id

@@ -1,5 +1,6 @@
 """`{% back_office_summary as summary %}`: the figures on the admin's front page (fleet, pods,
-money this month, and revenue by day for the chart). Reads only, a handful of grouped queries."""
+money this month, and revenue by day for the chart). Reads only, a handful of grouped queries.
+It lives with pods, which may read nodes and billing; billing reads no feature app."""
 
 from typing import Any
 
