@@ -466,6 +466,13 @@ CATALOG_HOST_PORT_RANGE = (
     env.int("CATALOG_HOST_PORT_MIN", default=18100),
     env.int("CATALOG_HOST_PORT_MAX", default=18999),
 )
+# Serverless deployments (issue 14): each web process publishes its outstanding requests to
+# Redis this often; a held request re-reads its deployment's replicas this often; economics
+# split a deployment's GPU cost between input and output tokens with an output token weighing
+# this many input tokens (decoding a token costs more than prefilling one).
+PROXY_LOAD_SYNC_S = env.float("PROXY_LOAD_SYNC_S", default=0.25)
+PROXY_HOLD_POLL_S = env.float("PROXY_HOLD_POLL_S", default=0.25)
+CATALOG_OUTPUT_TOKEN_WEIGHT = env.int("CATALOG_OUTPUT_TOKEN_WEIGHT", default=3)
 
 # --- Real-time voice (apps.proxy.voice: the /ws/* sockets) --------------------------------------
 # A session with no frame from the client and nothing in progress for this long closes (4408).

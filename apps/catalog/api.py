@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from apps.catalog import selectors
 from apps.catalog import serializers as s
 from apps.catalog.models import Deployment, ModelTemplate
-from apps.catalog.services import deploy
+from apps.catalog.services import deploy, scaling
 from apps.pods.services import SpendRefusedError
 
 MAX_METRICS_WINDOW_S = 7 * 86400
@@ -87,6 +87,26 @@ class DeploymentListView(APIView):
 class DeploymentDetailView(APIView):
     @extend_schema(responses={200: s.DeploymentOutput}, tags=["deployments"])
     def get(self, request: Request, deployment_id: str) -> Response:
+        return Response(s.DeploymentOutput(owned_deployment(request, deployment_id)).data)
+
+    @extend_schema(
+        request=s.ScalingInput, responses={200: s.DeploymentOutput}, tags=["deployments"]
+    )
+    def patch(self, request: Request, deployment_id: str) -> Response:
+        """Change the scaling settings; a 400 names the first bad field and changes nothing."""
+        deployment = owned_deployment(request, deployment_id)
+        data = s.ScalingInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            scaling.deployment_scaling_update(
+                deployment_id=deployment.pk,
+                changes=dict(data.validated_data),
+                actor=f"its owner ({request.user})",
+            )
+        except scaling.ScalingSettingsError as exc:
+            raise exceptions.ValidationError({exc.field: exc.message}) from exc
+        except scaling.DeploymentNotLiveError as exc:
+            raise exceptions.ValidationError({"non_field_errors": str(exc)}) from exc
         return Response(s.DeploymentOutput(owned_deployment(request, deployment_id)).data)
 
     @extend_schema(responses={200: s.DeploymentOutput}, tags=["deployments"])

@@ -9,7 +9,14 @@ from typing import Any
 from django.db.models import Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
-from apps.catalog.models import Deployment, DeploymentKey, ModelTemplate, ModelUsageLog, Replica
+from apps.catalog.models import (
+    ColdStart,
+    Deployment,
+    DeploymentKey,
+    ModelTemplate,
+    ModelUsageLog,
+    Replica,
+)
 from apps.nodes.models import Gpu
 
 
@@ -117,5 +124,24 @@ def deployment_metrics(*, deployment: Deployment, window_s: int) -> dict[str, An
             if utilisations
             else None,
             "gpus": gpus,
+        },
+    }
+
+
+def cold_starts(*, deployment: Deployment, limit: int = 20) -> dict[str, Any]:
+    """The deployment's recent cold starts (request held → first byte) and their p50 / max
+    over the last `limit`."""
+    rows = list(
+        ColdStart.objects.filter(deployment=deployment).values(
+            "at", "endpoint", "held_ms", "first_byte_ms"
+        )[:limit]
+    )
+    times = sorted(float(r["first_byte_ms"]) for r in rows if r["first_byte_ms"] is not None)
+    return {
+        "count": ColdStart.objects.filter(deployment=deployment).count(),
+        "recent": rows,
+        "first_byte_ms": {
+            "p50": _percentile(times, 0.5),
+            "max": round(times[-1], 2) if times else None,
         },
     }

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from typing import Any
 
 from rest_framework import serializers
@@ -10,6 +11,12 @@ from apps.catalog.models import (
     ModelCategory,
     ModelTemplate,
     Replica,
+)
+from apps.catalog.services.scaling import (
+    DEFAULT_SCALING,
+    SCALING_FIELDS,
+    ScalingSettingsError,
+    scaling_validate,
 )
 from apps.core.gpu_models import CANONICAL
 from apps.core.money import micros_to_usd, usd_to_micros
@@ -81,6 +88,12 @@ class DeployInput(serializers.Serializer):
     rate_limit_per_minute = serializers.IntegerField(
         min_value=1, max_value=1_000_000, required=False
     )
+    min_replicas = serializers.IntegerField(required=False)
+    max_replicas = serializers.IntegerField(required=False)
+    target_concurrency = serializers.IntegerField(required=False)
+    scale_down_delay_s = serializers.IntegerField(required=False)
+    max_queue = serializers.IntegerField(required=False)
+    queue_timeout_s = serializers.IntegerField(required=False)
 
     def validate_gpu_model(self, model: str) -> str:
         known = known_gpu_models()
@@ -92,6 +105,17 @@ class DeployInput(serializers.Serializer):
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
         template: ModelTemplate = self.context["template"]
+        scaling = {name: data.pop(name) for name in SCALING_FIELDS if name in data}
+        if scaling:
+            replicas = data.get("replicas", 1)
+            try:
+                scaling_validate(
+                    current=replace(DEFAULT_SCALING, min_replicas=replicas, max_replicas=replicas),
+                    changes=scaling,
+                )
+            except ScalingSettingsError as exc:
+                raise serializers.ValidationError({exc.field: exc.message}) from exc
+            data["scaling"] = scaling
         price = data.pop("price_cap_per_gpu_hour_usd", None)
         data["price_cap_per_gpu_hour"] = None if price is None else usd_to_micros(price)
         count = data.get("gpu_count", template.gpu_count)
@@ -113,6 +137,32 @@ class DeployInput(serializers.Serializer):
         return data
 
 
+class ScalingInput(serializers.Serializer):
+    """PATCH of a deployment's scaling settings: any subset; unknown fields are refused."""
+
+    min_replicas = serializers.IntegerField(required=False)
+    max_replicas = serializers.IntegerField(required=False)
+    target_concurrency = serializers.IntegerField(required=False)
+    scale_down_delay_s = serializers.IntegerField(required=False)
+    max_queue = serializers.IntegerField(required=False)
+    queue_timeout_s = serializers.IntegerField(required=False)
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(self.initial_data) - set(SCALING_FIELDS))
+        if unknown:
+            raise serializers.ValidationError(
+                {
+                    unknown[0]: "Not a scaling setting; these can change: "
+                    + ", ".join(SCALING_FIELDS)
+                }
+            )
+        if not data:
+            raise serializers.ValidationError(
+                {"non_field_errors": "Send at least one of: " + ", ".join(SCALING_FIELDS)}
+            )
+        return data
+
+
 class ReplicaOutput(serializers.ModelSerializer):
     pod_status = serializers.CharField(source="pod.status", default=None)
 
@@ -126,6 +176,7 @@ class ReplicaOutput(serializers.ModelSerializer):
             "pod_status",
             "last_health_at",
             "ready_at",
+            "draining_at",
         )
 
 
@@ -158,6 +209,12 @@ class DeploymentOutput(serializers.ModelSerializer):
             "gpu_model",
             "gpu_count",
             "replicas",
+            "min_replicas",
+            "max_replicas",
+            "target_concurrency",
+            "scale_down_delay_s",
+            "max_queue",
+            "queue_timeout_s",
             "rate_limit_per_minute",
             "price_cap_per_gpu_hour_usd",
             "replica_set",

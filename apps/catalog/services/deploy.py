@@ -3,7 +3,7 @@ API keys."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import transaction
@@ -23,6 +23,7 @@ from apps.catalog.models import (
     ReplicaStatus,
 )
 from apps.catalog.services import lifecycle
+from apps.catalog.services.scaling import DEFAULT_SCALING, scaling_validate
 from apps.core.gpu_models import CPU_MODEL
 from apps.core.secrets import secret_issue
 from apps.pods import services as pod_services
@@ -74,11 +75,19 @@ def deployment_create(
     overrides: dict[str, Any] | None = None,
     price_cap_per_gpu_hour: int | None = None,
     rate_limit_per_minute: int | None = None,
+    scaling: dict[str, int] | None = None,
 ) -> CreatedDeployment:
     """Deploy `template` for `owner`: a PENDING deployment with its first key, then its replica
     pods are created (placed at once where capacity allows). `overrides` may replace the
-    template's `args`, `env` (merged) and `health_path`."""
+    template's `args`, `env` (merged) and `health_path`. `scaling` sets any of the scaling
+    settings (see `scaling.SCALING_FIELDS`); without them the deployment keeps `replicas`
+    replicas (min = max = replicas); with them it starts at `replicas` within the bounds."""
     overrides = overrides or {}
+    bounds = scaling_validate(
+        current=replace(DEFAULT_SCALING, min_replicas=replicas, max_replicas=replicas),
+        changes=dict(scaling or {}),
+    )
+    replicas = max(bounds.min_replicas, min(bounds.max_replicas, replicas))
     gpu_count = template.gpu_count if gpu_count is None else gpu_count
     # The same refusal pod creation applies (no balance, monthly cap, hourly burn), before
     # anything is made.
@@ -109,6 +118,7 @@ def deployment_create(
             min_vram_mb=template.min_vram_gb * 1024,
             price_cap_per_gpu_hour=price_cap_per_gpu_hour,
             replicas=replicas,
+            **bounds.__dict__,
             **(
                 {"rate_limit_per_minute": rate_limit_per_minute}
                 if rate_limit_per_minute is not None
