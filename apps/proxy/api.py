@@ -25,7 +25,8 @@ from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from ninja import NinjaAPI, Router
 from pydantic import BaseModel, ValidationError
 
-from apps.proxy import schemas
+from apps.proxy import hold, schemas
+from apps.proxy.hold import holder
 from apps.proxy.routing import (
     DeploymentRoute,
     InvalidRequestError,
@@ -108,7 +109,9 @@ def parse_json(raw: bytes, schema: type[BaseModel]) -> BaseModel:
 
 async def authorize(request: HttpRequest, *, capability: str, model: str | None) -> DeploymentRoute:
     identity: KeyIdentity = await router.authenticate(credential(request))
-    route = await router.resolve(identity, capability=capability, model=model)
+    # A deployment with no READY replica holds the request until it has one (scale from zero).
+    route, held = await holder.resolve(identity, capability=capability, model=model)
+    hold.attach(request, held)
     await router.check_rate(route)
     return route
 
@@ -299,7 +302,7 @@ async def _forward_json(
     raw = request.read()
     body: Any = parse_json(raw, schema)
     route = await authorize(request, capability=capability, model=body.model)
-    return await forward(
+    response = await forward(
         request,
         route=route,
         endpoint=endpoint,
@@ -307,6 +310,7 @@ async def _forward_json(
         content_type="application/json",
         stream=bool(body.stream) if stream is None else stream,
     )
+    return hold.timed_response(hold.held_of(request), response, endpoint=endpoint)
 
 
 @v1.post("/chat/completions")
@@ -362,7 +366,7 @@ async def audio_transcriptions(request: HttpRequest) -> HttpResponse | Streaming
     if "file" not in files:
         raise InvalidRequestError("file: Field required", param="file")
     route = await authorize(request, capability="transcription", model=model)
-    return await forward(
+    response = await forward(
         request,
         route=route,
         endpoint="audio/transcriptions",
@@ -370,6 +374,7 @@ async def audio_transcriptions(request: HttpRequest) -> HttpResponse | Streaming
         content_type=content_type,
         stream=False,
     )
+    return hold.timed_response(hold.held_of(request), response, endpoint="audio/transcriptions")
 
 
 @v1.post("/images/generations")

@@ -251,6 +251,9 @@ class _TtlCache:
     def clear(self) -> None:
         self._items.clear()
 
+    def put(self, key: Any, value: Any, ttl: float) -> None:
+        self._items[key] = _Cached(value, time.monotonic() + ttl)
+
     async def get(self, key: Any, ttl: float, load: Callable[[], Awaitable[Any]]) -> Any:
         hit = self._items.get(key)
         if hit is not None:
@@ -316,6 +319,11 @@ class Router:
         self._identities.clear()
         self._owners.clear()
         self._down_until.clear()
+
+    def remember_owner_routes(self, owner_id: uuid.UUID, routes: list[DeploymentRoute]) -> None:
+        """Replace the cached routes of `owner_id` with a fresher read (a held request saw a
+        replica turn READY: the requests after it need not wait for the cache to expire)."""
+        self._owners.put(owner_id, routes, self.ttl)
 
     # --- who ---
 

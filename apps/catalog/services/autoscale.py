@@ -88,11 +88,13 @@ def deployment_autoscale(
     deployment_id: uuid.UUID | str,
     snapshot: LoadSnapshot | None = None,
     bounds_only: bool = False,
+    waiting: int = 0,
     now: datetime | None = None,
 ) -> Decision | None:
     """Decide the wanted replica count of one live deployment from its load, and act: more
     replicas are provisioned, extra ones drained. `bounds_only`: only bring the count within
-    [min, max] (after a settings change), whatever the load. The decision, or None."""
+    [min, max] (after a settings change), whatever the load. `waiting`: requests the caller
+    knows are held, should the published load not show them yet. The decision, or None."""
     now = now or timezone.now()
     snapshot = snapshot if snapshot is not None else load_snapshot()
     decision: Decision | None = None
@@ -102,7 +104,7 @@ def deployment_autoscale(
             return None
         serving = [r for r in deployment.replica_set.all() if r.status in REPLICA_SERVING]
         in_flight = sum(snapshot.replica(r.pk) for r in serving)
-        held = snapshot.held_for(deployment.pk)
+        held = max(snapshot.held_for(deployment.pk), waiting)
         load = in_flight + held
         current = deployment.replicas
         ready = sum(r.status == R.READY for r in serving)
@@ -230,7 +232,7 @@ def deployment_wake(*, deployment_id: uuid.UUID | str) -> None:
     """A request is waiting for this deployment: decide now (a scale-up from zero starts a
     replica at once) and probe its LOADING replicas so that one serves the moment it answers.
     Called by the proxy while it holds requests."""
-    deployment_autoscale(deployment_id=deployment_id)
+    deployment_autoscale(deployment_id=deployment_id, waiting=1)
     loading = Replica.objects.filter(
         deployment_id=deployment_id, status=R.LOADING, base_url__gt=""
     ).exists()
