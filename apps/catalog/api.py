@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from apps.catalog import selectors
 from apps.catalog import serializers as s
-from apps.catalog.models import Deployment, ModelTemplate
+from apps.catalog.models import Deployment, DeploymentKey, ModelTemplate
 from apps.catalog.services import deploy, scaling
 from apps.pods.services import SpendRefusedError
 
@@ -155,3 +155,50 @@ class DeploymentMetricsView(APIView):
                 {"window": f"Must be between 1 and {MAX_METRICS_WINDOW_S} seconds."}
             )
         return Response(selectors.deployment_metrics(deployment=deployment, window_s=window))
+
+
+class DeploymentKeysView(APIView):
+    """A deployment's keys (each with this month's tokens), and issuing another one."""
+
+    @extend_schema(responses={200: s.KeyOutput(many=True)}, tags=["deployments"])
+    def get(self, request: Request, deployment_id: str) -> Response:
+        deployment = owned_deployment(request, deployment_id)
+        return Response(selectors.deployment_keys(deployment=deployment))
+
+    @extend_schema(request=s.KeyCreateInput, responses={201: s.KeyOutput}, tags=["deployments"])
+    def post(self, request: Request, deployment_id: str) -> Response:
+        deployment = owned_deployment(request, deployment_id)
+        if not deploy.deployment_is_live(deployment):
+            raise exceptions.ValidationError(
+                {"non_field_errors": f"The deployment is {deployment.status}."}
+            )
+        data = s.KeyCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        issued = deploy.deployment_key_issue(deployment=deployment, **data.validated_data)
+        body = s.KeyOutput(issued.key).data
+        body["api_key"] = issued.raw  # shown once
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class DeploymentKeyView(APIView):
+    """One key: change its budget or rate limit, or revoke it."""
+
+    def _key(self, request: Request, deployment_id: str, key_id: str) -> DeploymentKey:
+        deployment = owned_deployment(request, deployment_id)
+        return get_object_or_404(
+            DeploymentKey, pk=key_id, deployment=deployment, revoked_at__isnull=True
+        )
+
+    @extend_schema(request=s.KeyUpdateInput, responses={200: s.KeyOutput}, tags=["deployments"])
+    def patch(self, request: Request, deployment_id: str, key_id: str) -> Response:
+        key = self._key(request, deployment_id, key_id)
+        data = s.KeyUpdateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(
+            s.KeyOutput(deploy.deployment_key_update(key=key, **data.validated_data)).data
+        )
+
+    @extend_schema(responses={200: s.KeyOutput}, tags=["deployments"])
+    def delete(self, request: Request, deployment_id: str, key_id: str) -> Response:
+        key = self._key(request, deployment_id, key_id)
+        return Response(s.KeyOutput(deploy.deployment_key_revoke(key=key)).data)

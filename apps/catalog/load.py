@@ -18,10 +18,12 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import redis
 from django.conf import settings
+from django.utils import timezone
 
 PROCS_KEY = "gco:load:procs"
 LOAD_TTL_S = 5
@@ -30,6 +32,23 @@ QUEUE_KEY = "gco:queue:{}"
 
 def proc_key(process_id: str) -> str:
     return f"gco:load:{process_id}"
+
+
+def month_key(key_id: uuid.UUID | str, when: datetime | None = None) -> str:
+    """The Redis counter of a deployment key's tokens in a calendar month (UTC)."""
+    when = when or timezone.now()
+    return f"ktok:{key_id}:{when:%Y%m}"
+
+
+def keys_tokens_this_month(key_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Tokens each key has used this month (as the proxy counted them)."""
+    if not key_ids:
+        return {}
+    client = sync_client()
+    if client is None:
+        return dict.fromkeys(key_ids, 0)
+    values = client.mget([month_key(k) for k in key_ids])
+    return {k: int(v or 0) for k, v in zip(key_ids, values, strict=True)}
 
 
 def queue_key(deployment_id: uuid.UUID | str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
+from apps.catalog.load import keys_tokens_this_month
 from apps.catalog.models import (
     ColdStart,
     Deployment,
@@ -145,3 +146,21 @@ def cold_starts(*, deployment: Deployment, limit: int = 20) -> dict[str, Any]:
             "max": round(times[-1], 2) if times else None,
         },
     }
+
+
+def deployment_keys(*, deployment: Deployment) -> list[dict[str, Any]]:
+    """The deployment's active keys with the tokens each used this month."""
+    keys = list(DeploymentKey.objects.filter(deployment=deployment, revoked_at__isnull=True))
+    used = keys_tokens_this_month([k.pk for k in keys])
+    return [
+        {
+            "id": k.pk,
+            "name": k.name,
+            "prefix": k.prefix,
+            "monthly_token_budget": k.monthly_token_budget,
+            "rate_limit_per_minute": k.rate_limit_per_minute,
+            "tokens_this_month": used.get(k.pk, 0),
+            "created_at": k.created_at,
+        }
+        for k in keys
+    ]

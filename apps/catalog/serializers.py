@@ -183,7 +183,46 @@ class ReplicaOutput(serializers.ModelSerializer):
 class KeyOutput(serializers.ModelSerializer):
     class Meta:
         model = DeploymentKey
-        fields = ("id", "name", "prefix", "created_at", "revoked_at")
+        fields = (
+            "id",
+            "name",
+            "prefix",
+            "monthly_token_budget",
+            "rate_limit_per_minute",
+            "created_at",
+            "revoked_at",
+        )
+
+
+class KeyCreateInput(serializers.Serializer):
+    name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$", default="default")
+    monthly_token_budget = serializers.IntegerField(
+        min_value=0, max_value=10**15, required=False, allow_null=True
+    )
+    rate_limit_per_minute = serializers.IntegerField(
+        min_value=1, max_value=1_000_000, required=False, allow_null=True
+    )
+
+
+class KeyUpdateInput(serializers.Serializer):
+    monthly_token_budget = serializers.IntegerField(
+        min_value=0, max_value=10**15, required=False, allow_null=True
+    )
+    rate_limit_per_minute = serializers.IntegerField(
+        min_value=1, max_value=1_000_000, required=False, allow_null=True
+    )
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError(
+                {unknown[0]: "Only monthly_token_budget and rate_limit_per_minute can change."}
+            )
+        if not data:
+            raise serializers.ValidationError(
+                {"non_field_errors": "Send monthly_token_budget or rate_limit_per_minute."}
+            )
+        return data
 
 
 class DeploymentOutput(serializers.ModelSerializer):

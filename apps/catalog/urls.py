@@ -26,6 +26,16 @@ urlpatterns = [
         api.DeploymentKeyRotateView.as_view(),
         name="deployment-key-rotate",
     ),
+    path(
+        "models/deployments/<uuid:deployment_id>/keys",
+        api.DeploymentKeysView.as_view(),
+        name="deployment-keys",
+    ),
+    path(
+        "models/deployments/<uuid:deployment_id>/keys/<uuid:key_id>",
+        api.DeploymentKeyView.as_view(),
+        name="deployment-key",
+    ),
     path("models/<str:slug>", api.TemplateDetailView.as_view(), name="model-detail"),
     path("models/<str:slug>/deploy", api.DeployView.as_view(), name="model-deploy"),
 ]

@@ -25,8 +25,7 @@ from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from ninja import NinjaAPI, Router
 from pydantic import BaseModel, ValidationError
 
-from apps.proxy import hold, schemas
-from apps.proxy.hold import holder
+from apps.proxy import admission, schemas
 from apps.proxy.routing import (
     DeploymentRoute,
     InvalidRequestError,
@@ -109,9 +108,9 @@ def parse_json(raw: bytes, schema: type[BaseModel]) -> BaseModel:
 
 async def authorize(request: HttpRequest, *, capability: str, model: str | None) -> DeploymentRoute:
     identity: KeyIdentity = await router.authenticate(credential(request))
-    # A deployment with no READY replica holds the request until it has one (scale from zero).
-    route, held = await holder.resolve(identity, capability=capability, model=model)
-    hold.attach(request, held)
+    # The key's own limits; a deployment with no READY replica holds the request until it has
+    # one (scale from zero).
+    route = await admission.admit(request, identity, capability=capability, model=model)
     await router.check_rate(route)
     return route
 
@@ -310,7 +309,7 @@ async def _forward_json(
         content_type="application/json",
         stream=bool(body.stream) if stream is None else stream,
     )
-    return hold.timed_response(hold.held_of(request), response, endpoint=endpoint)
+    return admission.finish(request, response, endpoint=endpoint)
 
 
 @v1.post("/chat/completions")
@@ -374,7 +373,7 @@ async def audio_transcriptions(request: HttpRequest) -> HttpResponse | Streaming
         content_type=content_type,
         stream=False,
     )
-    return hold.timed_response(hold.held_of(request), response, endpoint="audio/transcriptions")
+    return admission.finish(request, response, endpoint="audio/transcriptions")
 
 
 @v1.post("/images/generations")

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from apps.catalog.models import ColdStart, Deployment
@@ -328,11 +328,3 @@ def timed_response(
 
     response.streaming_content = first_byte_timed()
     return response
-
-
-def attach(request: HttpRequest, held: Held | None) -> None:
-    request.gco_held = held  # type: ignore[attr-defined]
-
-
-def held_of(request: HttpRequest) -> Held | None:
-    return getattr(request, "gco_held", None)

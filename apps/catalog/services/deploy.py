@@ -44,13 +44,60 @@ class CreatedDeployment:
     key: IssuedKey
 
 
-def deployment_key_issue(*, deployment: Deployment, name: str = "default") -> IssuedKey:
-    """A new `sk_…` key for `deployment`; only its digest is stored."""
+def deployment_key_issue(
+    *,
+    deployment: Deployment,
+    name: str = "default",
+    monthly_token_budget: int | None = None,
+    rate_limit_per_minute: int | None = None,
+) -> IssuedKey:
+    """A new `sk_…` key for `deployment`, with its own optional monthly token budget and
+    per-minute rate limit; only its digest is stored."""
     secret = secret_issue(prefix=KEY_PREFIX)
     key = DeploymentKey.objects.create(
-        deployment=deployment, name=name, prefix=secret.display_prefix, digest=secret.digest
+        deployment=deployment,
+        name=name,
+        prefix=secret.display_prefix,
+        digest=secret.digest,
+        monthly_token_budget=monthly_token_budget,
+        rate_limit_per_minute=rate_limit_per_minute,
     )
     return IssuedKey(key=key, raw=secret.raw)
+
+
+_UNSET: Any = object()
+
+
+@transaction.atomic
+def deployment_key_update(
+    *,
+    key: DeploymentKey,
+    monthly_token_budget: int | None = _UNSET,
+    rate_limit_per_minute: int | None = _UNSET,
+) -> DeploymentKey:
+    """Change a key's budget or rate limit (None removes it). The proxy sees the change within
+    PROXY_ROUTE_CACHE_S."""
+    locked = DeploymentKey.objects.select_for_update().get(pk=key.pk)
+    fields = []
+    if monthly_token_budget is not _UNSET:
+        locked.monthly_token_budget = monthly_token_budget
+        fields.append("monthly_token_budget")
+    if rate_limit_per_minute is not _UNSET:
+        locked.rate_limit_per_minute = rate_limit_per_minute
+        fields.append("rate_limit_per_minute")
+    if fields:
+        locked.save(update_fields=fields)
+    return locked
+
+
+@transaction.atomic
+def deployment_key_revoke(*, key: DeploymentKey) -> DeploymentKey:
+    """Revoke one key; the deployment's other keys go on working."""
+    locked = DeploymentKey.objects.select_for_update().get(pk=key.pk)
+    if locked.revoked_at is None:
+        locked.revoked_at = timezone.now()
+        locked.save(update_fields=["revoked_at"])
+    return locked
 
 
 @transaction.atomic
