@@ -1,9 +1,11 @@
 """`/api/v1/models/*`: the catalog (public), deploying (owner), deployments, their keys and
 metrics (owner; another user's deployment id answers 404)."""
 
+from datetime import timedelta
 from typing import Any
 
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny
@@ -11,13 +13,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.catalog import selectors
+from apps.catalog import economics, selectors
 from apps.catalog import serializers as s
 from apps.catalog.models import Deployment, DeploymentKey, ModelTemplate
 from apps.catalog.services import deploy, scaling
 from apps.pods.services import SpendRefusedError
 
 MAX_METRICS_WINDOW_S = 7 * 86400
+MAX_ECONOMICS_WINDOW_S = 31 * 86400
 
 
 class PaymentRequired(exceptions.APIException):
@@ -202,3 +205,40 @@ class DeploymentKeyView(APIView):
     def delete(self, request: Request, deployment_id: str, key_id: str) -> Response:
         key = self._key(request, deployment_id, key_id)
         return Response(s.KeyOutput(deploy.deployment_key_revoke(key=key)).data)
+
+
+class DeploymentEconomicsView(APIView):
+    """GPU cost per 1M input and output tokens and idle share over the last `window` seconds
+    (rules in apps/catalog/economics.py); staff also see upstream cost and margin."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("window", int, description="Seconds back from now (default 86400).")
+        ],
+        responses={200: None},
+        tags=["deployments"],
+    )
+    def get(self, request: Request, deployment_id: str) -> Response:
+        deployment = owned_deployment(request, deployment_id)
+        window = _window(request, default=86400)
+        until = timezone.now()
+        return Response(
+            economics.deployment_economics(
+                deployment=deployment,
+                since=until - timedelta(seconds=window),
+                until=until,
+                operator=bool(request.user.is_staff),
+            )
+        )
+
+
+def _window(request: Request, *, default: int) -> int:
+    try:
+        window = int(request.query_params.get("window", str(default)))
+    except ValueError as exc:
+        raise exceptions.ValidationError({"window": "A whole number is required."}) from exc
+    if not 1 <= window <= MAX_ECONOMICS_WINDOW_S:
+        raise exceptions.ValidationError(
+            {"window": f"Must be between 1 and {MAX_ECONOMICS_WINDOW_S} seconds."}
+        )
+    return window

@@ -17,6 +17,11 @@ urlpatterns = [
         name="deployment-metrics",
     ),
     path(
+        "models/deployments/<uuid:deployment_id>/economics",
+        api.DeploymentEconomicsView.as_view(),
+        name="deployment-economics",
+    ),
+    path(
         "models/deployments/<uuid:deployment_id>/events",
         api.DeploymentEventsView.as_view(),
         name="deployment-events",

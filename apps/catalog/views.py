@@ -18,7 +18,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from apps.catalog import selectors
+from apps.catalog import economics, selectors
 from apps.catalog.models import (
     DEPLOYMENT_FINAL,
     Capability,
@@ -47,6 +47,7 @@ COMING_UP = (DeploymentStatus.PENDING, DeploymentStatus.PROVISIONING, Deployment
 STATUS_POLL_MS = 1500
 METRICS_WINDOW = timedelta(hours=1)
 METRICS_BUCKET_MIN = 5
+ECONOMICS_WINDOW = timedelta(hours=24)
 DEPLOY_NONCE_TTL_S = 24 * 3600
 CATEGORY_LABELS: dict[str, str] = {
     ModelCategory.LLM: "Language models",
@@ -256,6 +257,9 @@ def _detail_context(
         "series": traffic_series(deployment, now=timezone.now()),
         "scaling_form": scaling_form or ScalingForm(initial=_scaling_initial(deployment)),
         "cold_starts": selectors.cold_starts(deployment=deployment),
+        "economics": economics.deployment_economics(
+            deployment=deployment, since=timezone.now() - ECONOMICS_WINDOW, until=timezone.now()
+        ),
     }
 
 
