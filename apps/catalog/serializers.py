@@ -80,7 +80,8 @@ class DeployInput(serializers.Serializer):
     model_name = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}$", required=False)
     gpu_model = serializers.CharField(max_length=64, required=False)
     gpu_count = serializers.IntegerField(min_value=0, max_value=8, required=False)
-    replicas = serializers.IntegerField(min_value=1, max_value=8, default=1)
+    # Without it: 1, or min_replicas when that is given (0 starts scaled to zero).
+    replicas = serializers.IntegerField(min_value=0, max_value=8, required=False)
     overrides = OverridesInput(required=False)
     price_cap_per_gpu_hour_usd = serializers.DecimalField(
         max_digits=8, decimal_places=6, min_value=0, required=False, allow_null=True
@@ -95,6 +96,13 @@ class DeployInput(serializers.Serializer):
     max_queue = serializers.IntegerField(required=False)
     queue_timeout_s = serializers.IntegerField(required=False)
 
+    def validate_replicas(self, replicas: int) -> int:
+        if replicas == 0 and self.initial_data.get("min_replicas") != 0:
+            raise serializers.ValidationError(
+                "0 replicas needs min_replicas 0 (a deployment that scales to zero)."
+            )
+        return replicas
+
     def validate_gpu_model(self, model: str) -> str:
         known = known_gpu_models()
         if model not in known:
@@ -107,7 +115,7 @@ class DeployInput(serializers.Serializer):
         template: ModelTemplate = self.context["template"]
         scaling = {name: data.pop(name) for name in SCALING_FIELDS if name in data}
         if scaling:
-            replicas = data.get("replicas", 1)
+            replicas = data.get("replicas", scaling.get("min_replicas", 1))  # as deploying does
             try:
                 scaling_validate(
                     current=replace(DEFAULT_SCALING, min_replicas=replicas, max_replicas=replicas),

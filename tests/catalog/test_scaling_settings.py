@@ -116,6 +116,12 @@ def test_lowering_max_replicas_drains_the_extra_one(owner_client, catalog, cpu_n
 def test_deploy_accepts_scaling_and_starts_at_zero(owner_client, catalog, cpu_node):
     body = deploy_echo(owner_client, min_replicas=0, max_replicas=2, replicas=1)
     assert body["min_replicas"] == 0 and body["replicas"] == 1
+    idle = deploy_echo(owner_client, min_replicas=0, max_replicas=2)
+    assert idle["replicas"] == 0 and idle["status"] == "IDLE" and idle["replica_set"] == []
+    only_min = owner_client.post(
+        "/api/v1/models/local-echo-test/deploy", {"min_replicas": 0}, format="json"
+    )
+    assert only_min.status_code == 400 and "max_replicas" in only_min.json()["error"]["fields"]
 
     bad = owner_client.post(
         "/api/v1/models/local-echo-test/deploy",

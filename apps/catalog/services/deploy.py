@@ -118,7 +118,7 @@ def deployment_create(
     model_name: str = "",
     gpu_model: str = "",
     gpu_count: int | None = None,
-    replicas: int = 1,
+    replicas: int | None = None,
     overrides: dict[str, Any] | None = None,
     price_cap_per_gpu_hour: int | None = None,
     rate_limit_per_minute: int | None = None,
@@ -130,6 +130,8 @@ def deployment_create(
     settings (see `scaling.SCALING_FIELDS`); without them the deployment keeps `replicas`
     replicas (min = max = replicas); with them it starts at `replicas` within the bounds."""
     overrides = overrides or {}
+    if replicas is None:
+        replicas = (scaling or {}).get("min_replicas", 1)
     bounds = scaling_validate(
         current=replace(DEFAULT_SCALING, min_replicas=replicas, max_replicas=replicas),
         changes=dict(scaling or {}),
@@ -180,6 +182,8 @@ def deployment_create(
         )
         key = deployment_key_issue(deployment=deployment)
     lifecycle.deployment_provision(deployment_id=deployment.pk)
+    if replicas == 0:  # scaled to zero from the start: IDLE until its first request
+        lifecycle.deployment_refresh_status(deployment_id=deployment.pk)
     deployment.refresh_from_db()
     return CreatedDeployment(deployment=deployment, key=key)
 

@@ -89,6 +89,8 @@ def scaling_validate(*, current: ScalingSettings, changes: dict[str, Any]) -> Sc
         if not low <= value <= high:
             raise ScalingSettingsError(name, f"Must be between {low} and {high}.")
     merged = ScalingSettings(**{**current.__dict__, **changes})
+    if merged.max_replicas < 1:
+        raise ScalingSettingsError("max_replicas", f"Must be between 1 and {MAX_REPLICAS}.")
     if merged.min_replicas > merged.max_replicas:
         field = "min_replicas" if "min_replicas" in changes else "max_replicas"
         raise ScalingSettingsError(
