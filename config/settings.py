@@ -440,6 +440,8 @@ LOGGING = {
 # How long the proxy trusts what it read of keys and READY replicas (revocations and health
 # changes take effect within this).
 PROXY_ROUTE_CACHE_S = env.float("PROXY_ROUTE_CACHE_S", default=2.0)
+# An expired route is served (while a background read replaces it) for at most this long.
+PROXY_ROUTE_MAX_STALE_S = env.float("PROXY_ROUTE_MAX_STALE_S", default=5.0)
 # A replica that refused a connection gets no traffic from that web process for this long.
 PROXY_REPLICA_COOLDOWN_S = env.float("PROXY_REPLICA_COOLDOWN_S", default=5.0)
 PROXY_CONNECT_TIMEOUT_S = env.float("PROXY_CONNECT_TIMEOUT_S", default=2.0)

@@ -2,9 +2,10 @@
 
 Each web process publishes what it has in flight, per replica, and how many requests it holds
 per deployment waiting for a replica, as one Redis hash of its own (`gco:load:<process>`) that
-expires LOAD_TTL_S after its last refresh; the set `gco:load:procs` lists the processes. A
-reader (the autoscaler, in a worker) sums the hashes of the processes still alive, so a process
-that dies stops counting within LOAD_TTL_S instead of leaking its counts forever.
+expires LOAD_TTL_S after its last refresh; the sorted set `gco:load:procs` lists the processes
+scored by their last write. A reader (the autoscaler, in a worker) sums the hashes of the
+processes written within LOAD_TTL_S, so a process that dies stops counting within LOAD_TTL_S
+instead of leaking its counts forever.
 
 The queue of held requests is admitted through one Redis counter per deployment
 (`gco:queue:<deployment>`, INCR/DECR), so `max_queue` holds across processes.
@@ -15,6 +16,7 @@ Without REDIS_URL (the embedded default: one process) both live in this module's
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -127,20 +129,18 @@ def load_snapshot() -> LoadSnapshot:
             for fields in _local_published.values():
                 _add(snapshot, fields)
         return snapshot
-    members = [m.decode() for m in client.smembers(PROCS_KEY)]
+    # Members are scored by their last write: one silent for LOAD_TTL_S has stopped (and its
+    # hash has expired). Nothing live is ever removed by a reader, whatever the interleaving.
+    now = time.time()
+    client.zremrangebyscore(PROCS_KEY, "-inf", now - LOAD_TTL_S)
+    members = [m.decode() for m in client.zrangebyscore(PROCS_KEY, now - LOAD_TTL_S, "+inf")]
     if not members:
         return snapshot
     pipe = client.pipeline(transaction=False)
     for member in members:
         pipe.hgetall(proc_key(member))
-    gone = []
-    for member, fields in zip(members, pipe.execute(), strict=True):
-        if not fields:
-            gone.append(member)  # expired: the process stopped publishing
-            continue
+    for fields in pipe.execute():
         _add(snapshot, fields)
-    if gone:
-        client.srem(PROCS_KEY, *gone)
     return snapshot
 
 

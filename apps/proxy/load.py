@@ -93,7 +93,7 @@ class LoadPublisher:
             if fields:
                 pipe.hset(key, mapping=fields)
                 pipe.expire(key, LOAD_TTL_S)
-                pipe.sadd(PROCS_KEY, self.process_id)
+            pipe.zadd(PROCS_KEY, {self.process_id: time.time()})
             await pipe.execute()
         self._last = fields
         self._last_at = now

@@ -257,7 +257,13 @@ class _TtlCache:
     async def get(self, key: Any, ttl: float, load: Callable[[], Awaitable[Any]]) -> Any:
         hit = self._items.get(key)
         if hit is not None:
-            if hit.expires_at <= time.monotonic():
+            now = time.monotonic()
+            # Stale is served for a bounded time only (PROXY_ROUTE_MAX_STALE_S past expiry):
+            # after a quiet spell the first request waits for a fresh read, so a replica that
+            # left service (drained, stopped) is never used on a view of unbounded age.
+            if hit.expires_at + settings.PROXY_ROUTE_MAX_STALE_S <= now:
+                return await self._load(key, ttl, load)
+            if hit.expires_at <= now:
                 self._refresh(key, ttl, load)
             return hit.value
         return await self._load(key, ttl, load)

@@ -46,8 +46,14 @@ R = ReplicaStatus
 def drain_grace_s() -> float:
     """How long a draining replica must wait before it can be stopped, even at zero load: a web
     process may route to it on its cached view of the READY replicas for PROXY_ROUTE_CACHE_S
-    (plus one read), and publishes a new request's count within PROXY_LOAD_SYNC_S."""
-    return float(settings.PROXY_ROUTE_CACHE_S) * 2 + float(settings.PROXY_LOAD_SYNC_S) * 2 + 1
+    plus at most PROXY_ROUTE_MAX_STALE_S (then one read), and publishes a new request's count
+    within PROXY_LOAD_SYNC_S."""
+    return (
+        float(settings.PROXY_ROUTE_CACHE_S)
+        + float(settings.PROXY_ROUTE_MAX_STALE_S)
+        + float(settings.PROXY_LOAD_SYNC_S) * 2
+        + 1
+    )
 
 
 def _event(deployment: Deployment, reason: str) -> None:
