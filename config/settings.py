@@ -494,6 +494,8 @@ LOGGING = {
 # How long the proxy trusts what it read of keys and READY replicas (revocations and health
 # changes take effect within this).
 PROXY_ROUTE_CACHE_S = env.float("PROXY_ROUTE_CACHE_S", default=2.0)
+# An expired route is served (while a background read replaces it) for at most this long.
+PROXY_ROUTE_MAX_STALE_S = env.float("PROXY_ROUTE_MAX_STALE_S", default=5.0)
 # A replica that refused a connection gets no traffic from that web process for this long.
 PROXY_REPLICA_COOLDOWN_S = env.float("PROXY_REPLICA_COOLDOWN_S", default=5.0)
 PROXY_CONNECT_TIMEOUT_S = env.float("PROXY_CONNECT_TIMEOUT_S", default=2.0)
@@ -520,6 +522,13 @@ CATALOG_HOST_PORT_RANGE = (
     env.int("CATALOG_HOST_PORT_MIN", default=18100),
     env.int("CATALOG_HOST_PORT_MAX", default=18999),
 )
+# Serverless deployments (issue 14): each web process publishes its outstanding requests to
+# Redis this often; a held request re-reads its deployment's replicas this often; economics
+# split a deployment's GPU cost between input and output tokens with an output token weighing
+# this many input tokens (decoding a token costs more than prefilling one).
+PROXY_LOAD_SYNC_S = env.float("PROXY_LOAD_SYNC_S", default=0.25)
+PROXY_HOLD_POLL_S = env.float("PROXY_HOLD_POLL_S", default=0.25)
+CATALOG_OUTPUT_TOKEN_WEIGHT = env.int("CATALOG_OUTPUT_TOKEN_WEIGHT", default=3)
 
 # --- Real-time voice (apps.proxy.voice: the /ws/* sockets) --------------------------------------
 # A session with no frame from the client and nothing in progress for this long closes (4408).

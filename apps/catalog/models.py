@@ -73,6 +73,7 @@ class DeploymentStatus(models.TextChoices):
     LOADING = "LOADING"
     READY = "READY"
     DEGRADED = "DEGRADED"
+    IDLE = "IDLE"  # scaled to zero: no replica; the next request starts one and waits
     STOPPED = "STOPPED"
     FAILED = "FAILED"
 
@@ -112,8 +113,21 @@ class Deployment(models.Model):
     gpu_count = models.PositiveSmallIntegerField()
     min_vram_mb = models.PositiveIntegerField(default=0)
     price_cap_per_gpu_hour = models.BigIntegerField(null=True, blank=True)
-    replicas = models.PositiveSmallIntegerField(default=1)  # wanted
+    replicas = models.PositiveSmallIntegerField(default=1)  # wanted now (the autoscaler moves it)
     rate_limit_per_minute = models.PositiveIntegerField(default=600)
+
+    # Scaling (issue 14): the autoscaler keeps `replicas` within [min_replicas, max_replicas],
+    # aiming at `target_concurrency` outstanding requests per READY replica. A replica goes
+    # after `scale_down_delay_s` of the deployment needing fewer. While no replica is READY,
+    # up to `max_queue` requests wait up to `queue_timeout_s` for one (then 503).
+    min_replicas = models.PositiveSmallIntegerField(default=1)
+    max_replicas = models.PositiveSmallIntegerField(default=1)
+    target_concurrency = models.PositiveIntegerField(default=8)
+    scale_down_delay_s = models.PositiveIntegerField(default=300)
+    max_queue = models.PositiveIntegerField(default=100)
+    queue_timeout_s = models.PositiveIntegerField(default=60)
+    # Since when the load has wanted fewer replicas than `replicas` (None: it has not).
+    scale_down_since = models.DateTimeField(null=True, blank=True)
 
     status = models.CharField(
         max_length=16, choices=DeploymentStatus.choices, default=DeploymentStatus.PENDING
@@ -155,11 +169,20 @@ class ReplicaStatus(models.TextChoices):
     LOADING = "LOADING"  # the container runs; the health path does not answer yet
     READY = "READY"  # answers its health path: gets traffic
     UNHEALTHY = "UNHEALTHY"  # answered before, fails its health checks now
+    DRAINING = "DRAINING"  # chosen for removal: no new requests; stopped once none is in flight
     STOPPED = "STOPPED"
     FAILED = "FAILED"
 
 
 REPLICA_LIVE = (
+    ReplicaStatus.PENDING,
+    ReplicaStatus.LOADING,
+    ReplicaStatus.READY,
+    ReplicaStatus.UNHEALTHY,
+    ReplicaStatus.DRAINING,
+)
+# Live replicas that count towards the deployment's wanted number (a draining one is leaving).
+REPLICA_SERVING = (
     ReplicaStatus.PENDING,
     ReplicaStatus.LOADING,
     ReplicaStatus.READY,
@@ -189,6 +212,7 @@ class Replica(models.Model):
     consecutive_failures = models.PositiveIntegerField(default=0)
     last_health_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
+    draining_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -202,13 +226,18 @@ class Replica(models.Model):
 
 class DeploymentKey(models.Model):
     """An API key of one deployment (`sk_…`): only its SHA-256 digest is stored, the raw key is
-    shown once. Rotating issues a new key and revokes the old ones; revoked rows are kept."""
+    shown once. Rotating issues a new key and revokes the old ones; revoked rows are kept.
+    A deployment may have several keys, each with an optional monthly token budget (prompt +
+    completion tokens per calendar month, UTC) and its own per-minute rate limit, both checked
+    besides the deployment's own limit."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="keys")
     name = models.CharField(max_length=100, default="default")
     prefix = models.CharField(max_length=20)
     digest = models.CharField(max_length=64, unique=True)
+    monthly_token_budget = models.BigIntegerField(null=True, blank=True)
+    rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
@@ -245,3 +274,23 @@ class ModelUsageLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint} {self.status_code} {self.latency_ms:.1f} ms"
+
+
+class ColdStart(models.Model):
+    """A request that arrived while its deployment had no READY replica and was held until one
+    was: `held_ms` from arrival to a replica being ready for it, `first_byte_ms` from arrival to
+    the answer's first byte (the cold start a client sees). Written in batches by the proxy."""
+
+    id = models.BigAutoField(primary_key=True)
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="cold_starts")
+    at = models.DateTimeField()
+    endpoint = models.CharField(max_length=40)
+    held_ms = models.FloatField()
+    first_byte_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-at",)
+        indexes = [models.Index(fields=["deployment", "at"])]
+
+    def __str__(self) -> str:
+        return f"cold start of {self.deployment_id}: {self.first_byte_ms} ms"

@@ -9,7 +9,15 @@ from typing import Any
 from django.db.models import Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
-from apps.catalog.models import Deployment, DeploymentKey, ModelTemplate, ModelUsageLog, Replica
+from apps.catalog.load import keys_tokens_this_month
+from apps.catalog.models import (
+    ColdStart,
+    Deployment,
+    DeploymentKey,
+    ModelTemplate,
+    ModelUsageLog,
+    Replica,
+)
 from apps.nodes.models import Gpu
 
 
@@ -119,3 +127,40 @@ def deployment_metrics(*, deployment: Deployment, window_s: int) -> dict[str, An
             "gpus": gpus,
         },
     }
+
+
+def cold_starts(*, deployment: Deployment, limit: int = 20) -> dict[str, Any]:
+    """The deployment's recent cold starts (request held → first byte) and their p50 / max
+    over the last `limit`."""
+    rows = list(
+        ColdStart.objects.filter(deployment=deployment).values(
+            "at", "endpoint", "held_ms", "first_byte_ms"
+        )[:limit]
+    )
+    times = sorted(float(r["first_byte_ms"]) for r in rows if r["first_byte_ms"] is not None)
+    return {
+        "count": ColdStart.objects.filter(deployment=deployment).count(),
+        "recent": rows,
+        "first_byte_ms": {
+            "p50": _percentile(times, 0.5),
+            "max": round(times[-1], 2) if times else None,
+        },
+    }
+
+
+def deployment_keys(*, deployment: Deployment) -> list[dict[str, Any]]:
+    """The deployment's active keys with the tokens each used this month."""
+    keys = list(DeploymentKey.objects.filter(deployment=deployment, revoked_at__isnull=True))
+    used = keys_tokens_this_month([k.pk for k in keys])
+    return [
+        {
+            "id": k.pk,
+            "name": k.name,
+            "prefix": k.prefix,
+            "monthly_token_budget": k.monthly_token_budget,
+            "rate_limit_per_minute": k.rate_limit_per_minute,
+            "tokens_this_month": used.get(k.pk, 0),
+            "created_at": k.created_at,
+        }
+        for k in keys
+    ]

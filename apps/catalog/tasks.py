@@ -3,7 +3,7 @@ and each is safe to run twice at once."""
 
 from celery import shared_task
 
-from apps.catalog.services import lifecycle
+from apps.catalog.services import autoscale, lifecycle
 
 
 @shared_task(name="catalog.provision_pending", ignore_result=True)
@@ -19,3 +19,8 @@ def check_deployment_health() -> int:
 @shared_task(name="catalog.sync_status", ignore_result=True)
 def sync_deployment_status() -> int:
     return lifecycle.deployments_sync_status()
+
+
+@shared_task(name="catalog.autoscale", ignore_result=True)
+def autoscale_deployments() -> int:
+    return autoscale.deployments_autoscale().decisions

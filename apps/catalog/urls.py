@@ -17,6 +17,11 @@ urlpatterns = [
         name="deployment-metrics",
     ),
     path(
+        "models/deployments/<uuid:deployment_id>/economics",
+        api.DeploymentEconomicsView.as_view(),
+        name="deployment-economics",
+    ),
+    path(
         "models/deployments/<uuid:deployment_id>/events",
         api.DeploymentEventsView.as_view(),
         name="deployment-events",
@@ -25,6 +30,16 @@ urlpatterns = [
         "models/deployments/<uuid:deployment_id>/keys/rotate",
         api.DeploymentKeyRotateView.as_view(),
         name="deployment-key-rotate",
+    ),
+    path(
+        "models/deployments/<uuid:deployment_id>/keys",
+        api.DeploymentKeysView.as_view(),
+        name="deployment-keys",
+    ),
+    path(
+        "models/deployments/<uuid:deployment_id>/keys/<uuid:key_id>",
+        api.DeploymentKeyView.as_view(),
+        name="deployment-key",
     ),
     path("models/<str:slug>", api.TemplateDetailView.as_view(), name="model-detail"),
     path("models/<str:slug>/deploy", api.DeployView.as_view(), name="model-deploy"),

@@ -18,7 +18,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from apps.catalog import selectors
+from apps.catalog import economics, selectors
 from apps.catalog.models import (
     DEPLOYMENT_FINAL,
     Capability,
@@ -28,7 +28,7 @@ from apps.catalog.models import (
     ModelTemplate,
     ModelUsageLog,
 )
-from apps.catalog.services import deploy
+from apps.catalog.services import deploy, scaling
 from apps.core.gpu_models import CPU_MODEL
 from apps.nodes.models import Gpu
 from apps.pods.services import SpendRefusedError
@@ -47,6 +47,7 @@ COMING_UP = (DeploymentStatus.PENDING, DeploymentStatus.PROVISIONING, Deployment
 STATUS_POLL_MS = 1500
 METRICS_WINDOW = timedelta(hours=1)
 METRICS_BUCKET_MIN = 5
+ECONOMICS_WINDOW = timedelta(hours=24)
 DEPLOY_NONCE_TTL_S = 24 * 3600
 CATEGORY_LABELS: dict[str, str] = {
     ModelCategory.LLM: "Language models",
@@ -207,7 +208,37 @@ def traffic_series(deployment: Deployment, *, now: datetime) -> dict[str, list[d
     return points
 
 
-def _detail_context(deployment: Deployment) -> dict[str, Any]:
+class ScalingForm(forms.Form):
+    """The deployment page's scaling settings (the same bounds as the API's PATCH)."""
+
+    min_replicas = forms.IntegerField(min_value=0, max_value=scaling.MAX_REPLICAS)
+    max_replicas = forms.IntegerField(min_value=1, max_value=scaling.MAX_REPLICAS)
+    target_concurrency = forms.IntegerField(
+        min_value=1, max_value=scaling.MAX_TARGET_CONCURRENCY, label="Target concurrency"
+    )
+    scale_down_delay_s = forms.IntegerField(
+        min_value=0, max_value=scaling.MAX_SCALE_DOWN_DELAY_S, label="Scale-down delay (s)"
+    )
+    max_queue = forms.IntegerField(min_value=0, max_value=scaling.MAX_QUEUE, label="Max queue")
+    queue_timeout_s = forms.IntegerField(
+        min_value=1, max_value=scaling.MAX_QUEUE_TIMEOUT_S, label="Queue timeout (s)"
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        low, high = data.get("min_replicas"), data.get("max_replicas")
+        if low is not None and high is not None and low > high:
+            self.add_error("min_replicas", "Must not exceed the maximum.")
+        return data
+
+
+def _scaling_initial(deployment: Deployment) -> dict[str, int]:
+    return {name: getattr(deployment, name) for name in scaling.SCALING_FIELDS}
+
+
+def _detail_context(
+    deployment: Deployment, scaling_form: ScalingForm | None = None
+) -> dict[str, Any]:
     replicas = list(deployment.replica_set.all())
     return {
         "deployment": deployment,
@@ -224,6 +255,11 @@ def _detail_context(deployment: Deployment) -> dict[str, Any]:
             deployment=deployment, window_s=int(METRICS_WINDOW.total_seconds())
         ),
         "series": traffic_series(deployment, now=timezone.now()),
+        "scaling_form": scaling_form or ScalingForm(initial=_scaling_initial(deployment)),
+        "cold_starts": selectors.cold_starts(deployment=deployment),
+        "economics": economics.deployment_economics(
+            deployment=deployment, since=timezone.now() - ECONOMICS_WINDOW, until=timezone.now()
+        ),
     }
 
 
@@ -256,3 +292,27 @@ def deployment_rotate_key(request: HttpRequest, deployment_id: uuid.UUID) -> Htt
     context = _detail_context(_owned(request, deployment_id))
     context["created_key"] = issued.raw
     return render(request, "catalog/deployment.html", context)
+
+
+@login_required
+@require_POST
+def deployment_scaling(request: HttpRequest, deployment_id: uuid.UUID) -> HttpResponse:
+    """Change the scaling settings from the deployment's page."""
+    deployment = _owned(request, deployment_id)
+    form = ScalingForm(request.POST)
+    if form.is_valid():
+        try:
+            scaling.deployment_scaling_update(
+                deployment_id=deployment.pk,
+                changes=dict(form.cleaned_data),
+                actor=f"its owner ({request.user})",
+            )
+        except scaling.ScalingSettingsError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        except scaling.DeploymentNotLiveError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, "Scaling settings saved.")
+            return redirect("catalog:deployment", deployment_id=deployment.pk)
+    context = _detail_context(_owned(request, deployment_id), scaling_form=form)
+    return render(request, "catalog/deployment.html", context, status=400)

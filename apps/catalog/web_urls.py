@@ -15,5 +15,10 @@ urlpatterns = [
         views.deployment_rotate_key,
         name="rotate_key",
     ),
+    path(
+        "deployments/<uuid:deployment_id>/scaling",
+        views.deployment_scaling,
+        name="scaling",
+    ),
     path("<str:slug>/deploy/", views.model_deploy, name="deploy"),
 ]

@@ -34,6 +34,7 @@ SCHEDULE: tuple[PeriodicEntry, ...] = (
     PeriodicEntry("provision pending deployments", "catalog.provision_pending", 30),
     PeriodicEntry("check deployment health", "catalog.health_check", 30),
     PeriodicEntry("sync deployment status from pods", "catalog.sync_status", 15),
+    PeriodicEntry("autoscale deployments", "catalog.autoscale", 2),
 )
 
 NAME_PREFIX = "gco: "

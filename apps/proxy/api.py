@@ -27,7 +27,7 @@ from ninja import NinjaAPI, Router
 from pydantic import BaseModel, ValidationError
 
 from apps.core.apidocs import LocalSwagger
-from apps.proxy import schemas
+from apps.proxy import admission, schemas
 from apps.proxy.routing import (
     DeploymentRoute,
     InvalidRequestError,
@@ -111,7 +111,9 @@ def parse_json(raw: bytes, schema: type[BaseModel]) -> BaseModel:
 
 async def authorize(request: HttpRequest, *, capability: str, model: str | None) -> DeploymentRoute:
     identity: KeyIdentity = await router.authenticate(credential(request))
-    route = await router.resolve(identity, capability=capability, model=model)
+    # The key's own limits; a deployment with no READY replica holds the request until it has
+    # one (scale from zero).
+    route = await admission.admit(request, identity, capability=capability, model=model)
     await router.check_rate(route)
     return route
 
@@ -379,7 +381,7 @@ async def _forward_json(
     raw = request.read()
     body: Any = parse_json(raw, schema)
     route = await authorize(request, capability=capability, model=body.model)
-    return await forward(
+    response = await forward(
         request,
         route=route,
         endpoint=endpoint,
@@ -387,6 +389,7 @@ async def _forward_json(
         content_type="application/json",
         stream=bool(body.stream) if stream is None else stream,
     )
+    return admission.finish(request, response, endpoint=endpoint)
 
 
 @v1.post("/chat/completions", openapi_extra=documented(schemas.ChatCompletionIn))
@@ -442,7 +445,7 @@ async def audio_transcriptions(request: HttpRequest) -> HttpResponse | Streaming
     if "file" not in files:
         raise InvalidRequestError("file: Field required", param="file")
     route = await authorize(request, capability="transcription", model=model)
-    return await forward(
+    response = await forward(
         request,
         route=route,
         endpoint="audio/transcriptions",
@@ -450,6 +453,7 @@ async def audio_transcriptions(request: HttpRequest) -> HttpResponse | Streaming
         content_type=content_type,
         stream=False,
     )
+    return admission.finish(request, response, endpoint="audio/transcriptions")
 
 
 @v1.post("/images/generations", openapi_extra=documented(schemas.ImageGenerationIn))

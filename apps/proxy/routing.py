@@ -253,16 +253,20 @@ class _TtlCache:
     def clear(self) -> None:
         self._items.clear()
 
+    def put(self, key: Any, value: Any, ttl: float) -> None:
+        self._items[key] = _Cached(value, time.monotonic() + ttl)
+
     async def get(self, key: Any, ttl: float, load: Callable[[], Awaitable[Any]]) -> Any:
         hit = self._items.get(key)
         if hit is not None:
             now = self._clock()
             if hit.expires_at > now:
                 return hit.value
-            # Stale for less than one more TTL: served while a background load replaces it.
-            # Older than that it is not served at all (the request waits for the load), so what
-            # a request sees was read from the database at most 2 x TTL ago.
-            if hit.expires_at + ttl > now:
+            # Stale is served, while one background load replaces it, for a bounded time only:
+            # at most one more TTL and at most PROXY_ROUTE_MAX_STALE_S past expiry. Older than
+            # that the request waits for a fresh read, so a revoked key or a drained replica is
+            # never used on a view of unbounded age.
+            if now < hit.expires_at + min(ttl, settings.PROXY_ROUTE_MAX_STALE_S):
                 self._refresh(key, ttl, load)
                 return hit.value
         return await self._load(key, ttl, load)
@@ -324,6 +328,11 @@ class Router:
         self._identities.clear()
         self._owners.clear()
         self._down_until.clear()
+
+    def remember_owner_routes(self, owner_id: uuid.UUID, routes: list[DeploymentRoute]) -> None:
+        """Replace the cached routes of `owner_id` with a fresher read (a held request saw a
+        replica turn READY: the requests after it need not wait for the cache to expire)."""
+        self._owners.put(owner_id, routes, self.ttl)
 
     # --- who ---
 

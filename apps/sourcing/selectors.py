@@ -10,6 +10,7 @@ from typing import Any
 from django.db.models import Count, F, Max, Min, QuerySet, Sum
 from django.utils import timezone
 
+from apps.catalog.economics import deployments_margins
 from apps.pods.models import UsageRecord
 from apps.sourcing.models import (
     LIVE_STATUSES,
@@ -227,7 +228,14 @@ def cost_analytics(*, since: datetime) -> dict[str, Any]:
         p = by_provider.setdefault(r["provider"], {"spend": 0, "revenue": 0, "margin": 0})
         for k in ("spend", "revenue", "margin"):
             p[k] += r[k]
-    return {"since": since, "totals": totals, "by_provider": by_provider, "by_provider_gpu": rows}
+    return {
+        "since": since,
+        "totals": totals,
+        "by_provider": by_provider,
+        "by_provider_gpu": rows,
+        # Model deployments: GPU revenue, upstream cost, hosts' share and margin (issue 14).
+        "by_deployment": deployments_margins(since=since, until=timezone.now()),
+    }
 
 
 def default_since(days: int) -> datetime:

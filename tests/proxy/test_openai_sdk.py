@@ -193,7 +193,9 @@ def test_rate_limited_is_429_with_retry_after(proxy_server, echo_backends, user)
 
 
 def test_no_ready_replica_is_503(proxy_server, user):
-    _, key = make_deployment(user, backends=[], status="LOADING")
+    deployment, key = make_deployment(user, backends=[], status="LOADING")
+    # The request is held for a replica (issue 14) up to queue_timeout_s, then refused.
+    type(deployment).objects.filter(pk=deployment.pk).update(queue_timeout_s=1)
 
     with pytest.raises(openai.InternalServerError) as caught:
         sdk(proxy_server, key).chat.completions.create(

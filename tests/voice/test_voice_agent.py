@@ -292,12 +292,14 @@ def test_a_key_header_works_like_the_query_parameter(voice_server, test_backend,
 def test_deployments_not_ready_close_with_4409(voice_server, test_backend, user, other_user):
     server = voice_server()
     # the key's own deployment is still loading
-    _, loading_key = ready_deployment(
+    loading, loading_key = ready_deployment(
         user, capability="chat", base_url=test_backend.url, model_name="m", status="LOADING"
     )
+    # the session is held for a replica (issue 14) up to queue_timeout_s, then refused
+    type(loading).objects.filter(pk=loading.pk).update(queue_timeout_s=1)
     code, received = asyncio.run(closed_with(server.url("/ws/voice-agent", loading_key)))
     assert code == 4409 and received[0]["code"] == "deployment_not_ready"
-    assert "LOADING" in received[0]["message"]
+    assert "became ready within 1 s" in received[0]["message"]
 
     # the user has chat but no speech-to-text; another user's STT and TTS never count
     _, chat_key = ready_deployment(

@@ -3,7 +3,7 @@ API keys."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import transaction
@@ -23,6 +23,7 @@ from apps.catalog.models import (
     ReplicaStatus,
 )
 from apps.catalog.services import lifecycle
+from apps.catalog.services.scaling import DEFAULT_SCALING, scaling_validate
 from apps.core.gpu_models import CPU_MODEL
 from apps.core.secrets import secret_issue
 from apps.pods import services as pod_services
@@ -43,13 +44,60 @@ class CreatedDeployment:
     key: IssuedKey
 
 
-def deployment_key_issue(*, deployment: Deployment, name: str = "default") -> IssuedKey:
-    """A new `sk_…` key for `deployment`; only its digest is stored."""
+def deployment_key_issue(
+    *,
+    deployment: Deployment,
+    name: str = "default",
+    monthly_token_budget: int | None = None,
+    rate_limit_per_minute: int | None = None,
+) -> IssuedKey:
+    """A new `sk_…` key for `deployment`, with its own optional monthly token budget and
+    per-minute rate limit; only its digest is stored."""
     secret = secret_issue(prefix=KEY_PREFIX)
     key = DeploymentKey.objects.create(
-        deployment=deployment, name=name, prefix=secret.display_prefix, digest=secret.digest
+        deployment=deployment,
+        name=name,
+        prefix=secret.display_prefix,
+        digest=secret.digest,
+        monthly_token_budget=monthly_token_budget,
+        rate_limit_per_minute=rate_limit_per_minute,
     )
     return IssuedKey(key=key, raw=secret.raw)
+
+
+_UNSET: Any = object()
+
+
+@transaction.atomic
+def deployment_key_update(
+    *,
+    key: DeploymentKey,
+    monthly_token_budget: int | None = _UNSET,
+    rate_limit_per_minute: int | None = _UNSET,
+) -> DeploymentKey:
+    """Change a key's budget or rate limit (None removes it). The proxy sees the change within
+    PROXY_ROUTE_CACHE_S."""
+    locked = DeploymentKey.objects.select_for_update().get(pk=key.pk)
+    fields = []
+    if monthly_token_budget is not _UNSET:
+        locked.monthly_token_budget = monthly_token_budget
+        fields.append("monthly_token_budget")
+    if rate_limit_per_minute is not _UNSET:
+        locked.rate_limit_per_minute = rate_limit_per_minute
+        fields.append("rate_limit_per_minute")
+    if fields:
+        locked.save(update_fields=fields)
+    return locked
+
+
+@transaction.atomic
+def deployment_key_revoke(*, key: DeploymentKey) -> DeploymentKey:
+    """Revoke one key; the deployment's other keys go on working."""
+    locked = DeploymentKey.objects.select_for_update().get(pk=key.pk)
+    if locked.revoked_at is None:
+        locked.revoked_at = timezone.now()
+        locked.save(update_fields=["revoked_at"])
+    return locked
 
 
 @transaction.atomic
@@ -70,15 +118,25 @@ def deployment_create(
     model_name: str = "",
     gpu_model: str = "",
     gpu_count: int | None = None,
-    replicas: int = 1,
+    replicas: int | None = None,
     overrides: dict[str, Any] | None = None,
     price_cap_per_gpu_hour: int | None = None,
     rate_limit_per_minute: int | None = None,
+    scaling: dict[str, int] | None = None,
 ) -> CreatedDeployment:
     """Deploy `template` for `owner`: a PENDING deployment with its first key, then its replica
     pods are created (placed at once where capacity allows). `overrides` may replace the
-    template's `args`, `env` (merged) and `health_path`."""
+    template's `args`, `env` (merged) and `health_path`. `scaling` sets any of the scaling
+    settings (see `scaling.SCALING_FIELDS`); without them the deployment keeps `replicas`
+    replicas (min = max = replicas); with them it starts at `replicas` within the bounds."""
     overrides = overrides or {}
+    if replicas is None:
+        replicas = (scaling or {}).get("min_replicas", 1)
+    bounds = scaling_validate(
+        current=replace(DEFAULT_SCALING, min_replicas=replicas, max_replicas=replicas),
+        changes=dict(scaling or {}),
+    )
+    replicas = max(bounds.min_replicas, min(bounds.max_replicas, replicas))
     gpu_count = template.gpu_count if gpu_count is None else gpu_count
     # The same refusal pod creation applies (no balance, monthly cap, hourly burn), before
     # anything is made.
@@ -109,6 +167,7 @@ def deployment_create(
             min_vram_mb=template.min_vram_gb * 1024,
             price_cap_per_gpu_hour=price_cap_per_gpu_hour,
             replicas=replicas,
+            **bounds.__dict__,
             **(
                 {"rate_limit_per_minute": rate_limit_per_minute}
                 if rate_limit_per_minute is not None
@@ -123,6 +182,8 @@ def deployment_create(
         )
         key = deployment_key_issue(deployment=deployment)
     lifecycle.deployment_provision(deployment_id=deployment.pk)
+    if replicas == 0:  # scaled to zero from the start: IDLE until its first request
+        lifecycle.deployment_refresh_status(deployment_id=deployment.pk)
     deployment.refresh_from_db()
     return CreatedDeployment(deployment=deployment, key=key)
 

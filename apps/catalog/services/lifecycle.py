@@ -21,6 +21,7 @@ from django.utils import timezone
 from apps.catalog.models import (
     DEPLOYMENT_FINAL,
     REPLICA_LIVE,
+    REPLICA_SERVING,
     Deployment,
     DeploymentEvent,
     DeploymentStatus,
@@ -82,9 +83,11 @@ def _lock_deployment(deployment_id: uuid.UUID | str) -> Deployment | None:
 
 def derived_status(*, deployment: Deployment, replicas: list[Replica]) -> tuple[str, str]:
     """The status a live deployment's replicas add up to, and why."""
-    live = [r for r in replicas if r.status in REPLICA_LIVE]
+    live = [r for r in replicas if r.status in REPLICA_SERVING]
     ready = sum(r.status == R.READY for r in live)
     wanted = deployment.replicas
+    if wanted == 0 and not live:
+        return D.IDLE, "scaled to zero: the next request starts a replica and waits for it"
     if ready and ready >= wanted:
         return D.READY, f"{ready} of {wanted} replicas ready"
     was_serving = deployment.ready_at is not None
@@ -185,7 +188,7 @@ def deployment_provision(*, deployment_id: uuid.UUID | str) -> int:
         replicas = list(deployment.replica_set.all())
         failed = [r for r in replicas if r.status == R.FAILED]
         budget = max(MIN_FAILURE_BUDGET, FAILURES_PER_REPLICA * deployment.replicas)
-        live = [r for r in replicas if r.status in REPLICA_LIVE]
+        live = [r for r in replicas if r.status in REPLICA_SERVING]
         if len(failed) >= budget and not any(r.status == R.READY for r in live):
             last = failed[-1].status_reason or "replicas keep failing"
             deployment_transition(
@@ -236,7 +239,7 @@ def deployments_provision_pending() -> ProvisionResult:
     result = ProvisionResult()
     ids = list(
         Deployment.objects.exclude(status__in=DEPLOYMENT_FINAL)
-        .annotate(live=Count("replica_set", filter=Q(replica_set__status__in=REPLICA_LIVE)))
+        .annotate(live=Count("replica_set", filter=Q(replica_set__status__in=REPLICA_SERVING)))
         .filter(live__lt=F("replicas"))
         .values_list("pk", flat=True)
     )
@@ -302,7 +305,7 @@ def replica_sync_pod(*, pod_id: uuid.UUID | str) -> None:
                 replica.status = R.LOADING
                 replica.status_reason = f"container running; waiting for {deployment.health_path}"
                 fields |= {"status", "status_reason"}
-        elif pod.status in POD_WAITING:
+        elif pod.status in POD_WAITING and replica.status != R.DRAINING:
             reason = pod.status_reason or pod.status.lower()
             if replica.status != R.PENDING or replica.status_reason != reason[:500]:
                 replica.status = R.PENDING
@@ -310,7 +313,8 @@ def replica_sync_pod(*, pod_id: uuid.UUID | str) -> None:
                 replica.base_url = ""
                 fields |= {"status", "status_reason", "base_url"}
         elif pod.status in POD_ENDED:
-            stopping = deployment.status in DEPLOYMENT_FINAL
+            # A drained replica's pod stops because we stopped it: not a failure.
+            stopping = deployment.status in DEPLOYMENT_FINAL or replica.status == R.DRAINING
             replica.status = R.STOPPED if stopping else R.FAILED
             replica.status_reason = f"pod {pod.status.lower()}: {pod.status_reason}"[:500]
             replica.base_url = ""
@@ -332,7 +336,7 @@ def deployments_sync_status() -> int:
     running = PodStatus.RUNNING
     out_of_step = Replica.objects.filter(pod__isnull=False).filter(
         Q(status=R.PENDING, pod__status=running)
-        | Q(status__in=(R.LOADING, R.READY, R.UNHEALTHY)) & ~Q(pod__status=running)
+        | Q(status__in=(R.LOADING, R.READY, R.UNHEALTHY, R.DRAINING)) & ~Q(pod__status=running)
     )
     for pod_id in out_of_step.values_list("pod_id", flat=True):
         replica_sync_pod(pod_id=pod_id)
@@ -370,15 +374,17 @@ class HealthResult:
     failing: int = 0
 
 
-def replicas_health_check() -> HealthResult:
+def replicas_health_check(*, loading_only: bool = False) -> HealthResult:
     """Periodic: GET every running replica's health path. A LOADING replica that answers
     becomes READY; a READY one that fails CATALOG_HEALTH_FAILURES_UNHEALTHY checks in a row
     leaves service (UNHEALTHY) until it answers again; one LOADING for longer than
-    CATALOG_LOADING_TIMEOUT_S fails and its pod is stopped (the provisioner replaces it)."""
+    CATALOG_LOADING_TIMEOUT_S fails and its pod is stopped (the provisioner replaces it).
+    `loading_only`: probe only LOADING replicas (the autoscaler's fast path to READY)."""
+    statuses = (R.LOADING,) if loading_only else (R.LOADING, R.READY, R.UNHEALTHY)
     rows = list(
-        Replica.objects.filter(
-            status__in=(R.LOADING, R.READY, R.UNHEALTHY), base_url__gt=""
-        ).values_list("id", "base_url", "deployment__health_path")
+        Replica.objects.filter(status__in=statuses, base_url__gt="").values_list(
+            "id", "base_url", "deployment__health_path"
+        )
     )
     result = HealthResult(checked=len(rows))
     if not rows:

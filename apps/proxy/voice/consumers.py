@@ -18,6 +18,7 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from apps.proxy.hold import holder
 from apps.proxy.routing import DeploymentRoute, KeyIdentity, ProxyError, router
 from apps.proxy.voice.agent import AgentRoutes, VoiceAgent
 from apps.proxy.voice.limits import session_slots
@@ -110,13 +111,13 @@ class VoiceConsumer(AsyncWebsocketConsumer):
         raise NotImplementedError
 
     async def ready_route(self, identity: KeyIdentity, capability: str) -> DeploymentRoute:
-        """The user's deployment that serves `capability`, READY, or NotReadyError saying why."""
+        """The user's deployment that serves `capability`, READY, or NotReadyError saying why.
+        A key's deployment with no READY replica holds the session's opening until one is
+        (scale from zero, as for /v1), within its queue bounds."""
         try:
             own = await router.deployment_route(identity)
             if not own.routable:
-                raise NotReadyError(
-                    f"This key's deployment '{own.model_name}' is {own.status}, not ready to serve."
-                )
+                await holder.wait_for_replica(own)
             return await router.resolve_for_owner(identity, capability=capability)
         except ProxyError as exc:
             name = CAPABILITY_NAMES.get(capability, capability)

@@ -1,0 +1,260 @@
+"""Per-key limits (issue 14): each key of a deployment may have a monthly token budget and a
+per-minute rate limit of its own, checked besides the deployment's limit.
+
+- Rate: counted like the deployment's (in-process, summed through Redis in the background by a
+  `SharedCounters` of its own), 429 `rate_limit_exceeded` past it.
+- Budget: prompt + completion tokens of the key's answers in the calendar month (UTC), kept in
+  Redis (`ktok:<key>:<YYYYMM>`, INCRBY after each answer; expires after 40 days). A key at or
+  over its budget gets 429 with OpenAI's `insufficient_quota`; the deployment's other keys go
+  on. Counts are added in the background every PROXY_RATE_SYNC_S and every process re-reads
+  the totals of the keys it checks as often, so a budget holds across processes to within one
+  interval of traffic (an answer already under way is never cut). Without Redis the counts are
+  this process's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from django.conf import settings
+from django.http import HttpResponse, StreamingHttpResponse
+from redis.exceptions import RedisError
+
+from apps.catalog.load import month_key
+from apps.catalog.models import DeploymentKey
+from apps.proxy.routing import (
+    KeyIdentity,
+    ProxyError,
+    RateLimitedError,
+    SharedCounters,
+    _db,
+    _TtlCache,
+)
+
+logger = logging.getLogger(__name__)
+
+MONTH_TTL_S = 40 * 86400
+
+
+class InsufficientQuotaError(ProxyError):
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    monthly_token_budget: int | None
+    rate_limit_per_minute: int | None
+
+
+def _load_limits(key_id: uuid.UUID) -> KeyLimits:
+    row = (
+        DeploymentKey.objects.filter(pk=key_id)
+        .values("monthly_token_budget", "rate_limit_per_minute")
+        .first()
+    )
+    return KeyLimits(**row) if row else KeyLimits(None, None)
+
+
+class TokenTotals:
+    """Monthly token totals per key: added here at once, in Redis in the background."""
+
+    def __init__(self) -> None:
+        self._unsynced: dict[str, int] = {}
+        self._known: dict[str, int] = {}
+        self._watched: dict[str, float] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._clients: dict[int, Any] = {}
+
+    def _client(self) -> Any:
+        loop_id = id(asyncio.get_running_loop())
+        client = self._clients.get(loop_id)
+        if client is None:
+            client = self._clients[loop_id] = aioredis.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1
+            )
+        return client
+
+    def add(self, name: str, tokens: int) -> None:
+        if tokens <= 0:
+            return
+        self._unsynced[name] = self._unsynced.get(name, 0) + tokens
+        self._ensure_syncing()
+
+    async def used(self, name: str) -> int:
+        """The month's total as this process knows it (one Redis read the first time)."""
+        self._watched[name] = time.monotonic()
+        self._ensure_syncing()
+        if name not in self._known and settings.REDIS_URL:
+            try:
+                self._known[name] = int(await self._client().get(name) or 0)
+            except (RedisError, OSError) as exc:
+                logger.error("proxy key budgets: Redis unavailable: %s", exc)
+        return self._known.get(name, 0) + self._unsynced.get(name, 0)
+
+    def _ensure_syncing(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = self._tasks.get(id(loop))
+        if task is None or task.done():
+            self._tasks[id(loop)] = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(settings.PROXY_RATE_SYNC_S)
+            try:
+                await self.sync()
+            except (RedisError, OSError) as exc:
+                logger.error("proxy key budgets: Redis unavailable: %s", exc)
+                self._clients.pop(id(asyncio.get_running_loop()), None)
+
+    async def sync(self) -> None:
+        """Add this process's new counts to Redis and re-read the watched totals."""
+        pending, self._unsynced = self._unsynced, {}
+        now = time.monotonic()
+        self._watched = {k: t for k, t in self._watched.items() if now - t < 60}
+        if not settings.REDIS_URL:
+            for name, n in pending.items():
+                self._known[name] = self._known.get(name, 0) + n
+            return
+        names = sorted(set(pending) | set(self._watched))
+        if not names:
+            return
+        pipe = self._client().pipeline(transaction=False)
+        for name in names:
+            if name in pending:
+                pipe.incrby(name, pending[name])
+                pipe.expire(name, MONTH_TTL_S)
+            else:
+                pipe.get(name)
+        try:
+            results = iter(await pipe.execute())
+        except BaseException:
+            for name, n in pending.items():  # not lost: added again next time
+                self._unsynced[name] = self._unsynced.get(name, 0) + n
+            raise
+        for name in names:
+            total = next(results)
+            if name in pending:
+                next(results)  # the EXPIRE
+            self._known[name] = int(total or 0)
+
+
+class KeyGuard:
+    """Checks a key's own limits before a request and meters its tokens after."""
+
+    def __init__(self) -> None:
+        self._limits = _TtlCache()
+        self.rates = SharedCounters()
+        self.tokens = TokenTotals()
+
+    async def limits(self, key_id: uuid.UUID) -> KeyLimits:
+        return await self._limits.get(
+            ("key", key_id), float(settings.PROXY_ROUTE_CACHE_S), lambda: _db(_load_limits)(key_id)
+        )
+
+    async def check(self, identity: KeyIdentity) -> None:
+        limits = await self.limits(identity.key_id)
+        if limits.monthly_token_budget is not None:
+            used = await self.tokens.used(month_key(identity.key_id))
+            if used >= limits.monthly_token_budget:
+                raise InsufficientQuotaError(
+                    f"This key has used its monthly budget of {limits.monthly_token_budget} "
+                    f"tokens ({used} used this month). Raise the key's budget or use another "
+                    "key."
+                )
+        limit = limits.rate_limit_per_minute
+        if limit and settings.RATE_LIMIT_ENABLED:
+            now = time.time()
+            window = int(now // 60)
+            if self.rates.hit(f"krl:{identity.key_id}:{window}") > limit:
+                retry_after = max(1, int((window + 1) * 60 - now + 0.999))
+                raise RateLimitedError(
+                    f"Rate limit of {limit} requests per minute reached for this key; retry in "
+                    f"{retry_after} s.",
+                    retry_after=retry_after,
+                )
+
+    def metered(
+        self, identity: KeyIdentity, response: HttpResponse | StreamingHttpResponse
+    ) -> HttpResponse | StreamingHttpResponse:
+        """Count the tokens of `response` against the key's month (streams as they pass)."""
+        name = month_key(identity.key_id)
+        if response.status_code >= 400:
+            return response
+        if not isinstance(response, StreamingHttpResponse):
+            self.tokens.add(name, sum(tokens_in_body(response.content)))
+            return response
+        inner = response.streaming_content
+        tokens = self.tokens
+
+        async def counted() -> AsyncIterator[bytes]:
+            usage = StreamTokens()
+            try:
+                async for chunk in inner:  # type: ignore[union-attr]
+                    usage.feed(chunk)
+                    yield chunk
+            finally:
+                tokens.add(name, usage.total())
+
+        response.streaming_content = counted()
+        return response
+
+
+_PROMPT = re.compile(rb'"(?:prompt|input)_tokens"\s*:\s*(\d+)')
+_COMPLETION = re.compile(rb'"(?:completion|output)_tokens"\s*:\s*(\d+)')
+
+
+def tokens_in_body(body: bytes) -> tuple[int, int]:
+    """Prompt and completion tokens of the `usage` object at the end of an OpenAI body."""
+    at = body.rfind(b'"usage"')
+    if at < 0:
+        return 0, 0
+    tail = body[at : at + 1000]
+    prompt, completion = _PROMPT.search(tail), _COMPLETION.search(tail)
+    return (int(prompt.group(1)) if prompt else 0, int(completion.group(1)) if completion else 0)
+
+
+class StreamTokens:
+    """Tokens of an SSE answer: its `usage` event when the server sends one, else one per
+    content event (the proxy's usage log counts the same way)."""
+
+    def __init__(self) -> None:
+        self.usage: tuple[int, int] | None = None
+        self.events = 0
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._pending + chunk
+        lines = data.split(b"\n")
+        self._pending = lines.pop()
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            self.events += 1
+            if b'"usage"' in line:
+                try:
+                    usage = json.loads(line[5:]).get("usage") or {}
+                except (ValueError, AttributeError):
+                    continue
+                prompt = usage.get("prompt_tokens") or 0
+                completion = usage.get("completion_tokens") or 0
+                if prompt or completion:
+                    self.usage = (int(prompt), int(completion))
+
+    def total(self) -> int:
+        if self.usage is not None:
+            return sum(self.usage)
+        return max(0, self.events - 2)  # the role/finish events and [DONE] carry no text
+
+
+guard = KeyGuard()
