@@ -280,6 +280,8 @@ if STRIPE_SECRET_KEY and not STRIPE_WEBHOOK_SECRET:
 # Where pending pods can be placed, tried in order (the sourcing app adds upstream clouds).
 POD_CAPACITY_SOURCES = ["apps.pods.scheduler.community_nodes"]
 POD_LOGS_WAIT_S = env.float("POD_LOGS_WAIT_S", default=15)
+# The module that stops and reads the logs of pods that are upstream containers (sourcing).
+POD_UPSTREAM_BACKEND = ""
 # The platform's cut for nodes whose provider has no profile or fee history (Basic: 20%);
 # providers' own fees come from their tier (PROVIDER_TIER_FEE_PERCENT, below).
 PROVIDER_DEFAULT_FEE_PERCENT = 20
@@ -378,6 +380,10 @@ SOURCING_AGENT_BOOTSTRAP = env.str(
     ),
 )
 POD_CAPACITY_SOURCES = [*POD_CAPACITY_SOURCES, "apps.sourcing.capacity.upstream_clouds"]
+POD_UPSTREAM_BACKEND = "apps.sourcing.pods_backend"
+# How often rentals are polled (the "drive provisioned instances" tick): a container cloud's
+# pod learns its state, and a spot interruption is noticed, within one interval.
+SOURCING_POLL_INTERVAL_S = 10
 NODE_REGISTRATION_RESOLVERS = [
     *NODE_REGISTRATION_RESOLVERS,
     "apps.sourcing.registration.instance_token_grant",

@@ -90,6 +90,8 @@ class Billable(NamedTuple):
     gpu_count: int
     name: str
     gpu_model: str
+    # A pod that is an upstream container: the last time its provider reported it running.
+    upstream_seen_at: datetime | None = None
 
     @classmethod
     def of(cls, pod: Pod) -> "Billable":
@@ -97,7 +99,7 @@ class Billable(NamedTuple):
         return cls(
             pod.pk,
             pod.owner_id,
-            pod.node_id,  # type: ignore[arg-type]  # billable pods are on a node
+            pod.node_id,  # type: ignore[arg-type]  # None for an upstream container
             node.provider_id if node else None,
             node.last_heartbeat_at if node else None,
             pod.billing_ends_at,
@@ -106,6 +108,7 @@ class Billable(NamedTuple):
             pod.gpu_count,
             pod.name,
             pod.gpu_model,
+            pod.upstream_seen_at if node is None else None,
         )
 
     @property
@@ -118,6 +121,8 @@ class Billable(NamedTuple):
             ends.append(self.last_heartbeat_at)
         if self.billing_ends_at is not None:
             ends.append(self.billing_ends_at)
+        if self.node_id is None and self.upstream_seen_at is not None:
+            ends.append(self.upstream_seen_at)
         return min(ends)
 
 
@@ -133,6 +138,7 @@ BILLABLE_FIELDS = (
     "gpu_count",
     "name",
     "gpu_model",
+    "upstream_seen_at",
 )
 
 

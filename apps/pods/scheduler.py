@@ -29,7 +29,7 @@ from apps.nodes import services as node_services
 from apps.nodes.models import Gpu, Node, NodeStatus
 from apps.nodes.selectors import gpu_price_per_hour
 from apps.pods.lifecycle import pod_transition_event
-from apps.pods.models import GpuAllocation, Pod, PodEvent, PodStatus
+from apps.pods.models import GpuAllocation, Pod, PodCloud, PodEvent, PodStatus
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
     stays PENDING for the next pass."""
     outcome = BatchOutcome()
     plan: list[tuple[Pod, NodeCapacity]] = []
-    for pod in pods:
+    for pod in own_cloud_pods(pods):
         candidates = capacity.candidates(pod)
         if candidates:
             candidates[0].free -= pod.gpu_count
@@ -181,6 +181,12 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
     node_services.workloads_start(starts=starts)
     outcome.placed = {p.pk for p in placed_pods}
     return outcome
+
+
+def own_cloud_pods(pods: list[Pod]) -> list[Pod]:
+    """The pods our own nodes may take: not `cloud: upstream`, and not spot pods (spot
+    capacity is an upstream cloud's bid market; our nodes are never interruptible)."""
+    return [p for p in pods if p.cloud != PodCloud.UPSTREAM and not p.interruptible]
 
 
 def start_spec(pod: Pod) -> dict[str, object]:

@@ -29,7 +29,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transac
 GPU = "H100 SXM"  # the captured H100 reports "NVIDIA H100 80GB HBM3": our H100 SXM
 
 
-@pytest.mark.parametrize("provider", ["vast_ai", "runpod", "lambda_labs"])
+# The VM cloud. Container clouds (Vast.ai, RunPod) run the pod itself, with no agent:
+# tests/e2e/test_upstream_container_pods.py.
+@pytest.mark.parametrize("provider", ["lambda_labs"])
 def test_pod_runs_on_a_rented_machine_and_the_machine_is_returned(
     provider,
     sourcing,

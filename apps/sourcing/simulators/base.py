@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from apps.sourcing.adapters.gpu_names import BY_CANONICAL
+from apps.sourcing.simulators.containers import ContainerMachines, ContainerState, SimWorkload
 
 # --- requests and responses ------------------------------------------------------------------
 
@@ -108,6 +109,8 @@ class SimInstance:
     running_since: float | None = None
     process: subprocess.Popen[bytes] | None = None
     sandbox: str = ""
+    workload: SimWorkload | None = None  # container clouds: what the container runs
+    preempted: str = ""  # "outbid" or "host_lost": the cloud took it back
 
     def phase(self, now: float) -> str:
         """creating → booting → running (→ terminated)."""
@@ -153,6 +156,9 @@ class Simulator:
 
     name = "simulator"
     api_key = "sim-key"
+    # Container clouds run each instance as a container of the requested image (containers.py);
+    # VM clouds run its startup script as a local process standing in for the machine.
+    container_cloud = False
 
     def __init__(
         self,
@@ -163,8 +169,10 @@ class Simulator:
         drift_seconds: float = 10.0,
         run_startup_scripts: bool = True,
         api_key: str | None = None,
+        container_run_id: str | None = None,
     ) -> None:
         self.lock = threading.RLock()
+        self.containers = ContainerMachines(self.name, container_run_id)
         self.routes: list[tuple[str, re.Pattern[str], str, Handler]] = []
         self.faults: list[Fault] = []
         self.stats: Counter[str] = Counter()
@@ -174,6 +182,7 @@ class Simulator:
         self.run_startup_scripts = run_startup_scripts
         self.extra_env: dict[str, str] = {}
         self.stale_offers = 0
+        self.log_files: dict[str, str] = {}  # published log uploads (Vast's result_url)
         if api_key is not None:
             self.api_key = api_key
         self.seed = seed
@@ -243,7 +252,21 @@ class Simulator:
             "process_alive": instance.process is not None and instance.process.poll() is None,
             "startup_script": instance.startup_script,
             "env": instance.env,
+            "image": instance.workload.image if instance.workload else None,
+            "command": instance.workload.command if instance.workload else None,
+            "container": self.container_state(instance).status if instance.workload else None,
+            "preempted": instance.preempted,
         }
+
+    def container_state(self, instance: SimInstance) -> ContainerState:
+        if instance.preempted:
+            return ContainerState("exited", exit_code=137, message=instance.preempted)
+        return self.containers.state(instance.id)
+
+    def preempt(self, instance: SimInstance, how: str) -> None:
+        """The cloud takes a running instance back: its container is killed."""
+        instance.preempted = how
+        self.containers.kill(instance.id)
 
     # --- plumbing ---
 
@@ -261,6 +284,10 @@ class Simulator:
         instance.terminated = True
         instance.terminated_at = time.monotonic()
         self._kill(instance)
+        if instance.workload is not None:
+            threading.Thread(
+                target=self.containers.remove, args=(instance.id,), daemon=True
+            ).start()
 
     def dispatch(self, request: SimRequest) -> SimResponse:
         if request.path.startswith("/_sim/"):
@@ -354,7 +381,9 @@ class Simulator:
             if path == "/_sim/reset" and method == "POST":
                 for instance in self.instances.values():
                     self._kill(instance)
+                self.containers.remove_all()
                 self.instances.clear()
+                self.log_files.clear()
                 self.faults.clear()
                 self.stats.clear()
                 self.stale_offers = 0
@@ -370,6 +399,17 @@ class Simulator:
             if path == "/_sim/instances" and method == "POST":
                 planted = self.plant(label=body.get("label", ""), gpu_model=body["gpu_model"])
                 return SimResponse.json({"id": planted.id})
+            if path == "/_sim/preempt" and method == "POST":
+                target = self.instances.get(str(body.get("id")))
+                if target is None or target.terminated:
+                    return SimResponse.json({"error": "no such instance"}, 404)
+                self.preempt(target, str(body.get("how") or "outbid"))
+                return SimResponse.json({"ok": True})
+            if path.startswith("/_sim/logs/") and method == "GET":
+                text = self.log_files.get(path.rsplit("/", 1)[-1])
+                if text is None:
+                    return SimResponse.text("NoSuchKey", 404)
+                return SimResponse.text(text, 200)
             if path == "/_sim/exhaust" and method == "POST":
                 self.exhaust(body.get("gpu_model"))
                 return SimResponse.json({"ok": True})
@@ -387,6 +427,7 @@ class Simulator:
     def _clock_loop(self) -> None:
         while not self._stop.wait(0.05):
             now = time.monotonic()
+            to_start: list[SimInstance] = []
             with self.lock:
                 for instance in list(self.instances.values()):
                     if (
@@ -395,11 +436,19 @@ class Simulator:
                         and now - instance.created_at >= instance.boot_seconds
                     ):
                         instance.running_since = now
-                        if self.run_startup_scripts and instance.startup_script:
+                        if instance.workload is not None:
+                            to_start.append(instance)
+                        elif self.run_startup_scripts and instance.startup_script:
                             self._start_script(instance)
                 if self.drift_seconds and now - self._last_drift >= self.drift_seconds:
                     self._last_drift = now
                     self.drift()
+            for instance in to_start:  # Docker is slow: never under the market's lock
+                assert instance.workload is not None  # noqa: S101 - selected above
+                self.containers.start(instance.id, instance.workload)
+                with self.lock:
+                    if instance.terminated:  # terminated while its container was starting
+                        self.containers.remove(instance.id)
 
     def _start_script(self, instance: SimInstance) -> None:
         sandbox = Path(tempfile.mkdtemp(prefix=f"sim-{self.name}-{instance.id}-"))
@@ -456,6 +505,7 @@ class Simulator:
                 self._kill(instance)
                 if instance.sandbox:
                     shutil.rmtree(instance.sandbox, ignore_errors=True)
+        self.containers.remove_all()
 
 
 # --- the HTTP server -------------------------------------------------------------------------
@@ -545,6 +595,10 @@ class SimControl:
 
     def exhaust(self, gpu_model: str | None = None) -> None:
         self.http.post("/_sim/exhaust", json={"gpu_model": gpu_model}).raise_for_status()
+
+    def preempt(self, instance_id: str, how: str = "outbid") -> None:
+        """Spot preemption ("outbid") or host loss ("host_lost"): the container is killed."""
+        self.http.post("/_sim/preempt", json={"id": instance_id, "how": how}).raise_for_status()
 
 
 class RunningSimulator:
