@@ -6,7 +6,6 @@ switch each part to its production engine. `DJANGO_ENV=production` refuses to st
 variables production needs.
 """
 
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -364,20 +363,13 @@ SOURCING_INSTANCE_IMAGE = env.str(
 SOURCING_SERVER_URL = env.str("SOURCING_SERVER_URL", default=SITE_URL)
 # Send the rent to a worker as soon as the scheduler asks for a machine (else: the next tick).
 SOURCING_DISPATCH_ON_REQUEST = env.bool("SOURCING_DISPATCH_ON_REQUEST", default=True)
-# The startup script of a rented machine; {server} and {token} are filled in (the token is a
-# per-instance registration token bound to that instance).
+# The startup script of a rented VM (Lambda's user_data; container clouds run the pod itself);
+# {server} and {token} are filled in (the token is a per-instance registration token bound to
+# that instance). The simulated VMs run the same script: it fetches our install.sh.
 SOURCING_AGENT_BOOTSTRAP = env.str(
     "SOURCING_AGENT_BOOTSTRAP",
-    default=(
-        # The simulators' machines are local processes: they run the agent of this checkout,
-        # with simulated GPUs.
-        f"cd {BASE_DIR} && exec {sys.executable} -m agent --server {{server}} "
-        f'--bootstrap-token {{token}} --state-dir "$HOME/agent-state" --network-mode host '
-        "--gpu-devices off"
-        if SOURCING_SIMULATORS
-        else "curl -fsSL {server}/api/v1/nodes/install.sh | bash -s -- --server={server} "
-        "--bootstrap-token={token}"
-    ),
+    default="curl -fsSL {server}/api/v1/nodes/install.sh | bash -s -- --server={server} "
+    "--bootstrap-token={token}",
 )
 POD_CAPACITY_SOURCES = [*POD_CAPACITY_SOURCES, "apps.sourcing.capacity.upstream_clouds"]
 POD_UPSTREAM_BACKEND = "apps.sourcing.pods_backend"

@@ -17,9 +17,10 @@ set -euo pipefail
 SERVER="{{ server }}"
 PROVIDER_KEY=""
 BOOTSTRAP_TOKEN=""
-PREFIX="/opt/gco-agent"
-STATE_DIR="/var/lib/gco-agent"
-ENV_DIR="/etc/gco-agent"
+# Overridable for machines that cannot write the system paths (a simulated VM's sandbox).
+PREFIX="${GCO_AGENT_PREFIX:-/opt/gco-agent}"
+STATE_DIR="${GCO_AGENT_STATE_DIR:-/var/lib/gco-agent}"
+ENV_DIR="${GCO_AGENT_ENV_DIR:-/etc/gco-agent}"
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 
@@ -41,7 +42,9 @@ fi
 if [ -n "$PROVIDER_KEY" ] && [ "${PROVIDER_KEY#pk_}" = "$PROVIDER_KEY" ]; then
   die "--provider-key must start with pk_ (got something else)"
 fi
-[ "$(id -u)" -eq 0 ] || die "run as root (it installs a systemd service): … | sudo bash -s -- …"
+if [ -d /run/systemd/system ]; then
+  [ "$(id -u)" -eq 0 ] || die "run as root (it installs a systemd service): … | sudo bash -s -- …"
+fi
 command -v python3 >/dev/null || die "python3 not found: install python3 and python3-venv"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "python3 must be 3.10 or newer"
 python3 -c 'import venv, ensurepip' 2>/dev/null || die "python3-venv is missing: apt-get install python3-venv"
@@ -89,6 +92,11 @@ UNIT
   systemctl enable --now gco-agent.service
   echo "==> done: journalctl -u gco-agent -f shows the agent's log"
 else
-  echo "==> no systemd here; start the agent yourself:"
-  echo "    set -a; . $ENV_DIR/agent.env; set +a; $PREFIX/venv/bin/python -m agent"
+  # No systemd (a container, a minimal VM): start it in the background, detached from this
+  # shell, and say how to restart it.
+  echo "==> no systemd here; starting the agent in the background (log: $STATE_DIR/agent.log)"
+  set -a; . "$ENV_DIR/agent.env"; set +a
+  nohup "$PREFIX/venv/bin/python" -m agent >>"$STATE_DIR/agent.log" 2>&1 </dev/null &
+  echo "==> agent started (pid $!); to restart it later:"
+  echo "    set -a; . $ENV_DIR/agent.env; set +a; nohup $PREFIX/venv/bin/python -m agent &"
 fi

@@ -249,7 +249,8 @@ class Simulator:
             "gpu_count": instance.gpu_count,
             "phase": instance.phase(time.monotonic()),
             "terminated": instance.terminated,
-            "process_alive": instance.process is not None and instance.process.poll() is None,
+            "process_alive": instance.process is not None
+            and (instance.process.poll() is None or _group_alive(instance.process.pid)),
             "startup_script": instance.startup_script,
             "env": instance.env,
             "image": instance.workload.image if instance.workload else None,
@@ -455,6 +456,7 @@ class Simulator:
         bin_dir = sandbox / "bin"
         bin_dir.mkdir()
         fake_nvidia_smi(bin_dir, instance.gpu_model, instance.gpu_count)
+        instance.sandbox = str(sandbox)
         env = {
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(sandbox),
@@ -463,7 +465,6 @@ class Simulator:
             **self.extra_env,
             **self.startup_env(instance),
         }
-        instance.sandbox = str(sandbox)
         log = (sandbox / "startup.log").open("ab")
         instance.process = subprocess.Popen(  # noqa: S603 - the machine's own startup script
             ["/bin/bash", "-c", self.startup_command(instance)],  # noqa: S607
@@ -479,21 +480,33 @@ class Simulator:
         return instance.startup_script
 
     def _kill(self, instance: SimInstance) -> None:
+        """The machine is gone: every process it started goes with it, including ones its
+        startup script left running in the background after it exited (the agent)."""
         process = instance.process
-        if process is None or process.poll() is not None:
+        if process is None or not _group_alive(process.pid):
             return
 
         def reap() -> None:
             try:
                 os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait()
-            except ChildProcessError:
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + 10
+            while _group_alive(process.pid) and time.monotonic() < deadline:
+                if process.poll() is None:
+                    try:
+                        process.wait(timeout=0.1)
+                    except subprocess.TimeoutExpired:
+                        pass
+                else:
+                    time.sleep(0.1)
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                process.wait(timeout=5)
+            except (subprocess.TimeoutExpired, ChildProcessError):
                 pass
 
         threading.Thread(target=reap, daemon=True).start()
@@ -506,6 +519,26 @@ class Simulator:
                 if instance.sandbox:
                     shutil.rmtree(instance.sandbox, ignore_errors=True)
         self.containers.remove_all()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is left in the group: an orphaned zombie whose
+    new parent never reaps it still answers `killpg(pgid, 0)`."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 # --- the HTTP server -------------------------------------------------------------------------
