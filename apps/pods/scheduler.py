@@ -29,7 +29,9 @@ from apps.nodes import services as node_services
 from apps.nodes.models import Gpu, Node, NodeStatus
 from apps.nodes.selectors import gpu_price_per_hour
 from apps.pods.lifecycle import pod_transition_event
-from apps.pods.models import GpuAllocation, Pod, PodCloud, PodEvent, PodStatus
+from apps.pods.models import GpuAllocation, Pod, PodCloud, PodEvent, PodStatus, PodStrategy
+from apps.pods.reliability import host_reliability
+from apps.pods.strategy import balanced_score
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class NodeCapacity:
     memory_mb: int
     free: int
     price: int  # per GPU-hour, micro-dollars
+    reliability: float = 1.0  # apps.pods.reliability, filled in when a strategy needs it
 
 
 @dataclass
@@ -50,6 +53,7 @@ class CapacityView:
 
     entries: list[NodeCapacity] = field(default_factory=list)
     _cpu_nodes: list[NodeCapacity] | None = None
+    _scored: bool = False
 
     @classmethod
     def load(cls) -> "CapacityView":
@@ -82,9 +86,47 @@ class CapacityView:
             and c.free >= pod.gpu_count
             and (pod.price_cap_per_gpu_hour is None or c.price <= pod.price_cap_per_gpu_hour)
         ]
-        # Cheapest first; among equal prices the fullest node that still fits (best fit keeps
-        # big nodes whole for big pods); a random tie-break spreads concurrent schedulers.
-        return sorted(fits, key=lambda c: (c.price, c.free, random.random()))  # noqa: S311
+        # In strategy order (cheapest first for LOWEST_PRICE); among equals the fullest node
+        # that still fits (best fit keeps big nodes whole for big pods); a random tie-break
+        # spreads concurrent schedulers.
+        return self.ranked(fits, pod.strategy)
+
+    def ranked(self, fits: list[NodeCapacity], strategy: str) -> list[NodeCapacity]:
+        def tail(c: NodeCapacity) -> tuple[float, ...]:
+            return (c.free, random.random())  # noqa: S311 - a tie-break, not crypto
+
+        if strategy == PodStrategy.LOWEST_PRICE or not fits:
+            return sorted(fits, key=lambda c: (c.price, *tail(c)))
+        if strategy == PodStrategy.BEST_VALUE:
+            return sorted(fits, key=lambda c: (c.price / max(c.memory_mb, 1), c.price, *tail(c)))
+        self._score()
+        if strategy == PodStrategy.HIGHEST_RELIABILITY:
+            return sorted(fits, key=lambda c: (-c.reliability, c.price, *tail(c)))
+        cheapest = min(c.price for c in fits)
+        best_value = min(c.price / max(c.memory_mb / 1024, 1) for c in fits)
+        return sorted(
+            fits,
+            key=lambda c: (
+                balanced_score(
+                    price=c.price,
+                    cheapest=cheapest,
+                    value=c.price / max(c.memory_mb / 1024, 1),
+                    best_value=best_value,
+                    reliability=c.reliability,
+                ),
+                c.price,
+                *tail(c),
+            ),
+        )
+
+    def _score(self) -> None:
+        """Measured reliability of every node in the view (three queries, once a pass)."""
+        if self._scored:
+            return
+        scores = host_reliability(list({c.node.pk for c in self.entries}))
+        for c in self.entries:
+            c.reliability = scores[c.node.pk].score if c.node.pk in scores else 1.0
+        self._scored = True
 
     def _cpu_candidates(self, pod: Pod) -> list[NodeCapacity]:
         """CPU pods (no GPU) go to any online node, CPU-only nodes first so GPUs stay free, then
