@@ -281,6 +281,9 @@ POD_CAPACITY_SOURCES = ["apps.pods.scheduler.community_nodes"]
 POD_LOGS_WAIT_S = env.float("POD_LOGS_WAIT_S", default=15)
 # The module that stops and reads the logs of pods that are upstream containers (sourcing).
 POD_UPSTREAM_BACKEND = ""
+# Functions adding rows to the one price list (pod form, /gpus, GET /api/v1/nodes/available).
+POD_OFFER_SOURCES: list[str] = []
+NODES_AVAILABLE_SELECTOR = "apps.pods.selectors.available_gpus"
 # The platform's cut for nodes whose provider has no profile or fee history (Basic: 20%);
 # providers' own fees come from their tier (PROVIDER_TIER_FEE_PERCENT, below).
 PROVIDER_DEFAULT_FEE_PERCENT = 20
@@ -373,6 +376,9 @@ SOURCING_AGENT_BOOTSTRAP = env.str(
 )
 POD_CAPACITY_SOURCES = [*POD_CAPACITY_SOURCES, "apps.sourcing.capacity.upstream_clouds"]
 POD_UPSTREAM_BACKEND = "apps.sourcing.pods_backend"
+POD_OFFER_SOURCES = [*POD_OFFER_SOURCES, "apps.sourcing.selectors.upstream_pod_offers"]
+# Show customers the provider kind ("upstream container cloud") instead of its name.
+SOURCING_HIDE_PROVIDER_NAMES = env.bool("SOURCING_HIDE_PROVIDER_NAMES", default=False)
 # How often rentals are polled (the "drive provisioned instances" tick): a container cloud's
 # pod learns its state, and a spot interruption is noticed, within one interval.
 SOURCING_POLL_INTERVAL_S = 10
