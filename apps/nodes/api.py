@@ -4,9 +4,9 @@ the users' view of free GPUs, and the installer."""
 from typing import Any
 
 from django.conf import settings
-from django.utils.module_loading import import_string
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
+from django.utils.module_loading import import_string
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny, IsAdminUser
