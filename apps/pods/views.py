@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.core.gpu_models import CPU_MODEL
 from apps.nodes.models import NodeCommand
-from apps.pods import selectors, services
+from apps.pods import selectors, services, upstream
 from apps.pods.models import Pod, PodStatus
 from apps.pods.serializers import MAX_GPUS, PodCreateInput
 
@@ -306,6 +306,12 @@ def pod_logs_request(request: HttpRequest, pod_id: uuid.UUID) -> HttpResponse:
     """Ask the node for the container's last lines; the answer arrives with its next
     heartbeat, which the logs page polls for."""
     pod = _owned(request, pod_id)
+    if upstream.runs_upstream(pod):
+        # An upstream container: its cloud has the log (or says it has no log API).
+        got = upstream.pod_upstream_logs(pod=pod, tail=LOG_TAIL)
+        return render(
+            request, "pods/logs.html", {"pod": pod, "upstream_logs": got, "tail": LOG_TAIL}
+        )
     command = services.pod_fetch_logs(pod=pod, tail=LOG_TAIL)
     if command is None:
         messages.warning(request, f"Pod is {pod.status}: it has no container to read logs from.")
