@@ -195,6 +195,17 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
             .values_list("id", "node_id", "index", "model", "memory_total_mb")
         ):
             free[node_id].append((gpu_id, index, model, memory))
+        # The locking SELECT read "no allocation" from its snapshot: a scheduler that held
+        # one of these rows and committed while that statement ran has allocated it since.
+        # Now that we hold the locks, a new statement sees every committed allocation.
+        claimed = set(
+            GpuAllocation.objects.filter(
+                gpu_id__in=[g[0] for gpus in free.values() for g in gpus]
+            ).values_list("gpu_id", flat=True)
+        )
+        if claimed:
+            for node_id in free:
+                free[node_id] = [g for g in free[node_id] if g[0] not in claimed]
     allocations: list[GpuAllocation] = []
     events: list[PodEvent] = []
     placed_pods: list[Pod] = []
