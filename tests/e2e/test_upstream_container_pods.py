@@ -189,9 +189,11 @@ def test_killed_spot_container_is_interrupted_and_placed_again(
     user,
     django_user_model,
     net_image,  # noqa: F811 - the fixture
+    capsys,
 ):
     api = _setup(provider, sourcing, settings, user, django_user_model, live_server)
     port = free_port()
+    requested = time.monotonic()
     created = api.post(
         "/api/v1/pods/",
         json={
@@ -212,6 +214,7 @@ def test_killed_spot_container_is_interrupted_and_placed_again(
     pod = tick_until(
         lambda: Pod.objects.filter(pk=pod_id, status=PodStatus.RUNNING).first(), "pod RUNNING"
     )
+    to_running = time.monotonic() - requested
     first = ProvisionedInstance.objects.get(pod_id=pod_id)
     assert first.spot and first.execution_model == "container"
     started = pod.started_at
@@ -224,7 +227,8 @@ def test_killed_spot_container_is_interrupted_and_placed_again(
 
     # the cloud takes it back; the next poll notices
     sourcing[provider].control.preempt(first.provider_instance_id)
-    services.provisioning_tick()
+    killed = time.monotonic()
+    services.provisioning_tick()  # one poll
     interrupted = PodEvent.objects.filter(pod_id=pod_id, to_status=PodStatus.INTERRUPTED).get()
     assert "interrupted" in interrupted.reason
     first.refresh_from_db()
@@ -250,6 +254,11 @@ def test_killed_spot_container_is_interrupted_and_placed_again(
         lambda: Pod.objects.filter(pk=pod_id, status=PodStatus.RUNNING).first(),
         "the pod RUNNING again",
     )
+    with capsys.disabled():
+        print(  # noqa: T201
+            f"\n[{provider} spot] request → RUNNING: {to_running:.2f} s; "
+            f"killed → RUNNING again elsewhere: {time.monotonic() - killed:.2f} s"
+        )
     second = ProvisionedInstance.objects.filter(pod_id=pod_id).exclude(pk=first.pk).get()
     assert second.provider_instance_id != first.provider_instance_id
     assert second.status == InstanceStatus.ACTIVE and again.interruptions == 1
