@@ -261,6 +261,8 @@ def test_killed_spot_container_is_interrupted_and_placed_again(
         )
     second = ProvisionedInstance.objects.filter(pod_id=pod_id).exclude(pk=first.pk).get()
     assert second.provider_instance_id != first.provider_instance_id
+    if provider == "vast_ai":  # a marketplace: another machine's offer (RunPod picks for us)
+        assert second.offer_id != first.offer_id
     assert second.status == InstanceStatus.ACTIVE and again.interruptions == 1
     assert UsageRecord.objects.filter(
         pod_id=pod_id, period_start__lt=again.started_at

@@ -388,7 +388,8 @@ class VastSimulator(Simulator):
             )
         self.terminate(instance)
         offer = instance.extra.get("offer")
-        if offer and "id" in offer:  # the machine is for rent again
+        # the machine is for rent again, unless a higher bid (or its host's loss) took it
+        if offer and "id" in offer and not instance.preempted:
             self.consumed.pop(offer["id"], None)
             self.offers[offer["id"]] = offer
         return SimResponse.json({"success": True})
