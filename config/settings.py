@@ -6,7 +6,6 @@ switch each part to its production engine. `DJANGO_ENV=production` refuses to st
 variables production needs.
 """
 
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -304,6 +303,11 @@ if STRIPE_SECRET_KEY and not STRIPE_WEBHOOK_SECRET:
 # Where pending pods can be placed, tried in order (the sourcing app adds upstream clouds).
 POD_CAPACITY_SOURCES = ["apps.pods.scheduler.community_nodes"]
 POD_LOGS_WAIT_S = env.float("POD_LOGS_WAIT_S", default=15)
+# The module that stops and reads the logs of pods that are upstream containers (sourcing).
+POD_UPSTREAM_BACKEND = ""
+# Functions adding rows to the one price list (pod form, /gpus, GET /api/v1/nodes/available).
+POD_OFFER_SOURCES: list[str] = []
+NODES_AVAILABLE_SELECTOR = "apps.pods.selectors.available_gpus"
 # The platform's cut for nodes whose provider has no profile or fee history (Basic: 20%);
 # providers' own fees come from their tier (PROVIDER_TIER_FEE_PERCENT, below).
 PROVIDER_DEFAULT_FEE_PERCENT = 20
@@ -386,23 +390,24 @@ SOURCING_INSTANCE_IMAGE = env.str(
 SOURCING_SERVER_URL = env.str("SOURCING_SERVER_URL", default=SITE_URL)
 # Send the rent to a worker as soon as the scheduler asks for a machine (else: the next tick).
 SOURCING_DISPATCH_ON_REQUEST = env.bool("SOURCING_DISPATCH_ON_REQUEST", default=True)
-# The startup script of a rented machine; {server} and {token} are filled in (the token is a
-# per-instance registration token bound to that instance).
+# The startup script of a rented VM (Lambda's user_data; container clouds run the pod itself);
+# {server} and {token} are filled in (the token is a per-instance registration token bound to
+# that instance). The simulated VMs run the same script: it fetches our install.sh.
 SOURCING_AGENT_BOOTSTRAP = env.str(
     "SOURCING_AGENT_BOOTSTRAP",
-    default=(
-        # The simulators' machines are local processes: they run the agent of this checkout,
-        # with simulated GPUs.
-        f"cd {BASE_DIR} && exec {sys.executable} -m agent --server {{server}} "
-        f'--bootstrap-token {{token}} --state-dir "$HOME/agent-state" --network-mode host '
-        "--gpu-devices off"
-        if SOURCING_SIMULATORS
-        # install.sh takes the key from the environment, never from argv (ps would show it).
-        else "curl -fsSL {server}/api/v1/nodes/install.sh | GCO_BOOTSTRAP_TOKEN={token} "
-        "bash -s -- --server={server}"
-    ),
+    # The real path, for the simulators too: install.sh takes the key from the environment,
+    # never from argv (ps would show it).
+    default="curl -fsSL {server}/api/v1/nodes/install.sh | GCO_BOOTSTRAP_TOKEN={token} "
+    "bash -s -- --server={server}",
 )
 POD_CAPACITY_SOURCES = [*POD_CAPACITY_SOURCES, "apps.sourcing.capacity.upstream_clouds"]
+POD_UPSTREAM_BACKEND = "apps.sourcing.pods_backend"
+POD_OFFER_SOURCES = [*POD_OFFER_SOURCES, "apps.sourcing.selectors.upstream_pod_offers"]
+# Show customers the provider kind ("upstream container cloud") instead of its name.
+SOURCING_HIDE_PROVIDER_NAMES = env.bool("SOURCING_HIDE_PROVIDER_NAMES", default=False)
+# How often rentals are polled (the "drive provisioned instances" tick): a container cloud's
+# pod learns its state, and a spot interruption is noticed, within one interval.
+SOURCING_POLL_INTERVAL_S = 10
 NODE_REGISTRATION_RESOLVERS = [
     *NODE_REGISTRATION_RESOLVERS,
     "apps.sourcing.registration.instance_token_grant",

@@ -6,6 +6,7 @@ from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from apps.core.health import healthz, readyz
+from apps.pods import views as pod_views
 from apps.proxy.api import api as openai_api
 from apps.sourcing.admin_views import upstream_health, upstream_reset
 
@@ -29,6 +30,7 @@ def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("favicon.ico", favicon),
+    path("gpus", pod_views.gpu_prices, name="gpus"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     # Operators' upstream health page, inside the admin (its login and staff check).

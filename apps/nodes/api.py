@@ -7,6 +7,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny, IsAdminUser
@@ -142,7 +143,10 @@ class NodeListView(APIView):
 class AvailableView(APIView):
     @extend_schema(responses={200: s.AvailableGpuOutput(many=True)}, tags=["nodes"])
     def get(self, request: Request) -> Response:
-        return Response(s.AvailableGpuOutput(selectors.gpus_available(), many=True).data)
+        # NODES_AVAILABLE_SELECTOR: this app's own list, or the pods app's one price list
+        # (own nodes and upstream offers together).
+        rows = import_string(settings.NODES_AVAILABLE_SELECTOR)()
+        return Response(s.AvailableGpuOutput(rows, many=True).data)
 
 
 def _server_url(request: HttpRequest) -> str:

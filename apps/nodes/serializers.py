@@ -163,6 +163,13 @@ class AvailableGpuOutput(serializers.Serializer):
     nodes = serializers.IntegerField()
     price_per_gpu_hour = serializers.IntegerField(help_text="Lowest price, micro-dollars.")
     price_per_gpu_hour_usd = serializers.CharField()
+    # The one price list (own nodes and upstream offers): present when the pods app serves it.
+    # (a declared field named `source` is popped by DRF's metaclass; only mypy sees a clash)
+    source = serializers.CharField(required=False, help_text="own or upstream")  # type: ignore[assignment]
+    provider_kind = serializers.CharField(required=False)
+    provider = serializers.CharField(required=False, allow_blank=True)
+    reliability = serializers.FloatField(required=False, allow_null=True)
+    spot = serializers.BooleanField(required=False)
 
 
 class NodeRegisterOutput(serializers.Serializer):

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from apps.core.idempotency import idempotent
 from apps.nodes.models import CommandStatus, NodeCommand
 from apps.pods import serializers as s
-from apps.pods import services
+from apps.pods import services, upstream
 from apps.pods.models import Pod
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -107,6 +107,13 @@ class PodLogsView(APIView):
             raise exceptions.ValidationError({"tail": "A whole number is required."}) from exc
         if not 1 <= tail <= 5000:
             raise exceptions.ValidationError({"tail": "Must be between 1 and 5000."})
+        if upstream.runs_upstream(pod):
+            # The pod is a container on an upstream cloud: its provider has the log, or says
+            # why not (`unavailable`).
+            got = upstream.pod_upstream_logs(pod=pod, tail=tail)
+            return Response(
+                {"pod_id": str(pod.pk), "logs": got.logs, "unavailable": got.unavailable or None}
+            )
         command = services.pod_fetch_logs(pod=pod, tail=tail)
         if command is None:
             raise exceptions.ValidationError(

@@ -93,6 +93,8 @@ class Billable(NamedTuple):
     gpu_model: str
     billed_seconds: int
     share_carry: int
+    # A pod that is an upstream container: the last time its provider reported it running.
+    upstream_seen_at: datetime | None = None
 
     @classmethod
     def of(cls, pod: Pod) -> "Billable":
@@ -100,7 +102,7 @@ class Billable(NamedTuple):
         return cls(
             pod.pk,
             pod.owner_id,
-            pod.node_id,  # type: ignore[arg-type]  # billable pods are on a node
+            pod.node_id,  # type: ignore[arg-type]  # None for an upstream container
             node.provider_id if node else None,
             node.last_heartbeat_at if node else None,
             pod.billing_ends_at,
@@ -111,6 +113,7 @@ class Billable(NamedTuple):
             pod.gpu_model,
             pod.billed_seconds,
             pod.share_carry,
+            pod.upstream_seen_at if node is None else None,
         )
 
     @property
@@ -123,6 +126,8 @@ class Billable(NamedTuple):
             end = self.last_heartbeat_at
         if self.billing_ends_at is not None and self.billing_ends_at < end:
             end = self.billing_ends_at
+        if self.node_id is None and self.upstream_seen_at is not None:
+            end = min(end, self.upstream_seen_at)
         return end
 
 
@@ -140,6 +145,7 @@ BILLABLE_FIELDS = (
     "gpu_model",
     "billed_seconds",
     "share_carry",
+    "upstream_seen_at",
 )
 
 

@@ -16,7 +16,32 @@ class PodStatus(models.TextChoices):
     STOPPING = "STOPPING"
     STOPPED = "STOPPED"
     FAILED = "FAILED"
+    # The cloud took a spot pod back (or lost its host): billing ended at the interruption.
+    INTERRUPTED = "INTERRUPTED"
     TERMINATED = "TERMINATED"
+
+
+class PodCloud(models.TextChoices):
+    """Where a pod may be placed: our own (platform and community) nodes, upstream clouds,
+    or whichever the strategy prefers."""
+
+    OWN = "own"
+    UPSTREAM = "upstream"
+    ANY = "any"
+
+
+class PodStrategy(models.TextChoices):
+    """How candidates are ranked (docs/pods.md "Choosing where a pod runs")."""
+
+    LOWEST_PRICE = "LOWEST_PRICE"
+    BEST_VALUE = "BEST_VALUE"
+    HIGHEST_RELIABILITY = "HIGHEST_RELIABILITY"
+    BALANCED = "BALANCED"
+
+
+class PodRestart(models.TextChoices):
+    NEVER = "never"
+    ON_INTERRUPTION = "on-interruption"
 
 
 ACTIVE_STATUSES = (
@@ -65,6 +90,19 @@ class Pod(models.Model):
     disk_gb = models.PositiveIntegerField(default=20)
     price_cap_per_gpu_hour = models.BigIntegerField(null=True, blank=True)
     restartable = models.BooleanField(default=False)
+    # Placement choices (apps.pods.placement): where, ranked how, and spot.
+    cloud = models.CharField(max_length=8, choices=PodCloud.choices, default=PodCloud.ANY)
+    strategy = models.CharField(
+        max_length=24, choices=PodStrategy.choices, default=PodStrategy.BALANCED
+    )
+    interruptible = models.BooleanField(default=False)
+    # Spot: the most our price (markup included) may be per GPU-hour, micro-dollars.
+    bid_cap_per_gpu_hour = models.BigIntegerField(null=True, blank=True)
+    restart = models.CharField(max_length=16, choices=PodRestart.choices, default=PodRestart.NEVER)
+    interruptions = models.PositiveSmallIntegerField(default=0)
+    # A pod that *is* an upstream container (no node): the last time its provider reported it
+    # running. Billing never runs past it, as it never runs past a node's last heartbeat.
+    upstream_seen_at = models.DateTimeField(null=True, blank=True)
 
     status = models.CharField(max_length=16, choices=PodStatus.choices, default=PodStatus.PENDING)
     status_reason = models.CharField(max_length=500, blank=True)
@@ -152,7 +190,10 @@ class UsageRecord(models.Model):
     id = models.BigAutoField(primary_key=True)
     pod = models.ForeignKey(Pod, on_delete=models.PROTECT, related_name="usage")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    node = models.ForeignKey("nodes.Node", on_delete=models.PROTECT, related_name="+")
+    # None: the pod ran on an upstream container cloud (the rented instance is the pod).
+    node = models.ForeignKey(
+        "nodes.Node", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
     seconds = models.PositiveIntegerField()

@@ -1,29 +1,42 @@
 """Reads of pods that the portal pages share: what can be started now and at what price, a
 user's pods, and how far along a pod is."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils.module_loading import import_string
 
 from apps.accounts.models import User
 from apps.core.gpu_models import CANONICAL, CPU_MODEL
+from apps.core.money import micros_to_usd
 from apps.nodes.models import Gpu, Node, Workload
-from apps.nodes.selectors import gpu_price_per_hour
+from apps.nodes.selectors import gpu_price_per_hour, gpus_available
 from apps.pods.lifecycle import FINAL
 from apps.pods.models import ACTIVE_STATUSES, Pod, PodStatus, UsageRecord
+from apps.pods.reliability import host_reliability
 from apps.pods.scheduler import CapacityView
 
 
 @dataclass(frozen=True)
 class Offer:
-    """GPUs of one model that a new pod could get right now, and the cheapest price."""
+    """GPUs of one model that a new pod could get right now, and the cheapest price: on our
+    own nodes (`source` own; kind platform or community) or at an upstream cloud (`source`
+    upstream; price with our markup; `provider` empty when the operator hides the names)."""
 
     gpu_model: str
     vram_mb: int
     free_gpus: int
     max_gpus_per_node: int
     price_per_gpu_hour: int  # micro-dollars; for CPU, per pod-hour
+    source: str = "own"
+    provider_kind: str = "platform"
+    provider: str = ""
+    reliability: float | None = None  # 0..1, measured (apps.pods.reliability / sourcing)
+    spot: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -32,36 +45,89 @@ class Offer:
             "free_gpus": self.free_gpus,
             "max_gpus_per_node": self.max_gpus_per_node,
             "price_per_gpu_hour": self.price_per_gpu_hour,
+            "source": self.source,
+            "provider_kind": self.provider_kind,
+            "provider": self.provider,
+            "reliability": self.reliability,
+            "spot": self.spot,
         }
 
 
+@cache
+def _offer_sources(paths: tuple[str, ...]) -> tuple[Callable[[], list[Offer]], ...]:
+    return tuple(import_string(path) for path in paths)
+
+
 def pod_offers() -> list[Offer]:
-    """Free capacity by GPU model, read exactly as the scheduler reads it (`CapacityView`: free
-    GPU rows on ONLINE nodes, each node's asking price), cheapest model first; plus CPU pods on
-    any schedulable node. Capacity sources added later (upstream clouds) extend this list."""
-    by_model: dict[str, list[int]] = {}  # model → [vram, free, max per node, price]
-    for entry in CapacityView.load().entries:
-        group = by_model.setdefault(entry.model, [0, 0, 0, entry.price])
+    """One price list: free capacity by GPU model on our nodes, read exactly as the scheduler
+    reads it (`CapacityView`: free GPU rows on ONLINE nodes, each node's asking price), one
+    row per model and kind of host (platform, community) with the measured reliability of
+    its cheapest host; CPU pods on any schedulable node; then every row the upstream sources
+    (POD_OFFER_SOURCES) add. Cheapest first."""
+    view = CapacityView.load()
+    scores = host_reliability(list({e.node.pk for e in view.entries}))
+    # (model, kind) → [vram, free, max per node, price, reliability of the cheapest]
+    by_model: dict[tuple[str, str], list[float]] = {}
+    for entry in view.entries:
+        kind = "community" if entry.node.provider_id else "platform"
+        score = scores[entry.node.pk].score if entry.node.pk in scores else 1.0
+        group = by_model.setdefault((entry.model, kind), [0, 0, 0, entry.price, score])
         group[0] = max(group[0], entry.memory_mb)
         group[1] += entry.free
         group[2] = max(group[2], entry.free)
-        group[3] = min(group[3], entry.price)
+        if entry.price < group[3] or (entry.price == group[3] and score > group[4]):
+            group[3], group[4] = entry.price, score
     offers = [
-        Offer(model, vram, free, most, price)
-        for model, (vram, free, most, price) in by_model.items()
+        Offer(model, int(vram), int(free), int(most), int(price), "own", kind, "", score)
+        for (model, kind), (vram, free, most, price, score) in by_model.items()
     ]
     cpu_prices = [
         gpu_price_per_hour(node=node, gpu_model=CPU_MODEL) for node in Node.objects.schedulable()
     ]
     if cpu_prices:
         offers.append(Offer(CPU_MODEL, 0, 0, 0, min(cpu_prices)))
-    return sorted(offers, key=lambda o: (o.gpu_model == CPU_MODEL, o.price_per_gpu_hour))
+    for source in _offer_sources(tuple(settings.POD_OFFER_SOURCES)):
+        offers += source()
+    return sorted(offers, key=lambda o: (o.gpu_model == CPU_MODEL, o.spot, o.price_per_gpu_hour))
+
+
+def available_gpus() -> list[dict[str, object]]:
+    """GET /api/v1/nodes/available (NODES_AVAILABLE_SELECTOR): the nodes app's own rows (free
+    GPUs by model on schedulable nodes) with the best measured reliability among the nodes
+    that have the model, then the upstream rows of the price list."""
+    own = gpus_available()
+    nodes = list(Node.objects.schedulable().values_list("pk", flat=True))
+    scores = host_reliability(nodes)
+    best: dict[str, float] = {}
+    for node_id, model in Gpu.objects.filter(node_id__in=nodes).values_list("node_id", "model"):
+        best[model] = max(best.get(model, 0.0), scores[node_id].score)
+    rows: list[dict[str, object]] = [
+        {
+            **row,
+            "source": "own",
+            "provider_kind": "our nodes",
+            "provider": "",
+            "reliability": best.get(str(row["gpu_model"])),
+            "spot": False,
+        }
+        for row in own
+    ]
+    for source in _offer_sources(tuple(settings.POD_OFFER_SOURCES)):
+        rows += [
+            {
+                **o.as_dict(),
+                "nodes": 0,
+                "price_per_gpu_hour_usd": micros_to_usd(o.price_per_gpu_hour),
+            }
+            for o in source()
+        ]
+    return rows
 
 
 def gpu_model_choices(offers: list[Offer]) -> list[str]:
     """Models a pod may ask for: those on offer first, then every canonical model (a pod for a
     model with no free GPU waits in PENDING until one frees up)."""
-    seen = [o.gpu_model for o in offers]
+    seen = list(dict.fromkeys(o.gpu_model for o in offers))
     return seen + [m for m in [*CANONICAL, CPU_MODEL] if m not in seen]
 
 

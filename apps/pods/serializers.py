@@ -3,7 +3,7 @@ from rest_framework import serializers
 from apps.core.gpu_models import CPU_MODEL
 from apps.core.money import micros_to_usd, usd_to_micros
 from apps.core.serializers import StrictSerializer
-from apps.pods.models import Pod, PodEvent, UsageRecord
+from apps.pods.models import Pod, PodCloud, PodEvent, PodRestart, PodStrategy, UsageRecord
 from apps.pods.scheduler import known_gpu_models, lowest_price
 
 MAX_GPUS = 8
@@ -38,6 +38,14 @@ class PodCreateInput(StrictSerializer):
         max_digits=8, decimal_places=6, min_value=0, required=False, allow_null=True, default=None
     )
     restartable = serializers.BooleanField(default=False)
+    # Where and how it is placed (docs/pods.md "Choosing where a pod runs").
+    cloud = serializers.ChoiceField(choices=PodCloud.choices, default=PodCloud.ANY)
+    strategy = serializers.ChoiceField(choices=PodStrategy.choices, default=PodStrategy.BALANCED)
+    interruptible = serializers.BooleanField(default=False)
+    bid_cap_per_gpu_hour_usd = serializers.DecimalField(
+        max_digits=8, decimal_places=6, min_value=0, required=False, allow_null=True, default=None
+    )
+    restart = serializers.ChoiceField(choices=PodRestart.choices, default=PodRestart.NEVER)
 
     def validate_env(self, env: dict[str, str]) -> dict[str, str]:
         if len(env) > 128:
@@ -69,6 +77,7 @@ class PodCreateInput(StrictSerializer):
                     "and at least 1 with a GPU model."
                 }
             )
+        data = validate_placement(data)
         cap = data.pop("price_cap_per_gpu_hour_usd", None)
         data["price_cap_per_gpu_hour"] = usd_to_micros(cap) if cap is not None else None
         if data["price_cap_per_gpu_hour"] is not None:
@@ -84,6 +93,38 @@ class PodCreateInput(StrictSerializer):
                     }
                 )
         return data
+
+
+def validate_placement(data: dict) -> dict:
+    """Spot needs an upstream cloud with a bid market and a GPU; a bid cap or
+    `restart: on-interruption` without spot means nothing."""
+    bid = data.pop("bid_cap_per_gpu_hour_usd", None)
+    data["bid_cap_per_gpu_hour"] = usd_to_micros(bid) if bid is not None else None
+    if data.get("interruptible"):
+        if data.get("cloud") == PodCloud.OWN:
+            raise serializers.ValidationError(
+                {
+                    "interruptible": "Spot pods run on upstream clouds: use cloud 'upstream' or "
+                    "'any', or leave interruptible false."
+                }
+            )
+        if data.get("gpu_count") == 0:
+            raise serializers.ValidationError(
+                {"interruptible": "Spot capacity is GPU capacity: ask for at least one GPU."}
+            )
+    else:
+        if data["bid_cap_per_gpu_hour"] is not None:
+            raise serializers.ValidationError(
+                {
+                    "bid_cap_per_gpu_hour_usd": "A bid cap applies to spot pods only: set "
+                    "interruptible true."
+                }
+            )
+        if data.get("restart") == PodRestart.ON_INTERRUPTION:
+            raise serializers.ValidationError(
+                {"restart": "'on-interruption' applies to spot pods only: set interruptible true."}
+            )
+    return data
 
 
 class PodOutput(serializers.ModelSerializer):
@@ -105,6 +146,12 @@ class PodOutput(serializers.ModelSerializer):
             "disk_gb",
             "price_cap_per_gpu_hour",
             "restartable",
+            "cloud",
+            "strategy",
+            "interruptible",
+            "bid_cap_per_gpu_hour",
+            "restart",
+            "interruptions",
             "status",
             "status_reason",
             "node",

@@ -15,7 +15,7 @@ from apps.accounts.models import User
 from apps.billing.spend import spend_refusal
 from apps.nodes import services as node_services
 from apps.nodes.models import CommandType, Node, NodeCommand, Workload
-from apps.pods import metering
+from apps.pods import metering, upstream
 from apps.pods.lifecycle import FINAL, pod_transition
 from apps.pods.models import ON_NODE_STATUSES, GpuAllocation, Pod, PodStatus
 
@@ -106,8 +106,10 @@ def pod_stop(*, pod: Pod, reason: str = "stopped by its owner") -> Pod:
     pod_transition(
         pod=locked, to=PodStatus.STOPPING, reason=reason, extra_fields=("billing_ends_at",)
     )
-    if locked.node is not None:  # always set for a pod on a node
+    if locked.node is not None:
         node_services.workload_stop(node=locked.node, pod_id=locked.pk, timeout_s=10)
+    else:  # the pod is an upstream container: terminate it there
+        upstream.release_after_commit(locked.pk)
     return locked
 
 
@@ -117,7 +119,7 @@ def pod_terminate(*, pod: Pod) -> Pod:
     locked = _lock(pod.pk)
     if locked is None:
         return pod
-    if locked.status in (PodStatus.STOPPED, PodStatus.FAILED):
+    if locked.status in (PodStatus.STOPPED, PodStatus.FAILED, PodStatus.INTERRUPTED):
         pod_transition(pod=locked, to=PodStatus.TERMINATED, reason="deleted by its owner")
         return locked
     return pod_stop(pod=locked, reason="deleted by its owner")
@@ -260,6 +262,7 @@ def pods_on_offline_node(*, node: Node, last_heartbeat_at: datetime, reason: str
 
 
 def pod_fetch_logs(*, pod: Pod, tail: int = 200) -> NodeCommand | None:
+    # Pods that run as upstream containers read their logs through `upstream.pod_upstream_logs`.
     """Ask the pod's agent for the container's last `tail` log lines (answered in its ack)."""
     if pod.node is None or pod.status not in ON_NODE_STATUSES:
         return None

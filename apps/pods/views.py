@@ -10,13 +10,14 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.core.gpu_models import CPU_MODEL
 from apps.nodes.models import NodeCommand
-from apps.pods import selectors, services
+from apps.pods import selectors, services, upstream
 from apps.pods.models import Pod, PodStatus
 from apps.pods.serializers import MAX_GPUS, PodCreateInput
 
@@ -44,6 +45,17 @@ def pod_list(request: HttpRequest) -> HttpResponse:
 def pod_table_fragment(request: HttpRequest) -> HttpResponse:
     scope = "active" if request.GET.get("scope") == "active" else "all"
     return render(request, "pods/_table.html", _table_context(request, scope))
+
+
+@require_GET
+def gpu_prices(request: HttpRequest) -> HttpResponse:
+    """The public price list (/gpus): our nodes and upstream offers together, our price with
+    the markup included, availability, the kind of provider and its measured reliability.
+    Anonymous visitors read it from the cache like the landing page's list."""
+    offers = cache.get_or_set(
+        "portal:gpu-prices", lambda: [o.as_dict() for o in selectors.pod_offers()], 15
+    )
+    return render(request, "pods/gpus.html", {"offers": offers or []})
 
 
 @login_required
@@ -86,6 +98,45 @@ class PodForm(forms.Form):
         decimal_places=6,
         help_text="Optional: never place the pod above this price.",
     )
+    cloud = forms.ChoiceField(
+        label="Where",
+        required=False,
+        choices=[
+            ("any", "Anywhere (our nodes or an upstream cloud)"),
+            ("own", "Our nodes only"),
+            ("upstream", "Upstream clouds only"),
+        ],
+        initial="any",
+    )
+    strategy = forms.ChoiceField(
+        label="Choose by",
+        required=False,
+        choices=[
+            ("BALANCED", "Balanced: price against measured reliability"),
+            ("LOWEST_PRICE", "Lowest price"),
+            ("BEST_VALUE", "Best value (price per GB of VRAM)"),
+            ("HIGHEST_RELIABILITY", "Highest reliability"),
+        ],
+        initial="BALANCED",
+    )
+    interruptible = forms.BooleanField(
+        label="Spot (interruptible)",
+        required=False,
+        help_text="Cheaper; the cloud may take it back. Billing stops at the interruption.",
+    )
+    bid_cap_per_gpu_hour_usd = forms.DecimalField(
+        label="Spot bid cap ($ per GPU-hour)",
+        required=False,
+        min_value=0,
+        max_digits=8,
+        decimal_places=6,
+    )
+    restart = forms.ChoiceField(
+        label="After an interruption",
+        required=False,
+        choices=[("never", "Stay interrupted"), ("on-interruption", "Place it again")],
+        initial="never",
+    )
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=64)
 
     field_order = (
@@ -94,9 +145,14 @@ class PodForm(forms.Form):
         "gpu_model",
         "gpu_count",
         "price_cap_per_gpu_hour_usd",
+        "cloud",
+        "strategy",
         "command",
         "ports",
         "env",
+        "interruptible",
+        "bid_cap_per_gpu_hour_usd",
+        "restart",
     )
 
     def __init__(self, *args: Any, models: list[str], **kwargs: Any) -> None:
@@ -139,8 +195,15 @@ def _apply_api_rules(form: PodForm) -> dict[str, Any] | None:
     """Validate the form's values with the API's serializer, so the page and the API accept
     exactly the same pods; its errors land on the form's fields."""
     data = {k: v for k, v in form.cleaned_data.items() if k != "idempotency_key"}
-    if data["price_cap_per_gpu_hour_usd"] is None:
-        data.pop("price_cap_per_gpu_hour_usd")
+    for optional in (
+        "price_cap_per_gpu_hour_usd",
+        "bid_cap_per_gpu_hour_usd",
+        "cloud",
+        "strategy",
+        "restart",
+    ):
+        if data.get(optional) in (None, ""):
+            data.pop(optional, None)  # the API's default
     serializer = PodCreateInput(data=data)
     if serializer.is_valid():
         return dict(serializer.validated_data)
@@ -243,6 +306,12 @@ def pod_logs_request(request: HttpRequest, pod_id: uuid.UUID) -> HttpResponse:
     """Ask the node for the container's last lines; the answer arrives with its next
     heartbeat, which the logs page polls for."""
     pod = _owned(request, pod_id)
+    if upstream.runs_upstream(pod):
+        # An upstream container: its cloud has the log (or says it has no log API).
+        got = upstream.pod_upstream_logs(pod=pod, tail=LOG_TAIL)
+        return render(
+            request, "pods/logs.html", {"pod": pod, "upstream_logs": got, "tail": LOG_TAIL}
+        )
     command = services.pod_fetch_logs(pod=pod, tail=LOG_TAIL)
     if command is None:
         messages.warning(request, f"Pod is {pod.status}: it has no container to read logs from.")

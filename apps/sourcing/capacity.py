@@ -7,11 +7,13 @@ transaction: it only records the request; the rent happens in the provisioning t
 from django.conf import settings
 from django.db import connection
 
-from apps.pods.models import Pod
+from apps.pods.models import Pod, PodCloud
 from apps.pods.scheduler import BatchOutcome, CapacityView
-from apps.sourcing.models import LIVE_STATUSES, ProvisionedInstance
+from apps.sourcing.models import LIVE_STATUSES, InstanceStatus, ProvisionedInstance
 from apps.sourcing.offer_book import book_offers
+from apps.sourcing.ranking import Strategy
 from apps.sourcing.services import instance_request, sourcing_on
+from apps.sourcing.services.provisioning import pod_price_cap
 
 ADVISORY_LOCK_KEY = 0x5EC0_0001  # sourcing: the live-instance count
 
@@ -20,7 +22,8 @@ def upstream_clouds(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
     outcome = BatchOutcome()
     if not sourcing_on():
         return outcome
-    gpu_pods = [p for p in pods if p.gpu_count > 0]
+    # `cloud: own` never goes upstream
+    gpu_pods = [p for p in pods if p.gpu_count > 0 and p.cloud != PodCloud.OWN]
     if not gpu_pods:
         return outcome
     if connection.vendor == "postgresql":
@@ -33,9 +36,9 @@ def upstream_clouds(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
         - ProvisionedInstance.objects.filter(status__in=LIVE_STATUSES).count()
     )
     waiting = set(
-        ProvisionedInstance.objects.filter(pod__in=gpu_pods, status__in=LIVE_STATUSES).values_list(
-            "pod_id", flat=True
-        )
+        ProvisionedInstance.objects.filter(pod__in=gpu_pods, status__in=LIVE_STATUSES)
+        .exclude(status=InstanceStatus.TERMINATING)  # an interrupted pod's old rental
+        .values_list("pod_id", flat=True)
     )
     for pod in gpu_pods:
         if room <= 0:
@@ -46,7 +49,9 @@ def upstream_clouds(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
             gpu_model=pod.gpu_model,
             gpu_count=pod.gpu_count,
             min_vram_gb=-(-pod.min_vram_mb // 1024),
-            max_price_per_gpu_hour=pod.price_cap_per_gpu_hour,
+            max_price_per_gpu_hour=pod_price_cap(pod),
+            strategy=Strategy(pod.strategy),
+            spot=pod.interruptible,
             limit=1,
         )
         if not best:

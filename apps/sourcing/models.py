@@ -64,6 +64,10 @@ class ProvisionedInstance(models.Model):
     token_prefix = models.CharField(max_length=16, blank=True)
     token_digest = models.CharField(max_length=64, unique=True, null=True, blank=True)
     attempts = models.JSONField(default=list, blank=True)
+    # "vm": our agent runs on it and pods run on its node; "container": it *is* the pod
+    # (adapters' ExecutionModel, chosen by the provider that rented it).
+    execution_model = models.CharField(max_length=16, default="vm")
+    spot = models.BooleanField(default=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -127,7 +131,7 @@ class OfferBookEntry(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["provider", "offer_id"], name="offer_unique_per_provider"
+                fields=["provider", "offer_id", "spot"], name="offer_unique_per_provider_kind"
             )
         ]
         indexes = [

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from apps.sourcing.adapters import ADAPTERS
 from apps.sourcing.adapters.base import Offer, OfferFilters
 from apps.sourcing.models import OfferBookEntry
 from apps.sourcing.multi import MultiProviderService, SearchResult
@@ -49,11 +50,15 @@ class RefreshResult:
     seconds: float = 0.0
 
 
-async def _search(service: MultiProviderService, limit: int) -> SearchResult:
+async def _search(service: MultiProviderService, limit: int, spot: bool = False) -> SearchResult:
     try:
-        return await service.search(OfferFilters(limit=limit))
+        return await service.search(OfferFilters(limit=limit, spot=spot))
     finally:
         await service.aclose()
+
+
+def spot_providers() -> list[str]:
+    return [n for n in configured_providers() if ADAPTERS[n].supports_spot]
 
 
 def offer_book_refresh(*, limit: int = 20_000) -> RefreshResult:
@@ -62,6 +67,14 @@ def offer_book_refresh(*, limit: int = 20_000) -> RefreshResult:
     if not settings.SOURCING_ENABLED:
         return RefreshResult()  # sourcing off: no upstream traffic at all
     found = asyncio.run(_search(make_service(), limit))
+    # Spot (bid) offers of the clouds that have a spot market, as their own lines.
+    spot_names = spot_providers()
+    if spot_names:
+        spot = asyncio.run(_search(make_service(spot_names), limit, spot=True))
+        found.offers += spot.offers
+        found.errors.update(spot.errors)
+        found.skipped |= spot.skipped
+        found.stale_providers |= spot.stale_providers
     publish_health()
     now = timezone.now()
     result = RefreshResult(
@@ -80,7 +93,7 @@ def offer_book_refresh(*, limit: int = 20_000) -> RefreshResult:
                 rows,
                 batch_size=2000,
                 update_conflicts=True,
-                unique_fields=["provider", "offer_id"],
+                unique_fields=["provider", "offer_id", "spot"],
                 update_fields=list(FIELDS),
             )
             OfferBookEntry.objects.filter(provider=provider).exclude(fetched_at=now).delete()
@@ -146,11 +159,16 @@ def book_offers(
     max_price_per_gpu_hour: int | None = None,
     max_age_s: int | None = None,
     strategy: Strategy = Strategy.LOWEST_PRICE,
+    spot: bool = False,
+    providers: list[str] | None = None,
     limit: int = 20,
 ) -> list[PricedOffer]:
-    """The best `limit` offers of the book for a request, in strategy order."""
+    """The best `limit` offers of the book for a request, in strategy order: on-demand
+    offers, or spot (bid) offers for an interruptible pod."""
     now = timezone.now()
-    query = OfferBookEntry.objects.filter(gpu_model=gpu_model, gpu_count=gpu_count)
+    query = OfferBookEntry.objects.filter(gpu_model=gpu_model, gpu_count=gpu_count, spot=spot)
+    if providers is not None:
+        query = query.filter(provider__in=providers)
     if min_vram_gb:
         query = query.filter(vram_gb__gte=min_vram_gb)
     if max_price_per_gpu_hour is not None:

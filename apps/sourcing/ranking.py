@@ -7,6 +7,7 @@ import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from apps.pods.strategy import balanced_score
 from apps.sourcing.adapters.base import Offer
 
 
@@ -119,10 +120,14 @@ def rank(
         best_value = min(p.our_price_per_gpu_hour / max(p.offer.vram_gb, 1) for p in offers) or 1
 
         def key(p: PricedOffer) -> tuple[float, ...]:
-            price_norm = p.our_price_per_gpu_hour / cheapest  # 1.0 = cheapest
-            value_norm = (p.our_price_per_gpu_hour / max(p.offer.vram_gb, 1)) / best_value
-            risk = 1 - reliability(p.offer, history)
-            return (0.5 * price_norm + 0.2 * value_norm + 3.0 * risk, p.our_price_per_gpu_hour)
+            score = balanced_score(  # apps.pods.strategy documents the trade-off
+                price=p.our_price_per_gpu_hour,
+                cheapest=cheapest,
+                value=p.our_price_per_gpu_hour / max(p.offer.vram_gb, 1),
+                best_value=best_value,
+                reliability=reliability(p.offer, history),
+            )
+            return (score, p.our_price_per_gpu_hour)
 
     stale_last = sorted(offers, key=lambda p: p.stale)  # fresh offers first among equals
     return sorted(stale_last, key=key)

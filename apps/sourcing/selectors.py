@@ -7,11 +7,15 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, F, Max, Min, QuerySet, Sum
 from django.utils import timezone
 
 from apps.catalog.economics import deployments_margins
 from apps.pods.models import UsageRecord
+from apps.pods.selectors import Offer as PodOffer
+from apps.sourcing.adapters import ADAPTERS
+from apps.sourcing.adapters.base import ExecutionModel
 from apps.sourcing.models import (
     LIVE_STATUSES,
     InstanceStatus,
@@ -20,7 +24,10 @@ from apps.sourcing.models import (
     ProvisionedInstance,
     UpstreamCharge,
 )
-from apps.sourcing.registry import configured_providers, health
+from apps.sourcing.offer_book import entry_to_priced
+from apps.sourcing.ranking import reliability
+from apps.sourcing.registry import configured_providers, health, launch_history
+from apps.sourcing.services.common import sourcing_on
 
 SORTS = {
     "price": ("price_per_gpu_hour", "id"),
@@ -236,6 +243,60 @@ def cost_analytics(*, since: datetime) -> dict[str, Any]:
         # Model deployments: GPU revenue, upstream cost, hosts' share and margin (issue 14).
         "by_deployment": deployments_margins(since=since, until=timezone.now()),
     }
+
+
+PROVIDER_NAMES = {"vast_ai": "Vast.ai", "runpod": "RunPod", "lambda_labs": "Lambda"}
+
+
+def upstream_pod_offers() -> list[PodOffer]:
+    """The upstream rows of the one price list (POD_OFFER_SOURCES): the fresh offer book by
+    GPU model, provider and on-demand/spot, at our price (markup included), with the
+    reliability HIGHEST_RELIABILITY and BALANCED rank by (the provider's figure blended with
+    our launch history). With SOURCING_HIDE_PROVIDER_NAMES the provider's name is left out."""
+    if not sourcing_on():
+        return []
+    now = timezone.now()
+    fresh = OfferBookEntry.objects.filter(
+        fetched_at__gte=now - timedelta(seconds=settings.SOURCING_OFFER_MAX_AGE_S)
+    ).order_by("price_per_gpu_hour")
+    history = launch_history()
+    hide = settings.SOURCING_HIDE_PROVIDER_NAMES
+    groups: dict[tuple[str, str, bool], dict[str, Any]] = {}
+    for entry in fresh:
+        adapter = ADAPTERS.get(entry.provider)
+        model = adapter.execution_model if adapter else ExecutionModel.VM
+        kind = "container cloud" if model == ExecutionModel.CONTAINER else "VM cloud"
+        key = (entry.gpu_model, kind if hide else entry.provider, entry.spot)
+        group = groups.get(key)
+        if group is None:  # the first is the cheapest
+            group = groups[key] = {
+                "entry": entry,
+                "kind": f"upstream {kind}",
+                "free": 0,
+                "most": 0,
+                "vram": entry.vram_gb * 1024,
+            }
+        group["free"] += entry.gpu_count
+        group["most"] = max(group["most"], entry.gpu_count)
+    rows = []
+    for (_model, _who, spot), group in groups.items():
+        entry = group["entry"]
+        priced = entry_to_priced(entry, now)
+        rows.append(
+            PodOffer(
+                gpu_model=entry.gpu_model,
+                vram_mb=group["vram"],
+                free_gpus=group["free"],
+                max_gpus_per_node=group["most"],
+                price_per_gpu_hour=entry.price_per_gpu_hour,
+                source="upstream",
+                provider_kind=group["kind"],
+                provider="" if hide else PROVIDER_NAMES.get(entry.provider, entry.provider),
+                reliability=round(reliability(priced.offer, history), 4),
+                spot=spot,
+            )
+        )
+    return rows
 
 
 def default_since(days: int) -> datetime:

@@ -29,3 +29,8 @@ def reconcile() -> int:
 @shared_task(name="sourcing.accrue_upstream_costs", ignore_result=True)
 def accrue_upstream_costs() -> int:
     return services.accrue_upstream_costs()
+
+
+@shared_task(name="sourcing.release_pod", ignore_result=True)
+def release_pod(pod_id: str) -> int:
+    return services.pod_release(pod_id=uuid.UUID(pod_id))

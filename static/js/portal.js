@@ -112,7 +112,12 @@
     var offers = {};
     function readOffers(list) {
       offers = {};
-      list.forEach(function (o) { offers[o.gpu_model] = o; });
+      // the live price: the cheapest on-demand row per model (own nodes or upstream)
+      list.forEach(function (o) {
+        if (o.spot) return;
+        var known = offers[o.gpu_model];
+        if (!known || o.price_per_gpu_hour < known.price_per_gpu_hour) offers[o.gpu_model] = o;
+      });
     }
     var initial = document.getElementById(form.getAttribute("data-offers"));
     if (initial) { try { readOffers(JSON.parse(initial.textContent)); } catch (e) { offers = {}; } }
@@ -131,6 +136,9 @@
       if (!isCpu) {
         text += " (" + n + " × $" + dollars(offer.price_per_gpu_hour) + "/GPU-h) · " +
           offer.free_gpus + " free, up to " + offer.max_gpus_per_node + " on one node";
+        if (offer.source === "upstream") {
+          text += " · " + (offer.provider || offer.provider_kind) + ", markup included";
+        }
         if (n > offer.max_gpus_per_node) text += " — no node has " + n + " free: it will wait";
       } else {
         text += " (CPU only)";

@@ -51,6 +51,11 @@ def test_create_form_shows_live_offers_from_the_scheduler_view(owner):
         "free_gpus": 3,
         "max_gpus_per_node": 2,
         "price_per_gpu_hour": 500_000,
+        "source": "own",
+        "provider_kind": "platform",
+        "provider": "",
+        "reliability": 1.0,
+        "spot": False,
     }
     assert any(o["gpu_model"] == "CPU" for o in offers)
 

@@ -2,25 +2,31 @@
 interface and every error class of fact sheet §4, per provider."""
 
 import asyncio
+import socket
 
 import httpx
 import pytest
 
+from apps.sourcing.adapters import ADAPTERS
 from apps.sourcing.adapters.base import (
     AccountError,
     AmbiguousCreateError,
     CapacityError,
     CredentialsError,
+    ExecutionModel,
     FatalError,
     InstanceConfig,
     InstanceState,
     MalformedResponseError,
     Offer,
     OfferFilters,
+    PortSpec,
     RetryableError,
     RetryBudget,
     RetryPolicy,
+    WorkloadSpec,
 )
+from tests.e2e.upstream_conftest import docker_client, net_image  # noqa: F401 - fixtures
 from tests.sourcing.conftest import PROVIDERS, Sleeps, make_adapter
 
 pytestmark = pytest.mark.asyncio
@@ -34,8 +40,29 @@ async def _first_offer(adapter, gpu_model=None) -> Offer:
     return offers[0]
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def lifecycle_config(name: str, image: str, port: int) -> InstanceConfig:
+    """A VM cloud runs a startup script; a container cloud runs the workload itself."""
+    if ADAPTERS[name].execution_model == ExecutionModel.VM:
+        return CONFIG
+    return InstanceConfig(
+        label=CONFIG.label,
+        workload=WorkloadSpec(
+            image=image,
+            command=("sh", "-c", f"exec httpd -f -p {port} -h /tmp"),
+            env={"GREETING": "hi"},
+            ports=(PortSpec(port),),
+        ),
+    )
+
+
 async def _wait_running(adapter, instance_id):
-    for _ in range(200):
+    for _ in range(600):
         instance = await adapter.get_instance(instance_id)
         if instance.state == InstanceState.RUNNING:
             return instance
@@ -44,7 +71,7 @@ async def _wait_running(adapter, instance_id):
 
 
 @pytest.mark.parametrize("name", PROVIDERS)
-async def test_full_lifecycle_over_http(sims, name):
+async def test_full_lifecycle_over_http(sims, name, net_image):  # noqa: F811 - the fixture
     # given a market
     adapter = make_adapter(sims[name], name)
     offers = await adapter.list_offers(OfferFilters())
@@ -52,12 +79,18 @@ async def test_full_lifecycle_over_http(sims, name):
     assert all(o.gpu_model and o.vram_gb > 0 for o in offers)  # canonical names only
     offer = offers[0]
     # when we rent, wait, list and terminate
-    created = await adapter.create_instance(offer, CONFIG)
+    port = _free_port()
+    config = lifecycle_config(name, net_image, port)
+    created = await adapter.create_instance(offer, config)
     assert created.state == InstanceState.CREATING and created.label == CONFIG.label
     first = await adapter.get_instance(created.instance_id)
     assert first.state in (InstanceState.CREATING, InstanceState.STARTING, InstanceState.RUNNING)
     running = await _wait_running(adapter, created.instance_id)
-    assert running.gpu_model == offer.gpu_model and running.public_ip and running.ssh_port
+    assert running.gpu_model == offer.gpu_model and running.public_ip
+    if config.workload is None:
+        assert running.ssh_port
+    else:  # the container's port, from the provider's port mapping
+        assert running.endpoints[f"{port}/tcp"] == f"127.0.0.1:{port}"
     assert "\n" not in running.public_ip  # Vast's trailing newline is stripped
     listed = await adapter.list_instances()
     assert [i.instance_id for i in listed] == [created.instance_id]
@@ -344,8 +377,33 @@ async def test_lambda_quota_is_account(sims):
     assert isinstance(classify(httpx.Response(400, json=body), "create"), AccountError)
 
 
-@pytest.mark.parametrize("name", PROVIDERS)
-async def test_startup_script_runs_when_the_machine_is_up(sims, name):
+@pytest.mark.parametrize("name", ["vast_ai", "runpod"])
+async def test_a_container_cloud_runs_the_image_it_is_given_not_a_script(sims, name):
+    """The rental is a container of the image in the create call: the machine-style path
+    (an agent installer in a startup script, on the default CUDA image) runs no process, and
+    an image this machine does not have never comes up (Vast: OCI failure; RunPod: RUNNING
+    with no runtime, as its pods sit)."""
+    adapter = make_adapter(sims[name], name)
+    offer = await _first_offer(adapter)
+    created = await adapter.create_instance(
+        offer, InstanceConfig(label="gco-legacy", startup_script="sleep 30")
+    )
+    for _ in range(100):
+        instance = await adapter.get_instance(created.instance_id)
+        view = next(
+            i for i in sims[name].control.instances() if str(i["id"]) == created.instance_id
+        )
+        if view["container"] == "failed":
+            break
+        await asyncio.sleep(0.05)
+    assert view["container"] == "failed" and not view["process_alive"]
+    assert instance.state == (InstanceState.FAILED if name == "vast_ai" else InstanceState.STARTING)
+    await adapter.terminate_instance(created.instance_id)
+    await adapter.aclose()
+
+
+async def test_startup_script_runs_when_the_machine_is_up(sims):
+    name = "lambda_labs"  # the VM cloud: user_data runs on the machine
     adapter = make_adapter(sims[name], name)
     offer = await _first_offer(adapter)
     script = "nvidia-smi --query-gpu=name --format=csv > gpus.txt; sleep 30"

@@ -32,7 +32,15 @@ GPU = "RTX 4090"
 
 
 def make_pod(user, **overrides) -> Pod:
-    spec = {"name": "p", "image": "busybox", "gpu_model": GPU, "gpu_count": 1, **overrides}
+    # LOWEST_PRICE: these tests are about price (strategies: test_strategies.py)
+    spec = {
+        "name": "p",
+        "image": "busybox",
+        "gpu_model": GPU,
+        "gpu_count": 1,
+        "strategy": "LOWEST_PRICE",
+        **overrides,
+    }
     return Pod.objects.create(owner=user, **spec)
 
 
@@ -123,7 +131,7 @@ def test_pod_without_own_capacity_gets_an_instance_at_the_cheapest_provider(sour
     instance.refresh_from_db()
     assert instance.status in (InstanceStatus.STARTING, InstanceStatus.INSTALLING)
     cheapest = (
-        OfferBookEntry.objects.filter(gpu_model=GPU, gpu_count=1)
+        OfferBookEntry.objects.filter(gpu_model=GPU, gpu_count=1, spot=False)
         .order_by("price_per_gpu_hour")
         .first()
     )
@@ -139,11 +147,13 @@ def test_pod_without_own_capacity_gets_an_instance_at_the_cheapest_provider(sour
 def test_registration_with_the_instance_token_activates_it(
     sourcing, user, api_client, settings, django_capture_on_commit_callbacks
 ):
-    settings.SOURCING_PROVIDERS = {"vast_ai": settings.SOURCING_PROVIDERS["vast_ai"]}
-    pod = _provision_one(sourcing, user)
+    # the VM cloud: its user_data runs our agent, which registers (container clouds run the
+    # pod itself: tests/e2e/test_upstream_container_pods.py)
+    settings.SOURCING_PROVIDERS = {"lambda_labs": settings.SOURCING_PROVIDERS["lambda_labs"]}
+    pod = _provision_one(sourcing, user, gpu_model="H100 SXM")
     services.provisioning_tick()
     instance = ProvisionedInstance.objects.get(pod=pod)
-    script = live_at(sourcing["vast_ai"], instance.label)[0]["startup_script"]
+    script = live_at(sourcing["lambda_labs"], instance.label)[0]["startup_script"]
     token = re.search(r"(sit_\S+)", script)[1]
     with django_capture_on_commit_callbacks(execute=True):
         answer = register(api_client, token)
@@ -183,7 +193,8 @@ def register(api_client, token):
 
 
 def test_agent_that_never_registers_fails_the_instance_and_terminates_it(sourcing, user, settings):
-    pod = _provision_one(sourcing, user)
+    settings.SOURCING_PROVIDERS = {"lambda_labs": settings.SOURCING_PROVIDERS["lambda_labs"]}
+    pod = _provision_one(sourcing, user, gpu_model="H100 SXM")
     services.provisioning_tick()
     instance = ProvisionedInstance.objects.get(pod=pod)
     services.provisioning_tick(
@@ -199,7 +210,7 @@ def test_agent_that_never_registers_fails_the_instance_and_terminates_it(sourcin
 def test_price_cap_and_max_instances(sourcing, user, settings):
     offer_book.offer_book_refresh()
     cheapest = (
-        OfferBookEntry.objects.filter(gpu_model=GPU, gpu_count=1)
+        OfferBookEntry.objects.filter(gpu_model=GPU, gpu_count=1, spot=False)
         .order_by("price_per_gpu_hour")
         .first()
     )

@@ -1,5 +1,7 @@
 """Markup and ranking strategies (pure functions)."""
 
+import pytest
+
 from apps.sourcing.adapters.base import Offer
 from apps.sourcing.ranking import (
     LaunchHistory,
@@ -51,3 +53,41 @@ def test_best_value_is_price_per_gb_and_balanced_weighs_risk():
     assert [p.provider for p in rank(offers, Strategy.BEST_VALUE)] == ["a", "c", "b"]
     assert rank(offers, Strategy.LOWEST_PRICE)[0].provider == "c"
     assert rank(offers, Strategy.BALANCED)[0].provider != "c"  # cheap but unreliable
+
+
+@pytest.mark.django_db
+def test_the_same_book_gives_a_different_placement_per_strategy():
+    from django.utils import timezone
+
+    from apps.sourcing.models import OfferBookEntry
+    from apps.sourcing.offer_book import book_offers
+
+    now = timezone.now()
+    for provider, upstream, vram, reliability in (
+        ("vast_ai", 2_000_000, 80, 0.90),  # cheapest, least reliable
+        ("runpod", 2_200_000, 94, 0.99),  # most VRAM per dollar
+        ("lambda_labs", 2_100_000, 80, 0.995),  # most reliable
+    ):
+        OfferBookEntry.objects.create(
+            provider=provider,
+            offer_id=f"{provider}-1",
+            gpu_model="H100 NVL",
+            gpu_count=1,
+            vram_gb=vram,
+            upstream_price_per_hour=upstream,
+            upstream_price_per_gpu_hour=upstream,
+            price_per_gpu_hour=upstream,
+            markup_percent=0,
+            reliability=reliability,
+            fetched_at=now,
+        )
+    first = {
+        strategy: book_offers(gpu_model="H100 NVL", strategy=strategy, limit=1)[0].provider
+        for strategy in Strategy
+    }
+    assert first == {
+        Strategy.LOWEST_PRICE: "vast_ai",
+        Strategy.BEST_VALUE: "runpod",
+        Strategy.HIGHEST_RELIABILITY: "lambda_labs",
+        Strategy.BALANCED: "lambda_labs",
+    }

@@ -23,15 +23,48 @@ import httpx
 
 
 class InstanceState(enum.StrEnum):
-    """The common upstream state (fact sheet §1.6, §2.6, §3.6 map onto it)."""
+    """The common upstream state (fact sheet §1.6, §2.6, §3.6 map onto it). INTERRUPTED: the
+    cloud took a spot (bid) rental back, or lost its host, while it was wanted running."""
 
     PENDING = "PENDING"
     CREATING = "CREATING"
     STARTING = "STARTING"
     RUNNING = "RUNNING"
     STOPPED = "STOPPED"
+    INTERRUPTED = "INTERRUPTED"
     FAILED = "FAILED"
     TERMINATED = "TERMINATED"
+
+
+class ExecutionModel(enum.StrEnum):
+    """How a cloud runs a customer's workload (DESIGN.md §7).
+
+    CONTAINER: the rental *is* a container of the image named in the create call (Vast.ai,
+    RunPod); there is no Docker engine and no systemd inside, so the customer's pod is the
+    upstream instance: image, command, env, ports and disk go in the create call, and state,
+    endpoints and logs come from the provider's API.
+    VM: the rental is a machine (Lambda); its `user_data` installs our agent, which registers
+    and runs pods in Docker like on a community host."""
+
+    CONTAINER = "container"
+    VM = "vm"
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    container_port: int
+    protocol: str = "tcp"  # tcp | udp | http (RunPod's proxied HTTP)
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """The customer's pod as a container cloud runs it."""
+
+    image: str
+    command: tuple[str, ...] | None = None  # replaces the image's CMD; None keeps it
+    env: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[PortSpec, ...] = ()
+    disk_gb: int = 20
 
 
 @dataclass(frozen=True)
@@ -77,6 +110,11 @@ class InstanceConfig:
     startup_script: str = ""
     ssh_key_name: str = ""  # Lambda needs exactly one existing key name
     bid_per_gpu_hour: int | None = None  # spot bid, micro-dollars
+    # The pod itself, for container clouds (image/command/env/ports/disk above are then the
+    # pod's); VM clouds ignore it and run `startup_script`.
+    workload: WorkloadSpec | None = None
+    # Spot: bid the offer's own (spot) price, unless `bid_per_gpu_hour` says otherwise.
+    spot: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +130,16 @@ class Instance:
     public_ip: str = ""
     ssh_port: int | None = None
     message: str = ""
+    # "8080/tcp" → "203.0.113.7:41023": where each of the container's ports answers
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+    exit_code: int | None = None  # the container's, when it exited and the provider says
+
+
+def endpoint(host: str, port: int | str) -> str:
+    host = host.strip()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{int(port)}"
 
 
 def usd_per_hour_to_micros(value: float | int | str) -> int:
@@ -178,6 +226,11 @@ class MalformedResponseError(RetryableError):
     """The body could not be read as the documented shape."""
 
 
+class LogsUnavailableError(Exception):
+    """The provider has no API for a container's logs; the message says so to the customer
+    (in words that never name the upstream cloud)."""
+
+
 # --- retry policy ----------------------------------------------------------------------------
 
 
@@ -240,6 +293,8 @@ class ProviderAdapter(ABC):
     """One upstream cloud. Every method is async; errors are the classes above."""
 
     name: str = ""
+    execution_model: ExecutionModel = ExecutionModel.VM
+    supports_spot: bool = False
 
     def __init__(
         self,
@@ -291,6 +346,13 @@ class ProviderAdapter(ABC):
     @abstractmethod
     async def terminate_instance(self, instance_id: str) -> None:
         """Destroy it; an instance already gone is success (no error)."""
+
+    async def fetch_logs(self, instance_id: str, *, tail: int = 200) -> str:
+        """The container's last `tail` log lines (container clouds that have a log API)."""
+        raise LogsUnavailableError(
+            "This pod runs on an upstream container cloud that offers no API for its logs: "
+            "write them to a port you expose, or to a file you read over that port."
+        )
 
     async def find_by_label(self, label: str) -> Instance | None:
         for instance in await self.list_instances():

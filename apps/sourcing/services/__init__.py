@@ -9,6 +9,7 @@ safe to kill halfway: a create killed before its answer was recorded is found ag
 label, and reconciliation terminates whatever nobody tracks."""
 
 from apps.sourcing.services.common import sourcing_on
+from apps.sourcing.services.containers import container_follow, pod_logs, pod_release
 from apps.sourcing.services.costs import accrue_upstream_costs, margins_by
 from apps.sourcing.services.provisioning import (
     bootstrap_script,
@@ -17,10 +18,10 @@ from apps.sourcing.services.provisioning import (
     instance_request,
 )
 from apps.sourcing.services.reconcile import ReconcileResult, reconcile
+from apps.sourcing.services.terminate import instance_terminate
 from apps.sourcing.services.tick import (
     TickResult,
     instance_fail,
-    instance_terminate,
     provisioning_tick,
 )
 
@@ -29,6 +30,9 @@ __all__ = [
     "TickResult",
     "accrue_upstream_costs",
     "bootstrap_script",
+    "container_follow",
+    "pod_logs",
+    "pod_release",
     "instance_activate",
     "instance_fail",
     "instance_provision",

@@ -39,10 +39,16 @@ def _lock(instance_id: uuid.UUID, *, skip_locked: bool = False) -> ProvisionedIn
 
 
 def _pod_back_to_pending(pod_id: uuid.UUID | None, reason: str) -> None:
+    """The pod's rental failed before it ran: it waits for another placement. (A pod that is
+    an upstream container is STARTING, with no node, while its rental boots.)"""
     if pod_id is None:
         return
     pod = Pod.objects.select_for_update().filter(pk=pod_id).first()
-    if pod is not None and pod.status == PodStatus.PROVISIONING:
+    if pod is None:
+        return
+    if pod.status == PodStatus.PROVISIONING or (
+        pod.status == PodStatus.STARTING and pod.node_id is None
+    ):
         pod_transition(pod=pod, to=PodStatus.PENDING, reason=reason)
 
 

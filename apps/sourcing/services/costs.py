@@ -107,9 +107,16 @@ def margins_by(*, key: str) -> dict[str, dict[str, int]]:
     ):
         cost[str(row[key if key != "pod" else "pod_id"])] += row["total"]
     # revenue of pods that ran on rented machines, attributed to the instance's provider/GPU
-    for pod_id, provider, gpu in ProvisionedInstance.objects.exclude(node=None).values_list(
-        "node__pods__id", "provider", "gpu_model"
-    ):
+    rented = [
+        *ProvisionedInstance.objects.exclude(node=None).values_list(
+            "node__pods__id", "provider", "gpu_model"
+        ),
+        # a container cloud's rental is the pod itself
+        *ProvisionedInstance.objects.filter(execution_model="container")
+        .exclude(pod=None)
+        .values_list("pod_id", "provider", "gpu_model"),
+    ]
+    for pod_id, provider, gpu in rented:
         if pod_id is not None:
             sourced_pods[pod_id] = {"pod": str(pod_id), "provider": provider, "gpu_model": gpu}[key]
     for row in (

@@ -16,10 +16,15 @@ from django.utils import timezone
 from apps.core.money import micros_to_usd
 from apps.core.secrets import secret_issue
 from apps.nodes.models import Node
+from apps.pods import upstream as pod_upstream
 from apps.pods.lifecycle import pod_transition
 from apps.pods.models import Pod, PodStatus
+from apps.sourcing.adapters import ADAPTERS
 from apps.sourcing.adapters.base import (
+    ExecutionModel,
     InstanceConfig,
+    PortSpec,
+    WorkloadSpec,
 )
 from apps.sourcing.lifecycle import instance_transition
 from apps.sourcing.models import (
@@ -27,7 +32,7 @@ from apps.sourcing.models import (
 )
 from apps.sourcing.multi import FailoverResult, MultiProviderService, NoOfferError
 from apps.sourcing.offer_book import book_offers
-from apps.sourcing.ranking import PricedOffer
+from apps.sourcing.ranking import PricedOffer, Strategy
 from apps.sourcing.registration import INSTANCE_TOKEN_PREFIX
 from apps.sourcing.registry import make_service, publish_health
 from apps.sourcing.services.common import (
@@ -51,7 +56,8 @@ def instance_request(*, pod: Pod, expected_price_per_gpu_hour: int) -> Provision
         gpu_model=pod.gpu_model,
         gpu_count=pod.gpu_count,
         pod=pod,
-        max_price_per_gpu_hour=pod.price_cap_per_gpu_hour,
+        max_price_per_gpu_hour=pod_price_cap(pod),
+        spot=pod.interruptible,
     )
     instance.events.create(from_status=S.PENDING, to_status=S.PENDING, reason=f"for pod {pod.pk}")
     pod_transition(
@@ -65,6 +71,28 @@ def instance_request(*, pod: Pod, expected_price_per_gpu_hour: int) -> Provision
     if settings.SOURCING_DISPATCH_ON_REQUEST:
         transaction.on_commit(partial(_dispatch_provision, instance.pk))
     return instance
+
+
+def pod_price_cap(pod: Pod) -> int | None:
+    """The most our price may be per GPU-hour: the bid cap for a spot pod, else the cap."""
+    if pod.interruptible and pod.bid_cap_per_gpu_hour is not None:
+        if pod.price_cap_per_gpu_hour is not None:
+            return min(pod.bid_cap_per_gpu_hour, pod.price_cap_per_gpu_hour)
+        return pod.bid_cap_per_gpu_hour
+    return pod.price_cap_per_gpu_hour
+
+
+def workload_spec(pod: Pod) -> WorkloadSpec:
+    """The pod as a container cloud runs it (its own image, command, env, ports, disk)."""
+    return WorkloadSpec(
+        image=pod.image,
+        command=tuple(str(c) for c in pod.command) if pod.command else None,
+        env={str(k): str(v) for k, v in (pod.env or {}).items()},
+        ports=tuple(
+            PortSpec(int(p["container_port"]), str(p.get("protocol") or "tcp")) for p in pod.ports
+        ),
+        disk_gb=pod.disk_gb,
+    )
 
 
 def _dispatch_provision(instance_id: uuid.UUID) -> None:
@@ -138,18 +166,26 @@ def instance_provision(*, instance_id: uuid.UUID) -> ProvisionedInstance | None:
                 "registration_deadline",
             ),
         )
+    pod = Pod.objects.get(pk=instance.pod_id)
+    # One config for every provider the failover may try: a VM cloud runs the bootstrap
+    # (our agent), a container cloud runs the pod itself (adapters' execution_model).
     config = InstanceConfig(
         label=instance.label,
         image=settings.SOURCING_INSTANCE_IMAGE,
         startup_script=bootstrap_script(token=issued.raw),
         ssh_key_name=settings.SOURCING_LAMBDA_SSH_KEY_NAME,
         env={"GCO_INSTANCE": instance.label},
+        workload=workload_spec(pod),
+        spot=instance.spot,
     )
     offers = (
         book_offers(
             gpu_model=instance.gpu_model,
             gpu_count=instance.gpu_count,
             max_price_per_gpu_hour=instance.max_price_per_gpu_hour,
+            strategy=Strategy(pod.strategy),
+            spot=instance.spot,
+            providers=_providers_for(pod),
             limit=12,
         )
         or None
@@ -173,6 +209,13 @@ def instance_provision(*, instance_id: uuid.UUID) -> ProvisionedInstance | None:
     return _record_created(instance.pk, result)
 
 
+def _providers_for(pod: Pod) -> list[str] | None:
+    """A spot pod can only go to clouds with a spot market."""
+    if not pod.interruptible:
+        return None
+    return [name for name, adapter in ADAPTERS.items() if adapter.supports_spot]
+
+
 def _record_created(instance_id: uuid.UUID, result: FailoverResult) -> ProvisionedInstance:
     offer = result.offer
     with transaction.atomic():
@@ -190,7 +233,11 @@ def _record_created(instance_id: uuid.UUID, result: FailoverResult) -> Provision
         instance.upstream_created_at = now
         instance.cost_accrued_until = now
         instance.attempts = [a.__dict__ for a in result.attempts]
+        adapter = ADAPTERS.get(instance.provider)
+        model = adapter.execution_model if adapter is not None else ExecutionModel.VM
+        instance.execution_model = model.value
         fields = (
+            "execution_model",
             "provider",
             "provider_instance_id",
             "offer_id",
@@ -210,6 +257,15 @@ def _record_created(instance_id: uuid.UUID, result: FailoverResult) -> Provision
             )
         else:
             instance.save(update_fields=list(fields))
+        if model == ExecutionModel.CONTAINER and instance.pod_id is not None:
+            pod_upstream.pod_upstream_starting(
+                pod_id=instance.pod_id,
+                price_per_gpu_hour=instance.price_per_gpu_hour or 0,
+                reason=(
+                    f"its container is starting on an upstream container cloud "
+                    f"(${micros_to_usd(instance.price_per_gpu_hour or 0)}/GPU-h)"
+                ),
+            )
         for attempt in result.attempts:
             if attempt.outcome in ("created", "adopted"):
                 _bump_stats(attempt.provider, instance.gpu_model, attempts=1, successes=1)

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from apps.nodes.lifecycle import node_transition
-from apps.nodes.models import Node, NodeStatus
+from apps.nodes.models import NodeStatus
 from apps.pods.lifecycle import pod_transition
 from apps.pods.models import ON_NODE_STATUSES, Pod, PodStatus
 from apps.sourcing.adapters.base import (
@@ -37,8 +37,16 @@ from apps.sourcing.services.common import (
     _lock,
     _pod_back_to_pending,
 )
+from apps.sourcing.services.containers import (
+    CONTAINER,
+    container_follow,
+    container_instances_of_ended_pods,
+)
 from apps.sourcing.services.costs import accrue_upstream_costs
 from apps.sourcing.services.provisioning import instance_provision
+from apps.sourcing.services.terminate import _retire_node, _terminate, instance_terminate
+
+__all__ = ["_terminate", "instance_terminate"]  # re-exported for reconciliation
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +87,24 @@ def provisioning_tick(*, now: datetime | None = None) -> TickResult:
         if instance is not None and instance.status != S.FAILED:
             result.provisioned += 1
     now = now or timezone.now()
-    booting = list(
-        ProvisionedInstance.objects.filter(status__in=WAITING).exclude(provider_instance_id="")
+    # Booting machines, and container rentals for as long as they live: a container cloud's
+    # pod is known only from these polls (one every tick: SOURCING_POLL_INTERVAL_S).
+    polled = list(
+        ProvisionedInstance.objects.filter(
+            Q(status__in=WAITING) | Q(status=S.ACTIVE, execution_model=CONTAINER)
+        ).exclude(provider_instance_id="")
     )
     providers = set(configured_providers())
-    wanted = [(i.provider, i.provider_instance_id) for i in booting if i.provider in providers]
+    wanted = [(i.provider, i.provider_instance_id) for i in polled if i.provider in providers]
     answers = asyncio.run(_get_all(make_service(), wanted)) if wanted else {}
-    for instance in booting:
+    for instance in polled:
         answer = answers.get((instance.provider, instance.provider_instance_id))
-        if isinstance(answer, Instance):
+        if instance.execution_model == CONTAINER:
+            if isinstance(answer, Instance) or isinstance(answer, AlreadyGoneError):
+                result.advanced += container_follow(
+                    instance, answer if isinstance(answer, Instance) else None
+                )
+        elif isinstance(answer, Instance):
             result.advanced += _follow(instance, answer)
         elif isinstance(answer, AlreadyGoneError):
             _close_out(instance.pk, "the provider no longer has it")
@@ -95,13 +112,19 @@ def provisioning_tick(*, now: datetime | None = None) -> TickResult:
     for instance in ProvisionedInstance.objects.filter(
         status__in=WAITING, registration_deadline__lt=now
     ):
+        limit = settings.SOURCING_REGISTRATION_TIMEOUT_S
         instance_fail(
             instance_id=instance.pk,
             reason=(
-                f"the agent did not register within {settings.SOURCING_REGISTRATION_TIMEOUT_S} s"
+                f"the container did not start within {limit} s"
+                if instance.execution_model == CONTAINER
+                else f"the agent did not register within {limit} s"
             ),
         )
         result.failed += 1
+    for instance_id in container_instances_of_ended_pods():
+        if instance_terminate(instance_id=instance_id, reason="its pod ended"):
+            result.terminated += 1
     _resolve_lost_creates(now)
     result.terminated += _abandon_unwanted(now)
     result.pods_released += _release_pods()
@@ -180,16 +203,6 @@ def _close_out(instance_id: uuid.UUID, reason: str) -> None:
     accrue_upstream_costs(instance_ids=[instance_id])
 
 
-def _retire_node(instance: ProvisionedInstance, reason: str) -> None:
-    if instance.node_id is None:
-        return
-    node = Node.objects.select_for_update().filter(pk=instance.node_id).first()
-    if node is not None and node.status != NodeStatus.RETIRED:
-        node_transition(
-            node=node, to=NodeStatus.RETIRED, reason=f"upstream instance ended: {reason}"[:255]
-        )
-
-
 def _abandon_unwanted(now: datetime) -> int:
     """A machine still booting whose pod has ended (stopped, failed, deleted) is not kept
     booting until its deadline: terminated now, unless instances are kept warm."""
@@ -259,60 +272,6 @@ def _retire_idle(now: datetime) -> int:
             if instance_terminate(instance_id=instance.pk, reason="idle"):
                 count += 1
     return count
-
-
-async def _terminate(service: MultiProviderService, provider: str, instance_id: str) -> None:
-    try:
-        await service.adapters[provider].terminate_instance(instance_id)
-    finally:
-        await service.aclose()
-
-
-def instance_terminate(*, instance_id: uuid.UUID, reason: str, final: str = S.TERMINATED) -> bool:
-    """Terminate upstream (an instance already gone counts as terminated), then close it
-    out. A failed call leaves it TERMINATING for the next tick."""
-    instance = ProvisionedInstance.objects.filter(pk=instance_id).first()
-    if instance is None or instance.status in (S.TERMINATED, S.FAILED):
-        return False
-    if instance.status != S.TERMINATING:
-        with transaction.atomic():
-            locked = _lock(instance_id)
-            if locked is None or locked.status in (S.TERMINATED, S.FAILED, S.TERMINATING):
-                return False
-            instance_transition(instance=locked, to=S.TERMINATING, reason=reason)
-            instance = locked
-    if instance.provider_instance_id:
-        if instance.provider not in configured_providers():
-            # No key for it any more: we cannot terminate it, so we must not call it ended.
-            logger.error(
-                "cannot terminate %s: provider %s not configured", instance, instance.provider
-            )
-            return False
-        try:
-            asyncio.run(
-                _terminate(
-                    make_service([instance.provider]),
-                    instance.provider,
-                    instance.provider_instance_id,
-                )
-            )
-        except ProviderError as exc:
-            logger.warning("terminate %s failed: %s", instance.label, exc)
-            return False
-    with transaction.atomic():
-        locked = _lock(instance_id)
-        if locked is None or locked.status != S.TERMINATING:
-            return False
-        locked.terminated_at = timezone.now()
-        instance_transition(
-            instance=locked,
-            to=final,
-            reason=f"terminated upstream: {reason}",
-            extra_fields=("terminated_at",),
-        )
-        _retire_node(locked, reason)
-    accrue_upstream_costs(instance_ids=[instance_id])
-    return True
 
 
 def _resolve_lost_creates(now: datetime) -> None:

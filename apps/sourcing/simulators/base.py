@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from apps.sourcing.adapters.gpu_names import BY_CANONICAL
+from apps.sourcing.simulators.containers import ContainerMachines, ContainerState, SimWorkload
 
 # --- requests and responses ------------------------------------------------------------------
 
@@ -108,6 +109,8 @@ class SimInstance:
     running_since: float | None = None
     process: subprocess.Popen[bytes] | None = None
     sandbox: str = ""
+    workload: SimWorkload | None = None  # container clouds: what the container runs
+    preempted: str = ""  # "outbid" or "host_lost": the cloud took it back
 
     def phase(self, now: float) -> str:
         """creating → booting → running (→ terminated)."""
@@ -153,6 +156,9 @@ class Simulator:
 
     name = "simulator"
     api_key = "sim-key"
+    # Container clouds run each instance as a container of the requested image (containers.py);
+    # VM clouds run its startup script as a local process standing in for the machine.
+    container_cloud = False
 
     def __init__(
         self,
@@ -163,8 +169,10 @@ class Simulator:
         drift_seconds: float = 10.0,
         run_startup_scripts: bool = True,
         api_key: str | None = None,
+        container_run_id: str | None = None,
     ) -> None:
         self.lock = threading.RLock()
+        self.containers = ContainerMachines(self.name, container_run_id)
         self.routes: list[tuple[str, re.Pattern[str], str, Handler]] = []
         self.faults: list[Fault] = []
         self.stats: Counter[str] = Counter()
@@ -174,6 +182,7 @@ class Simulator:
         self.run_startup_scripts = run_startup_scripts
         self.extra_env: dict[str, str] = {}
         self.stale_offers = 0
+        self.log_files: dict[str, str] = {}  # published log uploads (Vast's result_url)
         if api_key is not None:
             self.api_key = api_key
         self.seed = seed
@@ -240,10 +249,25 @@ class Simulator:
             "gpu_count": instance.gpu_count,
             "phase": instance.phase(time.monotonic()),
             "terminated": instance.terminated,
-            "process_alive": instance.process is not None and instance.process.poll() is None,
+            "process_alive": instance.process is not None
+            and (instance.process.poll() is None or _group_alive(instance.process.pid)),
             "startup_script": instance.startup_script,
             "env": instance.env,
+            "image": instance.workload.image if instance.workload else None,
+            "command": instance.workload.command if instance.workload else None,
+            "container": self.container_state(instance).status if instance.workload else None,
+            "preempted": instance.preempted,
         }
+
+    def container_state(self, instance: SimInstance) -> ContainerState:
+        if instance.preempted:
+            return ContainerState("exited", exit_code=137, message=instance.preempted)
+        return self.containers.state(instance.id)
+
+    def preempt(self, instance: SimInstance, how: str) -> None:
+        """The cloud takes a running instance back: its container is killed."""
+        instance.preempted = how
+        self.containers.kill(instance.id)
 
     # --- plumbing ---
 
@@ -261,6 +285,10 @@ class Simulator:
         instance.terminated = True
         instance.terminated_at = time.monotonic()
         self._kill(instance)
+        if instance.workload is not None:
+            threading.Thread(
+                target=self.containers.remove, args=(instance.id,), daemon=True
+            ).start()
 
     def dispatch(self, request: SimRequest) -> SimResponse:
         if request.path.startswith("/_sim/"):
@@ -354,7 +382,9 @@ class Simulator:
             if path == "/_sim/reset" and method == "POST":
                 for instance in self.instances.values():
                     self._kill(instance)
+                self.containers.remove_all()
                 self.instances.clear()
+                self.log_files.clear()
                 self.faults.clear()
                 self.stats.clear()
                 self.stale_offers = 0
@@ -370,6 +400,17 @@ class Simulator:
             if path == "/_sim/instances" and method == "POST":
                 planted = self.plant(label=body.get("label", ""), gpu_model=body["gpu_model"])
                 return SimResponse.json({"id": planted.id})
+            if path == "/_sim/preempt" and method == "POST":
+                target = self.instances.get(str(body.get("id")))
+                if target is None or target.terminated:
+                    return SimResponse.json({"error": "no such instance"}, 404)
+                self.preempt(target, str(body.get("how") or "outbid"))
+                return SimResponse.json({"ok": True})
+            if path.startswith("/_sim/logs/") and method == "GET":
+                text = self.log_files.get(path.rsplit("/", 1)[-1])
+                if text is None:
+                    return SimResponse.text("NoSuchKey", 404)
+                return SimResponse.text(text, 200)
             if path == "/_sim/exhaust" and method == "POST":
                 self.exhaust(body.get("gpu_model"))
                 return SimResponse.json({"ok": True})
@@ -387,6 +428,7 @@ class Simulator:
     def _clock_loop(self) -> None:
         while not self._stop.wait(0.05):
             now = time.monotonic()
+            to_start: list[SimInstance] = []
             with self.lock:
                 for instance in list(self.instances.values()):
                     if (
@@ -395,17 +437,26 @@ class Simulator:
                         and now - instance.created_at >= instance.boot_seconds
                     ):
                         instance.running_since = now
-                        if self.run_startup_scripts and instance.startup_script:
+                        if instance.workload is not None:
+                            to_start.append(instance)
+                        elif self.run_startup_scripts and instance.startup_script:
                             self._start_script(instance)
                 if self.drift_seconds and now - self._last_drift >= self.drift_seconds:
                     self._last_drift = now
                     self.drift()
+            for instance in to_start:  # Docker is slow: never under the market's lock
+                assert instance.workload is not None  # noqa: S101 - selected above
+                self.containers.start(instance.id, instance.workload)
+                with self.lock:
+                    if instance.terminated:  # terminated while its container was starting
+                        self.containers.remove(instance.id)
 
     def _start_script(self, instance: SimInstance) -> None:
         sandbox = Path(tempfile.mkdtemp(prefix=f"sim-{self.name}-{instance.id}-"))
         bin_dir = sandbox / "bin"
         bin_dir.mkdir()
         fake_nvidia_smi(bin_dir, instance.gpu_model, instance.gpu_count)
+        instance.sandbox = str(sandbox)
         env = {
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(sandbox),
@@ -414,7 +465,6 @@ class Simulator:
             **self.extra_env,
             **self.startup_env(instance),
         }
-        instance.sandbox = str(sandbox)
         log = (sandbox / "startup.log").open("ab")
         instance.process = subprocess.Popen(  # noqa: S603 - the machine's own startup script
             ["/bin/bash", "-c", self.startup_command(instance)],  # noqa: S607
@@ -430,21 +480,33 @@ class Simulator:
         return instance.startup_script
 
     def _kill(self, instance: SimInstance) -> None:
+        """The machine is gone: every process it started goes with it, including ones its
+        startup script left running in the background after it exited (the agent)."""
         process = instance.process
-        if process is None or process.poll() is not None:
+        if process is None or not _group_alive(process.pid):
             return
 
         def reap() -> None:
             try:
                 os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait()
-            except ChildProcessError:
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + 10
+            while _group_alive(process.pid) and time.monotonic() < deadline:
+                if process.poll() is None:
+                    try:
+                        process.wait(timeout=0.1)
+                    except subprocess.TimeoutExpired:
+                        pass
+                else:
+                    time.sleep(0.1)
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                process.wait(timeout=5)
+            except (subprocess.TimeoutExpired, ChildProcessError):
                 pass
 
         threading.Thread(target=reap, daemon=True).start()
@@ -456,6 +518,27 @@ class Simulator:
                 self._kill(instance)
                 if instance.sandbox:
                     shutil.rmtree(instance.sandbox, ignore_errors=True)
+        self.containers.remove_all()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is left in the group: an orphaned zombie whose
+    new parent never reaps it still answers `killpg(pgid, 0)`."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 # --- the HTTP server -------------------------------------------------------------------------
@@ -545,6 +628,10 @@ class SimControl:
 
     def exhaust(self, gpu_model: str | None = None) -> None:
         self.http.post("/_sim/exhaust", json={"gpu_model": gpu_model}).raise_for_status()
+
+    def preempt(self, instance_id: str, how: str = "outbid") -> None:
+        """Spot preemption ("outbid") or host loss ("host_lost"): the container is killed."""
+        self.http.post("/_sim/preempt", json={"id": instance_id, "how": how}).raise_for_status()
 
 
 class RunningSimulator:

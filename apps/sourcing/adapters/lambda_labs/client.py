@@ -10,6 +10,7 @@ from apps.sourcing.adapters import gpu_names
 from apps.sourcing.adapters.base import (
     AlreadyGoneError,
     CapacityError,
+    ExecutionModel,
     Instance,
     InstanceConfig,
     InstanceState,
@@ -30,7 +31,11 @@ API = "/api/v1"
 
 
 class LambdaLabsAdapter(ProviderAdapter):
+    """A VM cloud: `user_data` installs our agent from our server, the agent registers with
+    the instance's token, and pods run in Docker on it."""
+
     name = mapping.NAME
+    execution_model = ExecutionModel.VM
 
     def classify(self, response: httpx.Response, op: str) -> ProviderError | None:
         return mapping.classify(response, op)

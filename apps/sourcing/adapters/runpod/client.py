@@ -12,6 +12,8 @@ from apps.sourcing.adapters import gpu_names
 from apps.sourcing.adapters.base import (
     AlreadyGoneError,
     CapacityError,
+    ExecutionModel,
+    FatalError,
     Instance,
     InstanceConfig,
     InstanceState,
@@ -20,6 +22,8 @@ from apps.sourcing.adapters.base import (
     OfferFilters,
     ProviderAdapter,
     ProviderError,
+    WorkloadSpec,
+    endpoint,
     usd_per_hour_to_micros,
 )
 from apps.sourcing.adapters.runpod import mapping
@@ -57,8 +61,31 @@ def docker_args(script: str) -> str:
     return "bash -c " + shlex.quote(f"echo {encoded} | base64 -d | bash")
 
 
+def ports_field(workload: WorkloadSpec, *, provider: str) -> str:
+    """RunPod's comma string (`"8888/http,22/tcp"`, no spaces); it has TCP and proxied HTTP
+    ports, no UDP."""
+    parts = []
+    for port in workload.ports:
+        if port.protocol == "udp":
+            raise FatalError(
+                f"port {port.container_port}/udp: this cloud exposes TCP and HTTP ports only",
+                provider=provider,
+            )
+        parts.append(f"{port.container_port}/{port.protocol}")
+    return ",".join(parts)
+
+
+def _first_ip(pod: V2Pod) -> str | None:
+    for port in (pod.runtime or {}).get("ports") or []:
+        if isinstance(port, dict) and port.get("ip") and port.get("type") == "tcp":
+            return str(port["ip"])
+    return None
+
+
 class RunPodAdapter(ProviderAdapter):
     name = mapping.NAME
+    execution_model = ExecutionModel.CONTAINER
+    supports_spot = True
 
     def classify(self, response: httpx.Response, op: str) -> ProviderError | None:
         return mapping.classify(response, op)
@@ -138,23 +165,41 @@ class RunPodAdapter(ProviderAdapter):
     async def create_instance(self, offer: Offer, config: InstanceConfig) -> Instance:
         gpu_type_id = str(offer.extra.get("gpu_type_id") or offer.offer_id.split("|")[0])
         cloud = str(offer.extra.get("cloud_type") or "SECURE")
+        workload = config.workload
         pod_input: dict[str, Any] = {
             "name": config.label,
-            "imageName": config.image,
             "gpuTypeId": gpu_type_id,
             "gpuCount": offer.gpu_count,
             "cloudType": cloud,
-            "containerDiskInGb": config.disk_gb,
             "volumeInGb": 0,
-            "startSsh": True,
             "supportPublicIp": True,
-            "ports": "22/tcp",
-            "env": [{"key": k, "value": v} for k, v in config.env.items()],
         }
-        if config.startup_script:
-            pod_input["dockerArgs"] = docker_args(config.startup_script)
-        if config.bid_per_gpu_hour is not None:
-            pod_input["bidPerGpu"] = config.bid_per_gpu_hour / 1_000_000
+        if workload is not None:
+            # The customer's container is the pod: its image, command, env, ports and disk.
+            pod_input.update(
+                imageName=workload.image,
+                containerDiskInGb=workload.disk_gb,
+                ports=ports_field(workload, provider=self.name),
+                env=[{"key": k, "value": v} for k, v in workload.env.items()],
+                startSsh=False,
+            )
+            if workload.command:
+                pod_input["dockerArgs"] = shlex.join(workload.command)
+        else:
+            pod_input.update(
+                imageName=config.image,
+                containerDiskInGb=config.disk_gb,
+                startSsh=True,
+                ports="22/tcp",
+                env=[{"key": k, "value": v} for k, v in config.env.items()],
+            )
+            if config.startup_script:
+                pod_input["dockerArgs"] = docker_args(config.startup_script)
+        bid = config.bid_per_gpu_hour
+        if bid is None and config.spot:
+            bid = offer.price_per_gpu_hour
+        if bid is not None:
+            pod_input["bidPerGpu"] = bid / 1_000_000
             pod_input["volumeMountPath"] = "/workspace"
             field, query = "podRentInterruptable", CREATE_SPOT
         else:
@@ -178,6 +223,21 @@ class RunPodAdapter(ProviderAdapter):
             price_per_hour=offer.price_per_hour,
         )
 
+    def _endpoints(self, pod: V2Pod) -> dict[str, str]:
+        """From `runtime.ports` (null until the container is up): a TCP port answers on its
+        public ip and port; an HTTP port through RunPod's proxy."""
+        out: dict[str, str] = {}
+        for port in (pod.runtime or {}).get("ports") or []:
+            if not isinstance(port, dict) or port.get("private") is None:
+                continue
+            if port.get("type") == "http":
+                out[f"{port['private']}/http"] = (
+                    f"https://{pod.id}-{port['private']}.proxy.runpod.net"
+                )
+            elif port.get("ip") and port.get("public") is not None:
+                out[f"{port['private']}/tcp"] = endpoint(str(port["ip"]), port["public"])
+        return out
+
     def _instance(self, pod: V2Pod) -> Instance:
         direct = (pod.ssh or {}).get("direct") or {}
         gpu = pod.gpu
@@ -190,8 +250,9 @@ class RunPodAdapter(ProviderAdapter):
             gpu_model=gpu_names.from_runpod(gpu.id) if gpu and gpu.id else None,
             gpu_count=(gpu.count or 0) if gpu else 0,
             price_per_hour=usd_per_hour_to_micros(pod.cost) if pod.cost else None,
-            public_ip=str(direct.get("host") or ""),
+            public_ip=str(direct.get("host") or _first_ip(pod) or ""),
             ssh_port=direct.get("port"),
+            endpoints=self._endpoints(pod),
         )
 
     async def get_instance(self, instance_id: str) -> Instance:

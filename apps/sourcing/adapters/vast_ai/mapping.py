@@ -1,5 +1,6 @@
 """Vast.ai states and errors → ours (fact sheet §1.6, §1.7)."""
 
+import re
 from typing import Any
 
 import httpx
@@ -19,6 +20,14 @@ from apps.sourcing.adapters.vast_ai.schemas import VastInstance
 NAME = "vast_ai"
 
 
+EXIT_CODE = re.compile(r"exit(?:ed)?(?: with)?(?: code|,? status)\s*:?\s*(-?\d+)", re.IGNORECASE)
+
+
+def exit_code(status_msg: str | None) -> int | None:
+    found = EXIT_CODE.search(status_msg or "")
+    return int(found[1]) if found else None
+
+
 def state_of(instance: VastInstance) -> InstanceState:
     actual = (instance.actual_status or "").lower()
     intended = (instance.intended_status or "").lower()
@@ -32,17 +41,20 @@ def state_of(instance: VastInstance) -> InstanceState:
     if actual in ("loading", "rebooting", "restarting"):
         return InstanceState.STARTING
     if actual == "running":
-        return (
-            InstanceState.RUNNING
-            if (instance.ports or instance.ssh_port)
-            else InstanceState.STARTING
-        )
+        # An `args` rental has no SSH: it is up as soon as its container runs.
+        up = instance.ports or instance.ssh_port or "args" in (instance.image_runtype or "")
+        return InstanceState.RUNNING if up else InstanceState.STARTING
     if actual == "stopped":
+        if intended == "running" and instance.is_bid:
+            # Outbid (or its host reclaimed): a bid rental we want running was stopped.
+            return InstanceState.INTERRUPTED
         return InstanceState.PENDING if intended == "running" else InstanceState.STOPPED
     if actual == "frozen":
         return InstanceState.STOPPED
     if actual == "exited":
         return InstanceState.FAILED if intended == "running" else InstanceState.STOPPED
+    if actual == "offline" and instance.is_bid:
+        return InstanceState.INTERRUPTED  # the host is gone; a bid rental does not come back
     if actual in ("unknown", "offline"):
         return InstanceState.STARTING  # transient for a grace period; our deadlines decide
     return InstanceState.STARTING
@@ -79,6 +91,6 @@ def classify(response: httpx.Response, op: str) -> ProviderError | None:
         return AccountError(msg, **kw)
     if status == 403:
         return CredentialsError(msg or "forbidden", **kw)
-    if status == 404 and op in ("get", "terminate"):
+    if status == 404 and op in ("get", "terminate", "logs"):
         return AlreadyGoneError(msg or "Instance not found", **kw)
     return FatalError(msg or f"HTTP {status}", **kw)

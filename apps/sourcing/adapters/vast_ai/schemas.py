@@ -51,11 +51,18 @@ class VastInstance(_Lenient):
     public_ipaddr: str | None = None
     ssh_port: int | None = None
     ports: dict[str, Any] | None = None
+    is_bid: bool | None = None
+    image_runtype: str | None = None
 
     @field_validator("public_ipaddr")
     @classmethod
     def _strip(cls, value: str | None) -> str | None:
         return value.strip() if isinstance(value, str) else value
+
+
+class VastLogsAnswer(_Lenient):
+    success: bool = True
+    result_url: str | None = None
 
 
 class VastInstanceList(_Lenient):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+import sysconfig
 import time
 import uuid
 from typing import Any
@@ -245,6 +246,23 @@ class LambdaSimulator(Simulator):
             self.capacity[(instance.extra["type"], instance.region)] += 1
             out.append(self._view(instance, status="terminating"))
         return SimResponse.json({"data": {"terminated_instances": out}})
+
+    def startup_env(self, instance: SimInstance) -> dict[str, str]:
+        """What a Lambda Stack VM is, as far as our installer can tell, on a machine that is
+        not one: root's system paths live in the instance's sandbox (install.sh honours
+        GCO_INSTALL_ROOT, which also makes it start the agent with nohup); there is no internet, so pip resolves the agent's
+        dependencies from this Python's site-packages instead of PyPI; there is no bridge
+        network and no GPU device to hand to containers (the agent's GPU_AGENT_* settings)."""
+        root = instance.sandbox
+        return {
+            "GCO_INSTALL_ROOT": str(root),
+            "PIP_NO_INDEX": "1",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PYTHONPATH": sysconfig.get_paths()["purelib"],
+            "GPU_AGENT_NETWORK_MODE": "host",
+            "GPU_AGENT_GPU_DEVICES": "off",
+            **instance.env,
+        }
 
     def startup_command(self, instance: SimInstance) -> str:
         # cloud-init runs user_data as a script file on first boot.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+import shlex
 import string
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from graphql.utilities import value_from_ast_untyped
 
 from apps.sourcing.adapters.gpu_names import BY_CANONICAL, GPU_TABLE, from_runpod
 from apps.sourcing.simulators.base import SimInstance, SimRequest, SimResponse, Simulator
+from apps.sourcing.simulators.containers import SimPort, SimWorkload
 from apps.sourcing.simulators.markets import BASE_PRICE
 
 CAPACITY = (
@@ -74,9 +76,27 @@ def project(value: Any, selection: SelectionSetNode | None) -> Any:
     return out
 
 
+def workload_of(pod_input: dict[str, Any], env: dict[str, str]) -> SimWorkload:
+    """A pod is a container of `imageName`; `dockerArgs` replaces its command; `ports` is the
+    comma string ("8888/http,22/tcp")."""
+    ports = []
+    for item in str(pod_input.get("ports") or "").split(","):
+        number, _, kind = item.strip().partition("/")
+        if number.isdigit():
+            ports.append(SimPort(int(number), kind or "tcp"))
+    args = str(pod_input.get("dockerArgs") or "")
+    return SimWorkload(
+        image=str(pod_input.get("imageName") or ""),
+        command=shlex.split(args) if args else None,
+        env=env,
+        ports=ports,
+    )
+
+
 class RunPodSimulator(Simulator):
     name = "runpod"
     api_key = "runpod-sim-key"
+    container_cloud = True
 
     def register_routes(self) -> None:
         self.route("POST", r"/graphql", "graphql", self.graphql)
@@ -336,6 +356,8 @@ class RunPodSimulator(Simulator):
         self.pod_seq += 1
         pod_id = "".join(self.rng.choices(string.ascii_lowercase + string.digits, k=14))
         env = {e["key"]: str(e["value"]) for e in pod_input.get("env") or [] if isinstance(e, dict)}
+        if not pod_input.get("imageName"):
+            raise _ValidationError('Field "imageName" of required type "String!" was not provided.')
         instance = self.new_instance(
             id=pod_id,
             label=str(pod_input.get("name") or ""),
@@ -343,10 +365,18 @@ class RunPodSimulator(Simulator):
             gpu_count=count,
             price_per_hour=round(price * count, 4),
             env=env,
-            startup_script=str(pod_input.get("dockerArgs") or ""),
             region="US-TX-3",
-            extra={"gpu_type_id": gpu_id, "cloud": chosen, "image": pod_input.get("imageName")},
+            extra={
+                "gpu_type_id": gpu_id,
+                "cloud": chosen,
+                "image": pod_input.get("imageName"),
+                "docker_args": str(pod_input.get("dockerArgs") or ""),
+                "ports": str(pod_input.get("ports") or ""),
+                "disk": int(pod_input.get("containerDiskInGb") or 0),
+                "interruptible": spot,
+            },
         )
+        instance.workload = workload_of(pod_input, env)
         return self._gql_pod_view(instance)
 
     def _gql_podFindAndDeployOnDemand(  # noqa: N802 - GraphQL field names
@@ -383,31 +413,69 @@ class RunPodSimulator(Simulator):
             "pods": [self._gql_pod_view(i) for i in self.instances.values() if not i.terminated]
         }
 
+    def _status(self, instance: SimInstance) -> str:
+        """The v2 status as the container really is. A container that never comes up (no
+        such image) sits at RUNNING with `runtime: null`, as RunPod's pods do (§2.4)."""
+        phase = instance.phase(time.monotonic())
+        if phase == "terminated":
+            return "TERMINATED"
+        if phase == "creating":
+            return "PROVISIONING"
+        if instance.workload is None:
+            return "RUNNING" if phase == "running" else "STARTING"
+        state = self.container_state(instance)
+        if state.status in ("exited", "gone"):
+            return "EXITED"
+        return "RUNNING" if phase == "running" else "STARTING"
+
+    def _runtime_ports(self, instance: SimInstance) -> list[dict[str, Any]] | None:
+        """Null until the container is up; host networking: public port = private port on
+        loopback."""
+        if instance.workload is None:
+            if instance.phase(time.monotonic()) != "running":
+                return None
+            return [{"private": 22, "public": 35558, "type": "tcp", "ip": "213.173.104.74"}]
+        if instance.preempted or self.container_state(instance).status != "running":
+            return None
+        return [
+            {
+                "private": p.container_port,
+                "public": p.container_port,
+                "type": p.protocol,
+                "ip": "127.0.0.1",
+            }
+            for p in instance.workload.ports
+        ]
+
     def _gql_pod_view(self, instance: SimInstance) -> dict[str, Any]:
-        running = instance.phase(time.monotonic()) == "running"
+        ports = self._runtime_ports(instance)
+        status = self._status(instance)
         return {
             "id": instance.id,
             "name": instance.label,
-            "desiredStatus": "RUNNING",
+            "desiredStatus": "EXITED" if status == "EXITED" else "RUNNING",
+            "podType": "INTERRUPTABLE" if instance.extra.get("interruptible") else "RESERVED",
             "costPerHr": instance.price_per_hour,
             "gpuCount": instance.gpu_count,
             "imageName": instance.extra.get("image"),
             "machineId": f"m{instance.id[:10]}",
             "env": [f"{k}={v}" for k, v in instance.env.items()],
-            "dockerArgs": instance.startup_script,
+            "dockerArgs": instance.extra.get("docker_args", ""),
+            "ports": instance.extra.get("ports", ""),
             "runtime": {
                 "uptimeInSeconds": 1,
                 "ports": [
                     {
-                        "ip": "213.173.104.74",
+                        "ip": p["ip"],
                         "isIpPublic": True,
-                        "privatePort": 22,
-                        "publicPort": 35558,
-                        "type": "tcp",
+                        "privatePort": p["private"],
+                        "publicPort": p["public"],
+                        "type": p["type"],
                     }
+                    for p in ports
                 ],
             }
-            if running
+            if ports is not None
             else None,
             "machine": {
                 "podHostId": f"{instance.id}-64410a1b",
@@ -418,20 +486,19 @@ class RunPodSimulator(Simulator):
     # --- REST v2 ---
 
     def _v2_view(self, instance: SimInstance) -> dict[str, Any]:
-        phase = instance.phase(time.monotonic())
-        status = {"creating": "PROVISIONING", "booting": "STARTING", "running": "RUNNING"}.get(
-            phase, "TERMINATED"
-        )
+        status = self._status(instance)
+        ports = self._runtime_ports(instance)
         running = status == "RUNNING"
+        ssh_direct = running and instance.workload is None
         return {
             "id": instance.id,
             "name": instance.label,
             "status": status,
-            "actions": ["stop", "restart", "terminate"] if running else ["stop", "terminate"],
+            "actions": ["stop", "restart", "terminate"] if running else ["start", "terminate"],
             "image": instance.extra.get("image"),
-            "args": instance.startup_script,
-            "disk": 50,
-            "ports": ["22/tcp"],
+            "args": instance.extra.get("docker_args", ""),
+            "disk": instance.extra.get("disk", 50),
+            "ports": [p for p in str(instance.extra.get("ports") or "22/tcp").split(",") if p],
             "env": instance.env,
             "gpu": {"id": instance.extra.get("gpu_type_id"), "count": instance.gpu_count},
             "cloud": instance.extra.get("cloud", "SECURE"),
@@ -443,16 +510,11 @@ class RunPodSimulator(Simulator):
                     "username": f"{instance.id}-64410a1b",
                 },
                 "direct": {"host": "213.173.104.74", "port": 35558, "username": "root"}
-                if running
+                if ssh_direct
                 else None,
             },
-            "cost": instance.price_per_hour,
-            "runtime": {
-                "uptime": 1,
-                "ports": [{"private": 22, "public": 35558, "type": "tcp", "ip": "213.173.104.74"}],
-            }
-            if running
-            else None,
+            "cost": instance.price_per_hour if status != "EXITED" else 0,
+            "runtime": {"uptime": 1, "gpus": [], "ports": ports} if ports is not None else None,
             "createdAt": "2026-01-13T10:02:11Z",
         }
 

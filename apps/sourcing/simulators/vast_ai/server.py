@@ -8,11 +8,14 @@ from __future__ import annotations
 import base64
 import random
 import re
+import shlex
 import time
+import uuid
 from typing import Any
 
 from apps.sourcing.adapters.gpu_names import BY_CANONICAL, GPU_TABLE
 from apps.sourcing.simulators.base import SimInstance, SimRequest, SimResponse, Simulator
+from apps.sourcing.simulators.containers import SimPort, SimWorkload
 from apps.sourcing.simulators.markets import BASE_PRICE
 
 PAGE = 25
@@ -29,9 +32,35 @@ OPS = {
 }
 
 
+PORT_KEY = re.compile(r"^-p\s+(\d+):(\d+)(?:/(tcp|udp))?$")
+
+
+def workload_of(body: dict[str, Any], env: dict[str, Any]) -> SimWorkload:
+    """The container a create call asks for: `args` replaces the image's CMD for runtype
+    `args`; the SSH/Jupyter runtypes run Vast's own entrypoint and then `onstart` in a shell
+    (modelled as the onstart script as the container's command)."""
+    ports = [SimPort(int(m[2]), m[3] or "tcp") for key in env if (m := PORT_KEY.match(key.strip()))]
+    runtype = str(body.get("runtype") or "ssh")
+    command: list[str] | None = None
+    if runtype == "args":
+        if isinstance(body.get("args"), list):
+            command = [str(a) for a in body["args"]]
+        elif body.get("args_str"):
+            command = shlex.split(str(body["args_str"]))
+    elif body.get("onstart"):
+        command = ["sh", "-c", str(body["onstart"])]
+    return SimWorkload(
+        image=str(body["image"]),
+        command=command,
+        env={k: str(v) for k, v in env.items() if not k.startswith("-")},
+        ports=ports,
+    )
+
+
 class VastSimulator(Simulator):
     name = "vast_ai"
     api_key = "vast-sim-key"
+    container_cloud = True
 
     def register_routes(self) -> None:
         self.route("POST", r"/api/v0/bundles/?", "offers", self.search)
@@ -40,6 +69,7 @@ class VastSimulator(Simulator):
         self.route("GET", r"/api/v1/instances/", "list", self.list)
         self.route("DELETE", r"/api/v0/instances/(?P<id>\d+)/", "terminate", self.destroy)
         self.route("PUT", r"/api/v0/instances/(?P<id>\d+)/", "update", self.update)
+        self.route("PUT", r"/api/v0/instances/request_logs/(?P<id>\d+)/", "logs", self.request_logs)
 
     def build_market(self, *, offers: int, seed: int) -> None:
         rng = random.Random(seed)  # noqa: S311 - a simulated market
@@ -209,19 +239,30 @@ class VastSimulator(Simulator):
         self.consumed[offer["id"]] = offer
         env = body.get("env") or {}
         if isinstance(env, str):  # the OpenAPI's docker-flag form: "-e K=V -p 8000:8000"
-            env = dict(re.findall(r"-e\s+(\w+)=(\S+)", env))
+            flags = env
+            env = dict(re.findall(r"-e\s+(\w+)=(\S+)", flags))
+            env.update({f"-p {a}:{b}": "1" for a, b in re.findall(r"-p\s+(\d+):(\d+)", flags)})
+        bid = body.get("price")
         self.next_id += 1
         instance = self.new_instance(
             id=str(self.next_id),
             label=str(body.get("label") or ""),
             gpu_model=self._canonical(offer),
             gpu_count=offer["num_gpus"],
-            price_per_hour=offer["dph_total"],
+            # a bid rental pays its bid
+            price_per_hour=float(bid) if bid else offer["dph_total"],
             env={k: str(v) for k, v in env.items() if not k.startswith("-")},
-            startup_script=str(body.get("onstart") or ""),
             region=offer["geolocation"],
-            extra={"offer": offer, "image": body["image"], "runtype": body.get("runtype", "ssh")},
+            extra={
+                "offer": offer,
+                "image": body["image"],
+                "runtype": body.get("runtype", "ssh"),
+                "onstart": str(body.get("onstart") or ""),
+                "is_bid": bool(bid),
+                "port_keys": [k for k in env if k.startswith("-p")],
+            },
         )
+        instance.workload = workload_of(body, env)
         return SimResponse.json({"success": True, "new_contract": int(instance.id)})
 
     def _canonical(self, offer: dict[str, Any]) -> str:
@@ -229,35 +270,72 @@ class VastSimulator(Simulator):
 
         return from_vast(offer["gpu_name"], offer["gpu_ram"]) or offer["gpu_name"]
 
+    def _container_status(self, instance: SimInstance) -> tuple[str | None, str, str, bool]:
+        """(actual_status, intended_status, status_msg, ports published) as the container
+        really is."""
+        phase = instance.phase(time.monotonic())
+        if phase == "creating":
+            return None, "running", "Creating contract", False
+        if instance.workload is None:  # planted by a test, no container
+            return ("running" if phase == "running" else "loading"), "running", "success", True
+        if instance.preempted == "host_lost":
+            return "offline", "running", "host went offline", False
+        if instance.preempted:
+            return "stopped", "running", "stopped: outbid by a higher bid", False
+        state = self.container_state(instance)
+        if state.status == "pending":
+            return "loading", "running", "Pulling image", False
+        if state.status == "failed":
+            return "created", "running", state.message, False
+        if state.status == "running":
+            return "running", "running", f"success, running {instance.workload.image}", True
+        if state.status == "gone":
+            return "exited", "running", "container removed", False
+        return "exited", "running", f"container exited with code {state.exit_code}", False
+
+    def _ports(self, instance: SimInstance) -> dict[str, Any]:
+        """Host networking: each container port answers on the same port of 127.0.0.1."""
+        if instance.workload is None:
+            return {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": "41022"}]}  # noqa: S104
+        return {
+            f"{p.container_port}/{p.protocol}": [
+                {"HostIp": "0.0.0.0", "HostPort": str(p.container_port)}  # noqa: S104
+            ]
+            for p in instance.workload.ports
+        }
+
     def _view(self, instance: SimInstance) -> dict[str, Any]:
         offer = instance.extra.get("offer") or {}
-        phase = instance.phase(time.monotonic())
-        actual = {"creating": None, "booting": "loading", "running": "running"}.get(phase)
-        running = phase == "running"
+        actual, intended, status_msg, running = self._container_status(instance)
+        containers = instance.workload is not None
         return {
             "id": int(instance.id),
             "label": instance.label or None,
             "machine_id": offer.get("machine_id"),
             "host_id": offer.get("host_id"),
             "actual_status": actual,
-            "intended_status": "running",
+            "intended_status": intended,
             "cur_state": "running",
             "next_state": "running",
-            "status_msg": "success, running" if running else "Pulling image",
+            "status_msg": status_msg,
             "num_gpus": instance.gpu_count,
             "gpu_name": offer.get("gpu_name", instance.gpu_model),
             "gpu_ram": offer.get("gpu_ram"),
             "dph_total": instance.price_per_hour,
-            "is_bid": False,
+            "is_bid": bool(instance.extra.get("is_bid")),
             "image_uuid": instance.extra.get("image"),
-            "image_runtype": "ssh ssh_direc ssh_proxy",
-            "onstart": instance.startup_script,
+            "image_runtype": "args"
+            if instance.extra.get("runtype") == "args"
+            else "ssh ssh_direc ssh_proxy",
+            "image_args": instance.workload.command if containers and instance.workload else None,
+            "onstart": instance.extra.get("onstart", ""),
             "extra_env": [[k, v] for k, v in instance.env.items()],
-            "ssh_host": "ssh4.vast.ai" if running else None,
-            "ssh_port": 27000 + int(instance.id) % 1000 if running else None,
-            "public_ipaddr": (offer.get("public_ipaddr", "198.51.100.9") + "\n"),
+            "ssh_host": "ssh4.vast.ai" if running and not containers else None,
+            "ssh_port": 27000 + int(instance.id) % 1000 if running and not containers else None,
+            # the container's host is this machine: its ports answer on loopback
+            "public_ipaddr": ("127.0.0.1" if containers else offer.get("public_ipaddr", "")) + "\n",
             "local_ipaddrs": "10.0.4.17 172.17.0.1\n",
-            "ports": {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": "41022"}]} if running else None,  # noqa: S104
+            "ports": self._ports(instance) if running else None,
             "geolocation": instance.region,
             "start_date": time.time(),
         }
@@ -310,10 +388,29 @@ class VastSimulator(Simulator):
             )
         self.terminate(instance)
         offer = instance.extra.get("offer")
-        if offer and "id" in offer:  # the machine is for rent again
+        # the machine is for rent again, unless a higher bid (or its host's loss) took it
+        if offer and "id" in offer and not instance.preempted:
             self.consumed.pop(offer["id"], None)
             self.offers[offer["id"]] = offer
         return SimResponse.json({"success": True})
+
+    def request_logs(self, request: SimRequest, match: re.Match[str]) -> SimResponse:
+        """Vast uploads the log and answers where it will be; here, the control API serves
+        the upload at `result_url` (no auth, like a signed storage URL)."""
+        instance = self.instances.get(match["id"])
+        if instance is None or instance.terminated:
+            return SimResponse.json(
+                {"success": False, "error": "no_such_instance", "msg": "no such instance"}, 404
+            )
+        body = request.json() or {}
+        try:
+            tail = int(str(body.get("tail") or "1000"))
+        except ValueError:
+            return self.invalid_request()
+        token = uuid.uuid4().hex
+        self.log_files[token] = self.containers.logs(instance.id, tail)
+        host = request.headers.get("host", "127.0.0.1")
+        return SimResponse.json({"success": True, "result_url": f"http://{host}/_sim/logs/{token}"})
 
     def update(self, request: SimRequest, match: re.Match[str]) -> SimResponse:
         instance = self.instances.get(match["id"])
