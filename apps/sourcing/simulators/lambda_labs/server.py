@@ -251,8 +251,9 @@ class LambdaSimulator(Simulator):
         """What a Lambda Stack VM is, as far as our installer can tell, on a machine that is
         not one: root's system paths live in the instance's sandbox (install.sh honours
         GCO_INSTALL_ROOT, which also makes it start the agent with nohup); there is no
-        internet, so pip resolves the agent's dependencies from this Python's site-packages instead of PyPI; there is no bridge
-        network and no GPU device to hand to containers (the agent's GPU_AGENT_* settings)."""
+        internet, so pip resolves the agent's dependencies from this Python's site-packages
+        instead of PyPI; there is no bridge network and no GPU device to hand to containers
+        (the agent's GPU_AGENT_* settings)."""
         root = instance.sandbox
         return {
             "GCO_INSTALL_ROOT": str(root),
