@@ -52,6 +52,7 @@ urlpatterns = [
     path("", include("apps.accounts.web_urls")),
     path("billing/", include("apps.billing.web_urls")),
     path("pods/", include("apps.pods.web_urls")),
+    path("pods/", include("apps.podconnect.web_urls")),
     path("models/", include("apps.catalog.web_urls")),
     path("provider/", include("apps.providers.web_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

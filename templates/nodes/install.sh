@@ -7,7 +7,7 @@
 # What it does, in order:
 #   1. checks for python3 (3.10+) with venv, and root (it writes a systemd unit);
 #   2. creates a virtualenv in /opt/gco-agent/venv and installs the agent wheel served by
-#      {{ server }} (pip fetches its dependencies: httpx, docker, nvidia-ml-py);
+#      {{ server }} (pip fetches its dependencies: httpx, docker, nvidia-ml-py, websockets);
 #   3. writes /etc/gco-agent/agent.env (mode 0600) with the server URL and your key;
 #   4. writes and starts the systemd unit gco-agent.service.
 # The agent registers this machine with the server, keeps its node token in

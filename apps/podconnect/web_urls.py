@@ -1,0 +1,10 @@
+"""Portal pages of the podconnect app, under /pods/ beside the pods app's own pages."""
+
+from django.urls import path
+
+from apps.podconnect import views
+
+app_name = "podconnect"
+urlpatterns = [
+    path("<uuid:pod_id>/terminal/", views.terminal, name="terminal"),
+]
