@@ -12,21 +12,26 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from apps.core.asgi import BoundedConcurrency, BrowserOriginValidator  # noqa: E402
+from apps.podconnect.portproxy import PortProxyRouter  # noqa: E402
 from apps.proxy.asgi import ProxyRouter  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        # /v1 (the model proxy) bypasses the bound and the sync middleware: apps/proxy/asgi.py
-        "http": ProxyRouter(
-            BoundedConcurrency(
-                django_asgi_app,
-                settings.WEB_MAX_CONCURRENT_REQUESTS,
-                queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
-            )
-        ),
-        "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns)),
-    }
+# /pods/{id}/ports/{port}/… (the pod port proxy, HTTP and WebSocket) is served ahead of all
+# of it, like /v1: no bound, no sync middleware, no site headers (apps/podconnect/portproxy.py).
+application = PortProxyRouter(
+    ProtocolTypeRouter(
+        {
+            # /v1 (the model proxy) bypasses the bound and the sync middleware: apps/proxy/asgi.py
+            "http": ProxyRouter(
+                BoundedConcurrency(
+                    django_asgi_app,
+                    settings.WEB_MAX_CONCURRENT_REQUESTS,
+                    queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+                )
+            ),
+            "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns)),
+        }
+    )
 )
 
 # Everything imported by now lives as long as the process: take it out of the cyclic

@@ -14,6 +14,7 @@ api_v1 = [
     path("", include("apps.nodes.urls")),
     path("", include("apps.billing.urls")),
     path("", include("apps.pods.urls")),
+    path("", include("apps.podconnect.urls")),
     path("", include("apps.providers.urls")),
     path("", include("apps.sourcing.urls")),
     path("", include("apps.catalog.urls")),

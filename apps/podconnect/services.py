@@ -13,6 +13,7 @@ from apps.accounts.models import User
 from apps.core.secrets import secret_issue, secret_matches
 from apps.nodes import services as node_services
 from apps.nodes.models import CommandType, Node, NodeCommand, NodeStatus
+from apps.podconnect import access
 from apps.podconnect.models import PodAccessToken, TerminalSession, TerminalStatus
 from apps.pods.models import Pod, PodEvent, PodStatus
 
@@ -165,4 +166,7 @@ def pod_token_revoke(*, user: User, pod_id: uuid.UUID, token_id: int) -> PodAcce
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        digest = token.digest
+        # This process stops honouring it at once; the others within the cache time.
+        transaction.on_commit(lambda: access.forget_token(digest))
     return token

@@ -3,13 +3,18 @@ ports, access tokens). Every query is scoped to the signed-in owner (another use
 404)."""
 
 import uuid
+from typing import Any
 
+from django import forms
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.core.middleware import STRICT_CSP
+from apps.podconnect import services
+from apps.podconnect.models import PodAccessToken
 from apps.pods.models import Pod
 
 # xterm.js writes its theme and cell metrics into <style> elements it creates: the terminal
@@ -28,3 +33,67 @@ def terminal(request: HttpRequest, pod_id: uuid.UUID) -> HttpResponse:
     response = render(request, "podconnect/terminal.html", {"pod": pod})
     response["Content-Security-Policy"] = TERMINAL_CSP
     return response
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(
+        max_length=100, help_text="What it is for, e.g. “laptop notebook” or “CI smoke test”."
+    )
+
+
+def _access_context(request: HttpRequest, pod: Pod, **extra: Any) -> dict[str, Any]:
+    base = request.build_absolute_uri("/").rstrip("/")
+    ports = [
+        {
+            "name": name,
+            "port": name.split("/")[0],
+            "url": f"{base}/pods/{pod.pk}/ports/{name.split('/')[0]}/",
+        }
+        for name in sorted(pod.endpoints or {})
+        if name.endswith("/tcp")
+    ]
+    return {
+        "pod": pod,
+        "ports": ports,
+        "tokens": list(PodAccessToken.objects.filter(pod=pod)),
+        "form": TokenForm(),
+        **extra,
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def access_page(request: HttpRequest, pod_id: uuid.UUID) -> HttpResponse:
+    """The pod's proxied ports and its access tokens (a new token is shown once)."""
+    pod = _owned(request, pod_id)
+    if request.method == "POST":
+        form = TokenForm(request.POST)
+        if form.is_valid():
+            issued = services.pod_token_create(
+                user=request.user,  # type: ignore[arg-type]
+                pod_id=pod.pk,
+                name=form.cleaned_data["name"],
+            )
+            return render(
+                request, "podconnect/access.html", _access_context(request, pod, created=issued)
+            )
+        return render(
+            request, "podconnect/access.html", _access_context(request, pod, form=form), status=400
+        )
+    return render(request, "podconnect/access.html", _access_context(request, pod))
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, pod_id: uuid.UUID, token_id: int) -> HttpResponse:
+    pod = _owned(request, pod_id)
+    try:
+        token = services.pod_token_revoke(
+            user=request.user,  # type: ignore[arg-type]
+            pod_id=pod.pk,
+            token_id=token_id,
+        )
+    except services.PodNotFoundError as exc:
+        raise Http404 from exc
+    messages.success(request, f"Revoked {token.name} ({token.prefix}…).")
+    return redirect("podconnect:access", pod_id=pod.pk)

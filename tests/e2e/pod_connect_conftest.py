@@ -34,8 +34,9 @@ def connect_agent(asgi_server, settings, tmp_path) -> Iterator[Callable[..., Nod
     settings.NODE_HEARTBEAT_INTERVAL = 1
     started: list[subprocess.Popen] = []
 
-    def start(network_mode: str = "none") -> Node:
+    def start(network_mode: str = "none", mounts: list[str] = ()) -> Node:  # type: ignore[assignment]
         log = (tmp_path / "agent.log").open("ab")
+        extra = [arg for mount in mounts for arg in ("--mount", mount)]
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -49,6 +50,7 @@ def connect_agent(asgi_server, settings, tmp_path) -> Iterator[Callable[..., Nod
                 str(tmp_path / "agent-state"),
                 "--network-mode",
                 network_mode,
+                *extra,
             ],
             cwd=ROOT,
             stdout=log,
