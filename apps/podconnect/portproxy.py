@@ -74,7 +74,6 @@ WS_OWN = frozenset(
         b"content-length",
     }
 )
-CHUNK = 64 * 1024
 
 
 def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
@@ -345,7 +344,8 @@ class PortProxy:
                         "headers": end_to_end(raw),
                     }
                 )
-                async for chunk in response.aiter_raw(CHUNK):
+                # As the bytes arrive (a chunk size would hold small events back to fill it).
+                async for chunk in response.aiter_raw():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
             finally:
