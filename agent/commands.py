@@ -316,8 +316,10 @@ class CommandRunner:
         return finished
 
     def is_in_flight(self, command_id: str) -> bool:
+        """Queued, running, or finished with its ack not yet taken (a heartbeat between the
+        finish and the next flush delivers the command again: it must not run twice)."""
         with self._lock:
-            return command_id in self._in_flight
+            return command_id in self._in_flight or any(c.id == command_id for c, _ in self._done)
 
     def starting_pods(self) -> set[str]:
         with self._lock:

@@ -61,9 +61,10 @@ def start(args: list[str], env: dict[str, str], log: Path | None = None) -> subp
     )
 
 
-def start_daphne(port: int, env: dict[str, str]) -> subprocess.Popen:
+def start_daphne(port: int, env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
     daphne = str(Path(sys.executable).with_name("daphne"))
-    return start([daphne, "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"], env)
+    args = [daphne, "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"]
+    return start(args, env, log)
 
 
 def wait_http(url: str, timeout: float = 90) -> None:

@@ -135,7 +135,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # A consumer's receive blocks in BZPOPMIN for up to 5 s (channels_redis'
+            # brpop_timeout); redis-py's default 5 s socket timeout would cut that read short
+            # and kill an idle consumer (a terminal nobody types in) with a TimeoutError.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
         }
     }
 else:

@@ -117,12 +117,12 @@ def terminal_close(*, session_id: uuid.UUID, reason: str) -> None:
 
 @transaction.atomic
 def terminal_fail(*, command_id: uuid.UUID, reason: str) -> str | None:
-    """The agent could not open the session of `command_id`: close it if it still waits and
-    return the browser's channel (None when there is nobody left to tell)."""
+    """The agent could not open the session of `command_id`: close it if it still waits for
+    the agent and return the browser's channel (None when there is nobody to tell). An OPEN
+    session is the agent socket's to end: it sends its reason there before closing.)"""
     session = (
         TerminalSession.objects.select_for_update()
-        .filter(command_id=command_id)
-        .exclude(status=TerminalStatus.CLOSED)
+        .filter(command_id=command_id, status=TerminalStatus.OPENING)
         .first()
     )
     if session is None:

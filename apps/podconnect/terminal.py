@@ -10,7 +10,13 @@ Frames: binary frames carry terminal bytes both ways; text frames carry JSON con
 (browser → server: `{"type": "resize", "cols", "rows"}`; server → browser: `{"type":
 "status", "state": "waiting|open|closed|error", "message"}`). The browser side owns the session's
 timers: the agent must dial in within POD_TERMINAL_OPEN_TIMEOUT_S and a session with neither
-input nor output for POD_TERMINAL_IDLE_TIMEOUT_S closes."""
+input nor output for POD_TERMINAL_IDLE_TIMEOUT_S closes.
+
+When both sockets of a session land in the same web process (always, with one), the two
+consumers call each other directly instead: through Redis every keystroke would cost two
+channel-layer hops, and channels_redis serialises the receives of all of a process's consumers
+(measured: 20 open terminals, p50 133 ms through Redis against 30 ms in-process;
+bench/terminal.py)."""
 
 from __future__ import annotations
 
@@ -62,11 +68,31 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
     return ""
 
 
-class TerminalBrowserConsumer(AsyncWebsocketConsumer):
+class _Relay(AsyncWebsocketConsumer):
+    """What both sides share: sending `terminal.*` messages to the other side, directly when
+    it lives in this process, else through the channel layer."""
+
+    peer_channel: str | None = None
+    local_peer: _Relay | None = None
+
+    async def to_peer(self, message: dict[str, Any]) -> None:
+        peer = self.local_peer
+        if peer is not None:
+            # The handler, not `dispatch`: that would hop to a thread to recycle database
+            # connections, on every keystroke.
+            await getattr(peer, message["type"].replace(".", "_"))(message)
+        elif self.peer_channel is not None:
+            await relay(self.channel_layer, self.peer_channel, message)
+
+
+# Session id → the browser consumer waiting for (or joined to) its agent, in this process.
+_browsers: dict[uuid.UUID, TerminalBrowserConsumer] = {}
+
+
+class TerminalBrowserConsumer(_Relay):
     """The owner's browser. Anyone else is refused before the handshake completes."""
 
     session_id: uuid.UUID | None = None
-    agent_channel: str | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -92,11 +118,16 @@ class TerminalBrowserConsumer(AsyncWebsocketConsumer):
         self.size: dict[str, int] | None = None
         self.last_activity = time.monotonic()
         self.closing = False
+        _browsers[session.pk] = self
         await self.accept()
         await self._status(
             "waiting", "Waiting for the node to connect (it checks in on its next heartbeat)…"
         )
         self.watchdog = asyncio.create_task(self._watch())
+
+    @property
+    def attached(self) -> bool:
+        return self.local_peer is not None or self.peer_channel is not None
 
     async def _status(self, state: str, message: str) -> None:
         await self.send(
@@ -118,22 +149,16 @@ class TerminalBrowserConsumer(AsyncWebsocketConsumer):
             cols, rows = message.get("cols"), message.get("rows")
             if _is_size(cols) and _is_size(rows):
                 self.size = {"cols": cols, "rows": rows}
-                if self.agent_channel:
-                    await relay(
-                        self.channel_layer,
-                        self.agent_channel,
-                        {"type": "terminal.resize", **self.size},
-                    )
+                if self.attached:
+                    await self.to_peer({"type": "terminal.resize", **self.size})
         elif isinstance(message, dict) and message.get("type") == "input":
             data = message.get("data")
             if isinstance(data, str):
                 await self._input(data.encode())
 
     async def _input(self, data: bytes) -> None:
-        if self.agent_channel:
-            await relay(
-                self.channel_layer, self.agent_channel, {"type": "terminal.input", "data": data}
-            )
+        if self.attached:
+            await self.to_peer({"type": "terminal.input", "data": data})
         elif self.pending_bytes + len(data) <= MAX_PENDING_INPUT_BYTES:
             self.pending_input.append(data)
             self.pending_bytes += len(data)
@@ -141,17 +166,14 @@ class TerminalBrowserConsumer(AsyncWebsocketConsumer):
     # --- from the agent's side ---
 
     async def terminal_attached(self, event: dict[str, Any]) -> None:
-        self.agent_channel = event["channel"]
+        if self.local_peer is None:
+            self.peer_channel = event["channel"]
         self.last_activity = time.monotonic()
         await self._status("open", "Connected.")
         if self.size:
-            await relay(
-                self.channel_layer, event["channel"], {"type": "terminal.resize", **self.size}
-            )
+            await self.to_peer({"type": "terminal.resize", **self.size})
         for data in self.pending_input:
-            await relay(
-                self.channel_layer, event["channel"], {"type": "terminal.input", "data": data}
-            )
+            await self.to_peer({"type": "terminal.input", "data": data})
         self.pending_input = []
 
     async def terminal_output(self, event: dict[str, Any]) -> None:
@@ -171,19 +193,20 @@ class TerminalBrowserConsumer(AsyncWebsocketConsumer):
         while not self.closing:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            if self.agent_channel is None and now - opened > open_timeout:
+            if not self.attached and now - opened > open_timeout:
                 await self._end(
                     f"The node did not connect within {open_timeout:.0f} s.", code=CLOSE_TIMEOUT
                 )
-            elif self.agent_channel is not None and now - self.last_activity > idle_timeout:
+            elif self.attached and now - self.last_activity > idle_timeout:
                 await self._end(f"Closed after {idle_timeout:.0f} s idle.", code=CLOSE_TIMEOUT)
 
     async def _end(self, reason: str, *, code: int = 1000, notify_agent: bool = True) -> None:
         if self.closing:
             return
         self.closing = True
-        if notify_agent and self.agent_channel:
+        if notify_agent:
             await self._notify_agent(reason)
+        self._forget()
         if self.session_id is not None:
             await database_sync_to_async(services.terminal_close)(
                 session_id=self.session_id, reason=reason
@@ -191,16 +214,18 @@ class TerminalBrowserConsumer(AsyncWebsocketConsumer):
         await self._status("closed", reason)
         await self.close(code=code)
 
+    def _forget(self) -> None:
+        if self.session_id is not None and _browsers.get(self.session_id) is self:
+            del _browsers[self.session_id]
+
     async def _notify_agent(self, reason: str) -> None:
-        if self.agent_channel:
-            try:
-                await relay(
-                    self.channel_layer,
-                    self.agent_channel,
-                    {"type": "terminal.closed", "reason": reason},
-                )
-            except ChannelFull:
-                logger.warning("terminal %s: agent side unreachable to close", self.session_id)
+        if not self.attached:
+            return
+        try:
+            await self.to_peer({"type": "terminal.closed", "reason": reason})
+        except ChannelFull:
+            logger.warning("terminal %s: agent side unreachable to close", self.session_id)
+        self.local_peer = None
 
     async def disconnect(self, code: int) -> None:
         if self.session_id is None:
@@ -208,6 +233,7 @@ class TerminalBrowserConsumer(AsyncWebsocketConsumer):
         watchdog = getattr(self, "watchdog", None)
         if watchdog is not None and watchdog is not asyncio.current_task():
             watchdog.cancel()
+        self._forget()
         if not self.closing:
             self.closing = True
             await self._notify_agent("The browser closed the terminal.")
@@ -216,12 +242,12 @@ class TerminalBrowserConsumer(AsyncWebsocketConsumer):
             )
 
 
-class TerminalAgentConsumer(AsyncWebsocketConsumer):
+class TerminalAgentConsumer(_Relay):
     """The agent's short-lived socket for one session: `X-Agent-API-Key` (its node token) and
     `X-Terminal-Token` (the session's one-time token) in the handshake, or it is refused."""
 
-    browser_channel: str | None = None
     session_id: uuid.UUID | None = None
+    ended = False
 
     async def connect(self) -> None:
         session_id = self.scope["url_route"]["kwargs"]["session_id"]
@@ -236,24 +262,21 @@ class TerminalAgentConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         self.session_id = session.pk
-        self.browser_channel = session.browser_channel
         self.reason = "The shell ended."
         await self.accept()
-        await relay(
-            self.channel_layer,
-            self.browser_channel,
-            {"type": "terminal.attached", "channel": self.channel_name},
-        )
+        browser = _browsers.get(session.pk)
+        if browser is not None:  # same process: join directly
+            self.local_peer = browser
+            browser.local_peer = self
+        else:
+            self.peer_channel = session.browser_channel
+        await self.to_peer({"type": "terminal.attached", "channel": self.channel_name})
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.browser_channel is None:
+        if self.ended:
             return
         if bytes_data is not None:
-            await relay(
-                self.channel_layer,
-                self.browser_channel,
-                {"type": "terminal.output", "data": bytes_data},
-            )
+            await self.to_peer({"type": "terminal.output", "data": bytes_data})
             return
         try:
             message = json.loads(text_data or "")
@@ -271,16 +294,16 @@ class TerminalAgentConsumer(AsyncWebsocketConsumer):
         )
 
     async def terminal_closed(self, event: dict[str, Any]) -> None:
-        self.browser_channel = None  # the browser side is gone or going: nothing to tell it
+        self.ended = True  # the browser side is gone or going: nothing to tell it
+        self.local_peer = None
         await self.close()
 
     async def disconnect(self, code: int) -> None:
-        if self.browser_channel is not None:
-            try:
-                await relay(
-                    self.channel_layer,
-                    self.browser_channel,
-                    {"type": "terminal.closed", "reason": self.reason},
-                )
-            except ChannelFull:
-                logger.warning("terminal %s: browser side unreachable to close", self.session_id)
+        if self.session_id is None or self.ended:
+            return
+        self.ended = True
+        try:
+            await self.to_peer({"type": "terminal.closed", "reason": self.reason})
+        except ChannelFull:
+            logger.warning("terminal %s: browser side unreachable to close", self.session_id)
+        self.local_peer = None
