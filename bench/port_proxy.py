@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -115,6 +116,12 @@ async def download(url: str, headers: dict[str, str], size: int) -> float:
     return elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 10])
@@ -160,17 +167,22 @@ def main() -> None:
             )
         size = args.download_mb * 1024 * 1024
         times: dict[str, list[float]] = {"direct": [], "proxied": []}
+        web_cpu = 0.0
         for _ in range(args.downloads):
             times["direct"].append(asyncio.run(download(f"{direct}/bytes?n={size}", {}, size)))
+            before = cpu_seconds(web.pid)
             times["proxied"].append(
                 asyncio.run(download(f"{proxied}/bytes?n={size}", {"X-Pod-Token": token}, size))
             )
+            web_cpu += cpu_seconds(web.pid) - before
         rate = {k: args.download_mb / statistics.median(v) for k, v in times.items()}
         print(
             f"download {args.download_mb} MB x{args.downloads}: direct {rate['direct']:7.1f} MB/s"
             f" | proxied {rate['proxied']:7.1f} MB/s | proxied/direct "
             f"{rate['proxied'] / rate['direct']:.0%} (medians); {load_average()}"
         )
+        megabytes = args.download_mb * args.downloads
+        print(f"web process CPU while proxying downloads: {web_cpu / megabytes * 1000:.2f} ms/MB")
     finally:
         for proc in (web, app):
             proc.terminate()

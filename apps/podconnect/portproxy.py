@@ -3,10 +3,10 @@ WebSocket upgrades included (a Jupyter kernel's socket works through it).
 
 Served at the ASGI level, in front of Django (config/asgi.py), like `/v1`: a download or a
 notebook's socket lasts minutes, so it must not hold one of the bounded request slots nor a
-thread of the sync middleware. Bodies stream both ways chunk by chunk (httpx streaming, never
-buffered). Nothing of the site's own security headers is added to proxied responses (no frame
-DENY, no CSP): the proxied app owns its headers. Hop-by-hop headers are dropped both ways, and
-the site's own cookies (session, CSRF) never reach the pod.
+thread of the sync middleware. Bodies stream both ways chunk by chunk, never buffered
+(apps/podconnect/upstream.py). None of the site's own security headers is added to proxied
+responses (no frame DENY, no CSP): the proxied app owns its headers. Hop-by-hop headers are
+dropped both ways, and the site's own cookies (session, CSRF) never reach the pod.
 
 Two spellings:
 - `/pods/{id}/ports/{port}/rest` — the app sees `/rest` (and `X-Forwarded-Prefix`); for apps
@@ -29,7 +29,6 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import httpx
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
@@ -38,7 +37,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
-from apps.podconnect import access
+from apps.podconnect import access, upstream
 from apps.podconnect.access import Denied, PodPorts
 
 logger = logging.getLogger(__name__)
@@ -135,25 +134,16 @@ class PortProxy:
     """The ASGI app behind `/pods/{id}/ports/{port}/…` (HTTP and WebSocket)."""
 
     def __init__(self) -> None:
-        # One HTTP client per event loop (a client is bound to the loop it was made on).
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
-        self._clients = weakref.WeakKeyDictionary()
+        # One connection pool per event loop (streams belong to the loop that opened them).
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, upstream.Pool]
+        self._pools = weakref.WeakKeyDictionary()
 
-    def client(self) -> httpx.AsyncClient:
+    def pool(self) -> upstream.Pool:
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = httpx.AsyncClient(
-                timeout=httpx.Timeout(
-                    settings.POD_PORT_PROXY_READ_TIMEOUT_S,
-                    connect=settings.POD_PORT_PROXY_CONNECT_TIMEOUT_S,
-                ),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
-                follow_redirects=False,
-                trust_env=False,
-            )
-            self._clients[loop] = client
-        return client
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = self._pools[loop] = upstream.Pool()
+        return pool
 
     async def __call__(
         self, scope: dict[str, Any], receive: Any, send: Any, match: re.Match[str]
@@ -180,14 +170,14 @@ class PortProxy:
             path = raw_path[len(prefix) :].decode("latin-1") or "/"
         elif raw_path:
             path = raw_path.decode("latin-1")
-        upstream = f"{path}?{query.decode('latin-1')}" if query else path
+        target_path = f"{path}?{query.decode('latin-1')}" if query else path
         if scope["type"] == "http":
-            await self.http(scope, receive, send, target, upstream, prefix)
+            await self.http(scope, receive, send, target, target_path, prefix)
         else:
             if answer.by_session and not self.same_site(scope):
                 await self.deny(scope, send, Denied(403, "Cross-site WebSocket refused."))
                 return
-            await self.websocket(scope, receive, send, target, upstream, prefix)
+            await self.websocket(scope, receive, send, target, target_path, prefix)
 
     # --- access ---
 
@@ -289,22 +279,27 @@ class PortProxy:
         receive: Any,
         send: Any,
         target: tuple[str, int],
-        upstream: str,
+        path: str,
         prefix: str,
     ) -> None:
-        headers = self.request_headers(scope, prefix)
-        has_body = any(
-            (n == b"content-length" and v.strip() not in (b"", b"0")) or n == b"transfer-encoding"
-            for n, v in scope.get("headers", ())
-        )
+        headers = [(n, v) for n, v in self.request_headers(scope, prefix) if n != b"expect"]
+        length_header = next((v for n, v in headers if n == b"content-length"), None)
+        chunked_in = any(n == b"transfer-encoding" for n, _ in scope.get("headers", ()))
+        try:
+            body_length = int(length_header) if length_header is not None else None
+        except ValueError:
+            await self.deny(scope, send, Denied(400, "Content-Length is not a number."))
+            return
+        has_body = bool(body_length) or chunked_in
+        if not has_body:
+            headers = [(n, v) for n, v in headers if n != b"content-length"]
+            body_length = None
         body_done = asyncio.Event()
-        disconnected = asyncio.Event()
 
         async def request_body() -> AsyncIterator[bytes]:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
-                    disconnected.set()
                     return
                 chunk = message.get("body", b"")
                 if chunk:
@@ -316,40 +311,45 @@ class PortProxy:
         if not has_body:
             body_done.set()
         host, port = target
-        request = self.client().build_request(
-            scope["method"],
-            f"http://{host}:{port}{upstream}",
-            headers=headers,
-            content=request_body() if has_body else None,
-        )
 
         async def relay() -> None:
             try:
-                response = await self.client().send(request, stream=True)
-            except httpx.TimeoutException:
+                response = await upstream.send(
+                    self.pool(),
+                    host=host,
+                    port=port,
+                    method=scope["method"],
+                    target=path,
+                    headers=headers,
+                    body=request_body() if has_body else None,
+                    body_length=body_length,
+                    connect_timeout=settings.POD_PORT_PROXY_CONNECT_TIMEOUT_S,
+                    read_timeout=settings.POD_PORT_PROXY_READ_TIMEOUT_S,
+                )
+            except upstream.UpstreamTimeoutError:
                 await self.deny(scope, send, Denied(504, f"Port {port} of the pod timed out."))
                 return
-            except httpx.TransportError as exc:
-                logger.info("port proxy: %s:%s unreachable: %s", host, port, exc)
+            except upstream.UpstreamError as exc:
+                logger.info("port proxy: %s:%s: %s", host, port, exc)
                 await self.deny(
                     scope, send, Denied(502, f"Port {port} of the pod does not answer.")
                 )
                 return
+            body = response.body
             try:
-                raw = [(k, v) for k, v in response.headers.raw]
                 await send(
                     {
                         "type": "http.response.start",
-                        "status": response.status_code,
-                        "headers": end_to_end(raw),
+                        "status": response.status,
+                        "headers": end_to_end(response.headers),
                     }
                 )
-                # As the bytes arrive (a chunk size would hold small events back to fill it).
-                async for chunk in response.aiter_raw():
+                # As the bytes arrive: nothing is gathered into bigger pieces.
+                async for chunk in body:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
             finally:
-                await response.aclose()
+                await body.aclose()  # type: ignore[attr-defined]
 
         async def listen() -> None:
             # Once the request body is in, the next message can only be a disconnect.
@@ -372,9 +372,9 @@ class PortProxy:
                     await task
                 except asyncio.CancelledError:
                     pass
-                except (httpx.HTTPError, OSError) as exc:
-                    # The pod's app dropped the connection mid-response: the client sees the
-                    # body cut short, as it would talking to the app directly.
+                except (upstream.UpstreamError, OSError) as exc:
+                    # The pod's app broke off mid-response: the client sees the body cut
+                    # short, as it would talking to the app directly.
                     logger.info("port proxy: upstream %s:%s broke off: %s", host, port, exc)
 
     # --- WebSocket ---
@@ -385,7 +385,7 @@ class PortProxy:
         receive: Any,
         send: Any,
         target: tuple[str, int],
-        upstream: str,
+        path: str,
         prefix: str,
     ) -> None:
         first = await receive()
@@ -400,7 +400,7 @@ class PortProxy:
         host, port = target
         try:
             peer = await ws_connect(
-                f"ws://{host}:{port}{upstream}",
+                f"ws://{host}:{port}{path}",
                 additional_headers=headers,
                 origin=Origin(origin) if origin else None,
                 subprotocols=[Subprotocol(p) for p in scope.get("subprotocols") or []] or None,
