@@ -12,7 +12,7 @@ class TokenOutput(serializers.ModelSerializer):
 
     class Meta:
         model = PodAccessToken
-        fields = ("id", "name", "prefix", "created_at", "revoked_at", "active")
+        fields: tuple[str, ...] = ("id", "name", "prefix", "created_at", "revoked_at", "active")
 
     def get_active(self, token: PodAccessToken) -> bool:
         return token.revoked_at is None

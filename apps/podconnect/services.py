@@ -101,7 +101,9 @@ def terminal_attach(
     session.status = TerminalStatus.OPEN
     session.connected_at = now
     session.save(update_fields=["status", "connected_at"])
-    command = NodeCommand.objects.filter(pk=session.command_id).first()
+    command = (
+        NodeCommand.objects.filter(pk=session.command_id).first() if session.command_id else None
+    )
     if command is not None and command.payload.get("token"):
         NodeCommand.objects.filter(pk=command.pk).update(payload={**command.payload, "token": ""})
     return session

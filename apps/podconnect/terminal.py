@@ -25,7 +25,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, TypeGuard
 
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
@@ -57,7 +57,7 @@ async def relay(layer: Any, channel: str, message: dict[str, Any]) -> None:
             await asyncio.sleep(CHANNEL_FULL_RETRY_S)
 
 
-def _is_size(value: object) -> bool:
+def _is_size(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1000
 
 
