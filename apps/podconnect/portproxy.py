@@ -295,11 +295,16 @@ class PortProxy:
             headers = [(n, v) for n, v in headers if n != b"content-length"]
             body_length = None
         body_done = asyncio.Event()
+        client_gone = False
 
         async def request_body() -> AsyncIterator[bytes]:
+            nonlocal client_gone
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
+                    # Gone mid-upload: end the exchange (the app would wait for the rest).
+                    client_gone = True
+                    body_done.set()
                     return
                 chunk = message.get("body", b"")
                 if chunk:
@@ -354,7 +359,7 @@ class PortProxy:
         async def listen() -> None:
             # Once the request body is in, the next message can only be a disconnect.
             await body_done.wait()
-            while True:
+            while not client_gone:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     return

@@ -191,3 +191,44 @@ async def test_revoking_a_token_takes_effect_at_once_in_this_process(user, raw_a
 
     assert before.status_code == 200 and after.status_code == 401
     assert access.cached("t", access.token_digest(token), pod.pk) == access.BAD_TOKEN
+
+
+async def test_a_client_gone_mid_upload_ends_the_exchange(user, raw_app):
+    app, port = raw_app
+    pod = await pod_on(user, port)
+    token = await token_for(user, pod)
+    messages = [
+        {"type": "http.request", "body": b"only part", "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()  # nothing more ever comes
+        return {}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    path = f"/pods/{pod.pk}/ports/{port}/upload"
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"x-pod-token", token.encode()),
+            (b"content-length", b"1000"),  # the app waits for all of it
+        ],
+        "client": ("127.0.0.1", 50000),
+        "scheme": "http",
+    }
+
+    # Bounded only so that a regression fails instead of hanging; it returns at once.
+    await asyncio.wait_for(PortProxyRouter(not_found_app)(scope, receive, send), 60)
+
+    assert not any(m["type"] == "http.response.start" for m in sent)
