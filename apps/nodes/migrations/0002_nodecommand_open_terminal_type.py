@@ -4,15 +4,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('nodes', '0001_node_gpu_workload_command'),
+        ("nodes", "0001_node_gpu_workload_command"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='nodecommand',
-            name='type',
-            field=models.CharField(choices=[('start_pod', 'Start Pod'), ('stop_pod', 'Stop Pod'), ('fetch_logs', 'Fetch Logs'), ('open_terminal', 'Open Terminal')], max_length=32),
+            model_name="nodecommand",
+            name="type",
+            field=models.CharField(
+                choices=[
+                    ("start_pod", "Start Pod"),
+                    ("stop_pod", "Stop Pod"),
+                    ("fetch_logs", "Fetch Logs"),
+                    ("open_terminal", "Open Terminal"),
+                ],
+                max_length=32,
+            ),
         ),
     ]
