@@ -17,13 +17,14 @@ from typing import Any, TypeGuard
 
 from agent.log import log
 from agent.runtime import RESTART_POLICIES, ContainerRuntimeError, DockerRuntime, PodSpec, PortSpec
+from agent.terminal import OPEN_TERMINAL, TerminalManager, TerminalRequest
 
 logger = logging.getLogger("agent.commands")
 
 START_POD = "start_pod"
 STOP_POD = "stop_pod"
 FETCH_LOGS = "fetch_logs"
-COMMAND_TYPES = (START_POD, STOP_POD, FETCH_LOGS)
+COMMAND_TYPES = (START_POD, STOP_POD, FETCH_LOGS, OPEN_TERMINAL)
 DEFAULT_STOP_TIMEOUT_S = 10
 MAX_STOP_TIMEOUT_S = 600
 DEFAULT_LOG_TAIL = 100
@@ -165,7 +166,24 @@ def parse_pod_spec(payload: Mapping[str, Any], *, node_id: str, command_id: str)
     )
 
 
-def prepare(command: Command, runtime: DockerRuntime, node_id: str) -> Callable[[], dict[str, Any]]:
+def parse_terminal_request(payload: Mapping[str, Any]) -> TerminalRequest:
+    """An ``open_terminal`` payload; ``PayloadError`` names the first bad field."""
+    pod_id = _pod_id(payload)
+    session_id = payload.get("session_id")
+    if not isinstance(session_id, str) or not _POD_ID.match(session_id):
+        raise PayloadError("session_id: must be a non-empty id")
+    token = payload.get("token")
+    if not isinstance(token, str) or not token:
+        raise PayloadError("token: must be a non-empty string (used tokens are wiped)")
+    return TerminalRequest(pod_id=pod_id, session_id=session_id, token=token)
+
+
+def prepare(
+    command: Command,
+    runtime: DockerRuntime,
+    node_id: str,
+    terminals: TerminalManager | None = None,
+) -> Callable[[], dict[str, Any]]:
     """Validate ``command`` now and return the work that runs it (returning its result).
 
     Raises ``PayloadError`` for a malformed payload or an unknown type.
@@ -182,6 +200,9 @@ def prepare(command: Command, runtime: DockerRuntime, node_id: str) -> Callable[
         pod_id = _pod_id(payload)
         tail = _optional_int(payload, "tail", DEFAULT_LOG_TAIL, 1, MAX_LOG_TAIL)
         return lambda: {"logs": runtime.logs(pod_id, tail=tail)}
+    if command.type == OPEN_TERMINAL and terminals is not None:
+        request = parse_terminal_request(payload)
+        return lambda: terminals.open(request)
     raise PayloadError(f"type: unknown command type {command.type!r}")
 
 
@@ -191,8 +212,14 @@ def prepare(command: Command, runtime: DockerRuntime, node_id: str) -> Callable[
 class CommandRunner:
     """Runs commands on daemon threads, in order per pod, and collects their ack bodies."""
 
-    def __init__(self, runtime: DockerRuntime, max_parallel: int = 4) -> None:
+    def __init__(
+        self,
+        runtime: DockerRuntime,
+        max_parallel: int = 4,
+        terminals: TerminalManager | None = None,
+    ) -> None:
         self.runtime = runtime
+        self.terminals = terminals
         self._lock = threading.Condition()
         self._slots = threading.BoundedSemaphore(max_parallel)
         self._tails: dict[str, threading.Thread] = {}
@@ -203,7 +230,7 @@ class CommandRunner:
     def submit(self, command: Command, node_id: str) -> None:
         """Queue ``command``; a malformed one is answered at once with a failed ack body."""
         try:
-            work = prepare(command, self.runtime, node_id)
+            work = prepare(command, self.runtime, node_id, self.terminals)
         except PayloadError as exc:
             log(logger, logging.ERROR, "command.rejected", command_id=command.id, error=str(exc))
             with self._lock:
@@ -289,8 +316,10 @@ class CommandRunner:
         return finished
 
     def is_in_flight(self, command_id: str) -> bool:
+        """Queued, running, or finished with its ack not yet taken (a heartbeat between the
+        finish and the next flush delivers the command again: it must not run twice)."""
         with self._lock:
-            return command_id in self._in_flight
+            return command_id in self._in_flight or any(c.id == command_id for c, _ in self._done)
 
     def starting_pods(self) -> set[str]:
         with self._lock:

@@ -31,6 +31,7 @@ from agent.log import log
 from agent.runtime import ContainerRuntimeError, DockerRuntime
 from agent.state import AgentState, StateStore
 from agent.system import SystemProbe
+from agent.terminal import TerminalManager
 
 logger = logging.getLogger("agent.main")
 
@@ -72,7 +73,10 @@ class Agent:
         self.gpus = gpus or GpuCollector()
         self.system = system or SystemProbe()
         self.client = client or ServerClient(self.server_url, wait=self.stop_event.wait)
-        self.runner = CommandRunner(self.runtime)
+        self.terminals = TerminalManager(
+            self.runtime, self.server_url, node_token=lambda: self.client.node_token
+        )
+        self.runner = CommandRunner(self.runtime, terminals=self.terminals)
         self.clock = clock
         self.wall_clock = wall_clock
         # The last heartbeat sequence number sent: every heartbeat carries a larger one (the
@@ -158,6 +162,7 @@ class Agent:
         except (ServerUnavailableError, Unauthorized) as exc:
             log(logger, logging.WARNING, "agent.acks_left_pending", error=str(exc))
         self.save_state()
+        self.terminals.close_all()
         self.client.close()
         self.runtime.close()
         self.gpus.close()

@@ -16,24 +16,30 @@ from apps.core.asgi import (  # noqa: E402
     BrowserOriginValidator,
     BufferedChunkedBody,
 )
+from apps.podconnect.portproxy import PortProxyRouter  # noqa: E402
 from apps.proxy.asgi import ProxyRouter  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        # /v1 (the model proxy) bypasses the bound and the sync middleware: apps/proxy/asgi.py.
-        # A chunked body is read (and capped) before the request takes one of the bound's slots.
-        "http": ProxyRouter(
-            BufferedChunkedBody(
-                BoundedConcurrency(
-                    django_asgi_app,
-                    settings.WEB_MAX_CONCURRENT_REQUESTS,
-                    queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+# /pods/{id}/ports/{port}/… (the pod port proxy, HTTP and WebSocket) is served ahead of all
+# of it, like /v1: no bound, no sync middleware, no site headers (apps/podconnect/portproxy.py).
+application = PortProxyRouter(
+    ProtocolTypeRouter(
+        {
+            # /v1 (the model proxy) bypasses the bound and the sync middleware:
+            # apps/proxy/asgi.py. A chunked body is read (and capped) before the request takes
+            # one of the bound's slots.
+            "http": ProxyRouter(
+                BufferedChunkedBody(
+                    BoundedConcurrency(
+                        django_asgi_app,
+                        settings.WEB_MAX_CONCURRENT_REQUESTS,
+                        queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+                    )
                 )
-            )
-        ),
-        "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns)),
-    }
+            ),
+            "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns)),
+        }
+    )
 )
 
 # Everything imported by now lives as long as the process: take it out of the cyclic

@@ -2,6 +2,7 @@
 
 from django.urls import URLPattern, path
 
+from apps.podconnect.routing import websocket_urlpatterns as podconnect_routes
 from apps.proxy.voice.auth import DeploymentKeyAuthMiddleware
 from apps.proxy.voice.consumers import (
     SpeechConsumer,
@@ -18,3 +19,5 @@ websocket_urlpatterns: list[URLPattern] = [
     path("ws/audio/speech", DeploymentKeyAuthMiddleware(SpeechConsumer.as_asgi())),
     path("ws/voice-agent", DeploymentKeyAuthMiddleware(VoiceAgentConsumer.as_asgi())),
 ]
+# The browser terminal of a pod (apps/podconnect).
+websocket_urlpatterns += podconnect_routes

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.nodes",
     "apps.billing",
     "apps.pods",
+    "apps.podconnect",
     "apps.providers",
     "apps.sourcing",
     "apps.catalog",
@@ -133,7 +134,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # A consumer's receive blocks in BZPOPMIN for up to 5 s (channels_redis'
+            # brpop_timeout); redis-py's default 5 s socket timeout would cut that read short
+            # and kill an idle consumer (a terminal nobody types in) with a TimeoutError.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
         }
     }
 else:
@@ -557,3 +561,15 @@ VOICE_HISTORY_CHARS = env.int("VOICE_HISTORY_CHARS", default=6000)
 VOICE_PENDING_UTTERANCES = env.int("VOICE_PENDING_UTTERANCES", default=4)
 VOICE_PENDING_SPEECHES = env.int("VOICE_PENDING_SPEECHES", default=8)
 VOICE_MAX_FRAME_BYTES = env.int("VOICE_MAX_FRAME_BYTES", default=256 * 1024)
+
+# --- Connecting to pods (apps.podconnect: browser terminal, HTTP port proxy) ---------------------
+# The agent must dial in within this long of the OPEN_TERMINAL command (it sees the command on
+# its next heartbeat); a session with no keystroke and no output for the idle time closes.
+POD_TERMINAL_OPEN_TIMEOUT_S = env.float("POD_TERMINAL_OPEN_TIMEOUT_S", default=60.0)
+POD_TERMINAL_IDLE_TIMEOUT_S = env.float("POD_TERMINAL_IDLE_TIMEOUT_S", default=900.0)
+# How long a web process trusts what it read about a port-proxy credential (session or token)
+# and the pod's endpoint: a revoked token stops working within this long everywhere.
+POD_PORT_PROXY_AUTH_CACHE_S = env.float("POD_PORT_PROXY_AUTH_CACHE_S", default=2.0)
+# Connect and idle-read limits towards the pod's port (a long-poll or a stream may idle).
+POD_PORT_PROXY_CONNECT_TIMEOUT_S = env.float("POD_PORT_PROXY_CONNECT_TIMEOUT_S", default=5.0)
+POD_PORT_PROXY_READ_TIMEOUT_S = env.float("POD_PORT_PROXY_READ_TIMEOUT_S", default=300.0)

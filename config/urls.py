@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("apps.nodes.urls")),
     path("", include("apps.billing.urls")),
     path("", include("apps.pods.urls")),
+    path("", include("apps.podconnect.urls")),
     path("", include("apps.providers.urls")),
     path("", include("apps.sourcing.urls")),
     path("", include("apps.catalog.urls")),
@@ -55,6 +56,7 @@ urlpatterns = [
     path("billing/usage/", include("apps.pods.usage_urls")),  # pods' records, billing's menu
     path("billing/", include("apps.billing.web_urls")),
     path("pods/", include("apps.pods.web_urls")),
+    path("pods/", include("apps.podconnect.web_urls")),
     path("models/", include("apps.catalog.web_urls")),
     path("provider/", include("apps.providers.web_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

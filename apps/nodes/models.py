@@ -238,6 +238,7 @@ class CommandType(models.TextChoices):
     START_POD = "start_pod"
     STOP_POD = "stop_pod"
     FETCH_LOGS = "fetch_logs"
+    OPEN_TERMINAL = "open_terminal"
 
 
 class CommandStatus(models.TextChoices):
