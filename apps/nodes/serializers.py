@@ -84,12 +84,23 @@ class ContainerStateInput(StrictSerializer):
     started_at = serializers.DateTimeField(allow_null=True, required=False)
     finished_at = serializers.DateTimeField(allow_null=True, required=False)
     error = serializers.CharField(max_length=2000, allow_blank=True, required=False, default="")
+    disk_used_bytes = serializers.IntegerField(
+        min_value=0, max_value=2**62, allow_null=True, required=False
+    )
+
+
+class VolumeUsageInput(StrictSerializer):
+    name = serializers.CharField(max_length=128)
+    used_bytes = serializers.IntegerField(min_value=0, max_value=2**62)
 
 
 class HeartbeatInput(StrictSerializer):
     gpus = serializers.ListField(child=GpuTelemetryInput(), max_length=64)
     system = SystemTelemetryInput()
     containers = serializers.ListField(child=ContainerStateInput(), max_length=1024)
+    volumes = serializers.ListField(
+        child=VolumeUsageInput(), max_length=4096, required=False, default=list
+    )
 
 
 class CommandAckInput(StrictSerializer):

@@ -200,6 +200,8 @@ def _record_containers(
             "finished_at": report.get("finished_at"),
             "error": report.get("error") or "",
         }
+        if report.get("disk_used_bytes") is not None:  # measured now and then, not every beat
+            observed["disk_used_bytes"] = report["disk_used_bytes"]
         if any(getattr(workload, k) != v for k, v in observed.items()):
             previous = workload.state
             for name, value in observed.items():
@@ -218,6 +220,7 @@ def _record_containers(
                 "finished_at",
                 "error",
                 "observed_at",
+                "disk_used_bytes",
             ],
         )
         transaction.on_commit(lambda: _announce_observed(changed))
@@ -235,6 +238,7 @@ def node_heartbeat(
     gpus: list[dict[str, Any]],
     system: dict[str, Any],
     containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]] | None = None,
 ) -> HeartbeatAnswer:
     """Record one heartbeat and return the commands waiting for the node. A REGISTERING or
     OFFLINE node comes (back) ONLINE.
@@ -257,6 +261,9 @@ def node_heartbeat(
     )
     if gpus:
         _record_gpu_telemetry(node=node, gpus=gpus, now=now)
+    if volumes:
+        # Measured by the agent every so often; the pods app records them and enforces quotas.
+        signals.volumes_measured.send(sender=Node, node=node, volumes=volumes, at=now)
     return HeartbeatAnswer(
         heartbeat_interval=node.heartbeat_interval,
         commands=_deliver_commands(node=node, now=now),

@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from rest_framework import serializers
 
 from apps.core.gpu_models import CPU_MODEL
@@ -5,6 +7,7 @@ from apps.core.money import micros_to_usd, usd_to_micros
 from apps.core.serializers import StrictSerializer
 from apps.pods.models import Pod, PodEvent, UsageRecord
 from apps.pods.scheduler import known_gpu_models, lowest_price
+from apps.pods.ssh import ssh_command
 
 MAX_GPUS = 8
 
@@ -38,6 +41,32 @@ class PodCreateInput(StrictSerializer):
         max_digits=8, decimal_places=6, min_value=0, required=False, allow_null=True, default=None
     )
     restartable = serializers.BooleanField(default=False)
+    vcpus = serializers.DecimalField(
+        max_digits=7,
+        decimal_places=3,
+        min_value=Decimal("0.1"),
+        max_value=4096,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="CPU cores to reserve (default: the GPUs' share of the node).",
+    )
+    memory_mb = serializers.IntegerField(
+        min_value=16,
+        max_value=16 * 1024 * 1024,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="RAM to reserve, MB (default: the GPUs' share of the node).",
+    )
+    shm_mb = serializers.IntegerField(
+        min_value=1,
+        max_value=16 * 1024 * 1024,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Shared memory (shm) size, MB (default: half the memory).",
+    )
 
     def validate_env(self, env: dict[str, str]) -> dict[str, str]:
         if len(env) > 128:
@@ -69,6 +98,18 @@ class PodCreateInput(StrictSerializer):
                     "and at least 1 with a GPU model."
                 }
             )
+        vcpus = data.pop("vcpus", None)
+        data["cpu_request_millicores"] = int(vcpus * 1000) if vcpus is not None else None
+        data["memory_request_mb"] = data.pop("memory_mb", None)
+        data["shm_request_mb"] = data.pop("shm_mb", None)
+        if (
+            data["shm_request_mb"] is not None
+            and data["memory_request_mb"] is not None
+            and data["shm_request_mb"] > data["memory_request_mb"]
+        ):
+            raise serializers.ValidationError(
+                {"shm_mb": "Shared memory counts against the pod's memory: at most memory_mb."}
+            )
         cap = data.pop("price_cap_per_gpu_hour_usd", None)
         data["price_cap_per_gpu_hour"] = usd_to_micros(cap) if cap is not None else None
         if data["price_cap_per_gpu_hour"] is not None:
@@ -89,6 +130,8 @@ class PodCreateInput(StrictSerializer):
 class PodOutput(serializers.ModelSerializer):
     node = serializers.SerializerMethodField()
     price_per_gpu_hour_usd = serializers.SerializerMethodField()
+    vcpus = serializers.SerializerMethodField()
+    ssh_command = serializers.SerializerMethodField()
 
     class Meta:
         model = Pod
@@ -112,6 +155,16 @@ class PodOutput(serializers.ModelSerializer):
             "price_per_gpu_hour",
             "price_per_gpu_hour_usd",
             "endpoints",
+            "ssh_command",
+            "vcpus",
+            "memory_mb",
+            "shm_mb",
+            "cpu_request_millicores",
+            "memory_request_mb",
+            "oom_killed",
+            "volume",
+            "volume_mount_path",
+            "template",
             "created_at",
             "started_at",
             "stopped_at",
@@ -122,6 +175,12 @@ class PodOutput(serializers.ModelSerializer):
         if pod.node_id is None:
             return None
         return {"id": str(pod.node_id), "hostname": pod.node.hostname}  # type: ignore[union-attr]
+
+    def get_vcpus(self, pod: Pod) -> float | None:
+        return pod.cpu_millicores / 1000 if pod.cpu_millicores else None
+
+    def get_ssh_command(self, pod: Pod) -> str | None:
+        return ssh_command(pod.endpoints)
 
     def get_price_per_gpu_hour_usd(self, pod: Pod) -> str | None:
         return None if pod.price_per_gpu_hour is None else micros_to_usd(pod.price_per_gpu_hour)

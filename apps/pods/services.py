@@ -165,7 +165,19 @@ def pod_observe_workload(*, workload: Workload) -> None:
                 pod.save(update_fields=["billing_ends_at", "updated_at"])
             return
         code = workload.exit_code
-        if state == "exited" and code == 0:
+        if "OOMKilled" in (workload.error or ""):
+            pod.oom_killed = True
+            pod.save(update_fields=["oom_killed", "updated_at"])
+            _finish_on_node(
+                pod=pod,
+                to=PodStatus.FAILED,
+                reason=(
+                    f"out of memory: the container went over its {pod.memory_mb} MB memory "
+                    f"limit and was killed (OOMKilled, exit code {code})"
+                ),
+                ended_at=ended,
+            )
+        elif state == "exited" and code == 0:
             _finish_on_node(
                 pod=pod, to=PodStatus.STOPPED, reason="container exited with code 0", ended_at=ended
             )
