@@ -21,6 +21,7 @@ SCHEDULE: tuple[PeriodicEntry, ...] = (
     PeriodicEntry("mark silent nodes offline", "nodes.mark_silent_offline", 30),
     PeriodicEntry("schedule pending pods", "pods.schedule_pending", 15),
     PeriodicEntry("bill running pods", "pods.bill_running", 60),
+    PeriodicEntry("bill volume storage", "pods.bill_storage", 60),
     PeriodicEntry("ledger consistency check", "billing.ledger_check", 3600),
     PeriodicEntry("send approved payouts", "providers.send_payouts", 60),
     PeriodicEntry("settle sent payouts", "providers.settle_payouts", 300),

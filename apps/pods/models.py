@@ -163,6 +163,8 @@ class Volume(models.Model):
     # Billing: whole minutes since created_at already charged, and their cumulative amount.
     billed_minutes = models.PositiveIntegerField(default=0)
     billed_amount = models.BigIntegerField(default=0)
+    # Set once a deleted (or failed) volume is billed to its end: later ticks skip it.
+    billing_closed = models.BooleanField(default=False)
     created_at = models.DateTimeField()
     deleted_at = models.DateTimeField(null=True, blank=True)
 
