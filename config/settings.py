@@ -280,10 +280,11 @@ if STRIPE_SECRET_KEY and not STRIPE_WEBHOOK_SECRET:
 # Where pending pods can be placed, tried in order (the sourcing app adds upstream clouds).
 POD_CAPACITY_SOURCES = ["apps.pods.scheduler.community_nodes"]
 POD_LOGS_WAIT_S = env.float("POD_LOGS_WAIT_S", default=15)
-# What a pod gets when neither it nor its GPUs' share of the node says (CPU pods; nodes that did
-# not report their totals). Millicores: 1000 = one core.
-POD_DEFAULT_CPU_MILLICORES = env.int("POD_DEFAULT_CPU_MILLICORES", default=1000)
-POD_DEFAULT_MEMORY_MB = env.int("POD_DEFAULT_MEMORY_MB", default=2048)
+# What a pod reserves when neither it nor its GPUs' share of the node says (CPU pods; nodes that
+# did not report their totals). Reserved for placement, not enforced as a limit (a pod that
+# wants a limit asks for vcpus/memory_mb). Millicores: 1000 = one core.
+POD_DEFAULT_CPU_MILLICORES = env.int("POD_DEFAULT_CPU_MILLICORES", default=500)
+POD_DEFAULT_MEMORY_MB = env.int("POD_DEFAULT_MEMORY_MB", default=1024)
 # Volumes: the storage price (micro-dollars per GB per 30-day month, charged by the minute).
 VOLUME_PRICE_PER_GB_MONTH = env.int("VOLUME_PRICE_PER_GB_MONTH", default=100_000)
 VOLUME_DEFAULT_MOUNT_PATH = "/workspace"

@@ -14,9 +14,9 @@ from rest_framework.views import APIView
 
 from apps.accounts import serializers as s
 from apps.accounts.jwt import jwt_issue
-from apps.accounts.models import ApiKey, SshKey
+from apps.accounts.models import ApiKey
 from apps.accounts.services import EmailTakenError, api_key_create, api_key_revoke, user_register
-from apps.accounts.ssh_keys import SshKeyError, ssh_key_add, ssh_key_delete
+from apps.accounts.ssh_keys import SshKeyError, keys_of, ssh_key_add, ssh_key_delete
 
 
 def _token_body(user: Any) -> dict[str, Any]:
@@ -102,7 +102,7 @@ class ApiKeyDetailView(APIView):
 class SshKeyListView(APIView):
     @extend_schema(responses={200: s.SshKeyOutput(many=True)}, tags=["auth"])
     def get(self, request: Request) -> Response:
-        return Response(s.SshKeyOutput(SshKey.objects.filter(user=request.user), many=True).data)
+        return Response(s.SshKeyOutput(keys_of(request.user), many=True).data)
 
     @extend_schema(request=s.SshKeyInput, responses={201: s.SshKeyOutput}, tags=["auth"])
     def post(self, request: Request) -> Response:
@@ -118,5 +118,5 @@ class SshKeyListView(APIView):
 class SshKeyDetailView(APIView):
     @extend_schema(responses={204: None}, tags=["auth"])
     def delete(self, request: Request, key_id: str) -> Response:
-        ssh_key_delete(key=get_object_or_404(SshKey.objects.filter(user=request.user), pk=key_id))
+        ssh_key_delete(key=get_object_or_404(keys_of(request.user), pk=key_id))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -5,8 +5,10 @@ import base64
 import binascii
 import hashlib
 import struct
+import uuid
 
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 
 from apps.accounts.models import SshKey, User
 
@@ -53,6 +55,11 @@ def parse_public_key(text: str) -> tuple[str, str]:
         raise SshKeyError("RSA keys must be at least 2048 bits.")
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     return line, f"SHA256:{digest}"
+
+
+def keys_of(user: object) -> QuerySet[SshKey]:
+    """The keys of `user` (none for an anonymous one): every query for keys goes through here."""
+    return SshKey.objects.filter(user_id=getattr(user, "pk", None) or uuid.UUID(int=0))
 
 
 def ssh_key_add(*, user: User, name: str, public_key: str) -> SshKey:

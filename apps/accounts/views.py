@@ -11,9 +11,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from apps.accounts.models import ApiKey, SshKey
+from apps.accounts.models import ApiKey
 from apps.accounts.services import api_key_create, api_key_revoke
-from apps.accounts.ssh_keys import MAX_KEY_CHARS, SshKeyError, ssh_key_add, ssh_key_delete
+from apps.accounts.ssh_keys import MAX_KEY_CHARS, SshKeyError, keys_of, ssh_key_add, ssh_key_delete
 from apps.billing.models import AccountKind, LedgerAccount, TransactionKind
 from apps.billing.selectors import wallet_balance
 from apps.billing.series import PERIODS, chart_points, entry_series, parse_period
@@ -129,7 +129,7 @@ def ssh_keys(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Added {key.name} ({key.fingerprint}).")
             return redirect("accounts:ssh_keys")
-    keys = SshKey.objects.filter(user=request.user)
+    keys = keys_of(request.user)
     status = 400 if form.errors else 200
     return render(request, "accounts/ssh_keys.html", {"form": form, "keys": keys}, status=status)
 
@@ -137,7 +137,7 @@ def ssh_keys(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def ssh_key_delete_view(request: HttpRequest, key_id: str) -> HttpResponse:
-    key = get_object_or_404(SshKey.objects.filter(user=request.user), pk=key_id)
+    key = get_object_or_404(keys_of(request.user), pk=key_id)
     ssh_key_delete(key=key)
     messages.success(request, f"Removed {key.name}. New pods no longer get it.")
     return redirect("accounts:ssh_keys")

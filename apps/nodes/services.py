@@ -482,3 +482,22 @@ def node_price_set(*, node: Node, price_per_gpu_hour: int | None) -> Node:
     locked.price_per_gpu_hour = price_per_gpu_hour
     locked.save(update_fields=["price_per_gpu_hour"])
     return locked
+
+
+@transaction.atomic
+def node_share_set(
+    *, node: Node, cpu_per_gpu_millicores: int | None, ram_per_gpu_mb: int | None
+) -> Node:
+    """Set what each GPU of the node brings to a pod of its CPU (millicores) and RAM (MB); None:
+    the node's totals divided by its GPUs. Pods already placed keep their reservation. Writes
+    these columns alone, under the node's lock."""
+    for value in (cpu_per_gpu_millicores, ram_per_gpu_mb):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError("A share is a positive whole number, or None.")
+    locked = lock_node(node.pk)
+    locked.cpu_per_gpu_millicores = cpu_per_gpu_millicores
+    locked.ram_per_gpu_mb = ram_per_gpu_mb
+    locked.save(update_fields=["cpu_per_gpu_millicores", "ram_per_gpu_mb"])
+    return locked

@@ -255,6 +255,8 @@ class TemplateDetailView(APIView):
 
     @extend_schema(responses={204: None}, tags=["templates"])
     def delete(self, request: Request, template_id: str) -> Response:
-        template = get_object_or_404(PodTemplate.objects.filter(owner=request.user), pk=template_id)
+        template = get_object_or_404(
+            PodTemplate.objects.filter(owner_id=request.user.pk), pk=template_id
+        )
         template.delete()
         return Response(status=status.HTTP_204_NO_CONTENT)

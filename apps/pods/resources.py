@@ -4,7 +4,8 @@ Each GPU of a node brings a share of the node's CPU and RAM: the operator's sett
 (`cpu_per_gpu_millicores`, `ram_per_gpu_mb`), or else the node's totals divided by its GPU
 count. A pod gets its GPUs' share unless it asks for an amount of its own, which is granted
 when the node has that much free. CPU-only pods (and nodes whose GPUs bring no share) get the
-platform defaults. Disk is the pod's `disk_gb` plus the node's volumes.
+platform defaults, which are reserved but not enforced as limits (they are a guess, not an
+ask). Disk is the pod's `disk_gb` plus the node's volumes.
 
 A node that did not report a total (0) is not limited on that resource: nothing is known to
 reserve against. Reservations are what ON_NODE pods hold (`Pod.cpu_millicores`, `memory_mb`,
@@ -15,6 +16,7 @@ import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Sum
@@ -28,6 +30,10 @@ class Needs:
     cpu_millicores: int
     memory_mb: int
     disk_gb: int
+    # Enforced in Docker when asked for or a GPU share; a platform default is only reserved
+    # (a CPU pod without an ask is not throttled nor OOM-killed at a guessed size).
+    limit_cpu: bool = True
+    limit_memory: bool = True
 
     @property
     def shm_default_mb(self) -> int:
@@ -50,19 +56,26 @@ class NodeResources:
 
     def needs(self, pod: Pod) -> Needs:
         """What `pod` takes of this node: its own ask, else its GPUs' share, else defaults."""
+        limit_cpu = limit_memory = True
         if pod.cpu_request_millicores:
             cpu = pod.cpu_request_millicores
         elif pod.gpu_count and self.cpu_per_gpu:
             cpu = self.cpu_per_gpu * pod.gpu_count
         else:
-            cpu = settings.POD_DEFAULT_CPU_MILLICORES
+            cpu, limit_cpu = settings.POD_DEFAULT_CPU_MILLICORES, False
         if pod.memory_request_mb:
             memory = pod.memory_request_mb
         elif pod.gpu_count and self.ram_per_gpu:
             memory = self.ram_per_gpu * pod.gpu_count
         else:
-            memory = settings.POD_DEFAULT_MEMORY_MB
-        return Needs(cpu_millicores=cpu, memory_mb=memory, disk_gb=pod.disk_gb)
+            memory, limit_memory = settings.POD_DEFAULT_MEMORY_MB, False
+        return Needs(
+            cpu_millicores=cpu,
+            memory_mb=memory,
+            disk_gb=pod.disk_gb,
+            limit_cpu=limit_cpu,
+            limit_memory=limit_memory,
+        )
 
     def shortfall(self, needs: Needs) -> str:
         """Why `needs` does not fit now ("" when it does)."""
@@ -119,7 +132,7 @@ def node_resources(nodes: Iterable[Node]) -> dict[uuid.UUID, NodeResources]:
     gpus = dict(Node.objects.filter(pk__in=ids).annotate(n=Count("gpus")).values_list("pk", "n"))
     result = {}
     for node in nodes:
-        used = held.get(node.pk) or {}
+        used: dict[str, Any] = dict(held.get(node.pk) or {})
         gpu_total = gpus.get(node.pk, 0)
         cpu_share, ram_share = node_share(node, gpu_total)
         disk = disk_capacity_gb(node)

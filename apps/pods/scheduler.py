@@ -30,7 +30,7 @@ from apps.nodes.models import Gpu, Node, NodeStatus
 from apps.nodes.selectors import gpu_price_per_hour
 from apps.pods.lifecycle import pod_transition_event
 from apps.pods.models import GpuAllocation, Pod, PodEvent, PodStatus
-from apps.pods.resources import NodeResources, node_resources
+from apps.pods.resources import Needs, NodeResources, node_resources
 from apps.pods.ssh import ssh_keys_by_owner, ssh_public_keys
 
 logger = logging.getLogger(__name__)
@@ -189,17 +189,17 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
     placed_pods: list[Pod] = []
     starts: list[tuple[Node, uuid.UUID, dict[str, object]]] = []
     for pod, candidate in plan:
-        resources = fresh.get(candidate.node.pk)
-        if resources is None:
+        on_node = fresh.get(candidate.node.pk)
+        if on_node is None:
             continue  # the node left ONLINE meanwhile
-        needs = resources.needs(pod)
-        if resources.shortfall(needs):
+        needs = on_node.needs(pod)
+        if on_node.shortfall(needs):
             continue  # fuller than the view said: the pod waits for the next pass
         chosen = _take_gpus(free[candidate.node.pk], pod) if pod.gpu_count else []
         if chosen is None:
             candidate.free = 0  # fuller than the view said: someone else got there first
             continue
-        resources.take(needs)
+        on_node.take(needs)
         pod.cpu_millicores = needs.cpu_millicores
         pod.memory_mb = needs.memory_mb
         pod.shm_mb = pod.shm_request_mb or needs.shm_default_mb
@@ -222,6 +222,7 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
                     pod,
                     gpu_uuids=[uuids[g[0]] for g in chosen],
                     ssh_keys=keys.get(pod.owner_id, []),
+                    needs=needs,
                 ),
             )
         )
@@ -256,10 +257,17 @@ def lock_nodes_for_placement(node_ids: set[uuid.UUID]) -> list[Node]:
 
 
 def start_spec(
-    pod: Pod, *, gpu_uuids: list[str] | None = None, ssh_keys: list[str] | None = None
+    pod: Pod,
+    *,
+    gpu_uuids: list[str] | None = None,
+    ssh_keys: list[str] | None = None,
+    needs: Needs | None = None,
 ) -> dict[str, object]:
     """The start_pod payload of docs/agent-protocol.md (without pod_id): what the pod runs and
-    the limits the agent enforces, which are what was reserved for it on the node."""
+    the limits the agent enforces, which are what was reserved for it on the node (a platform
+    default is reserved only: `needs` says which)."""
+    limit_cpu = needs is None or needs.limit_cpu
+    limit_memory = needs is None or needs.limit_memory
     env = dict(pod.env)
     keys = ssh_keys if ssh_keys is not None else ssh_public_keys(owner_id=pod.owner_id)
     if keys and "PUBLIC_KEY" not in env:
@@ -288,8 +296,8 @@ def start_spec(
         ],
         "gpu_indices": pod.gpu_indices,
         "gpu_uuids": list(gpu_uuids or []),
-        "cpu_limit": pod.cpu_millicores / 1000 if pod.cpu_millicores else None,
-        "memory_limit_mb": pod.memory_mb or None,
+        "cpu_limit": pod.cpu_millicores / 1000 if pod.cpu_millicores and limit_cpu else None,
+        "memory_limit_mb": pod.memory_mb if pod.memory_mb and limit_memory else None,
         "shm_size_mb": pod.shm_mb or None,
         "disk_limit_gb": pod.disk_gb,
         "volumes": volumes,

@@ -76,7 +76,7 @@ def _choose_node(*, size_gb: int, gpu_model: str) -> Node:
         raise VolumeInputError("node", f"No online node{where} can take a volume now.")
     free = _free_disk(candidates)
     # Unlimited (unreported) disk counts as roomy, but a node that reported comes first.
-    fitting = [n for n in candidates if free[n.pk] is None or free[n.pk] >= size_gb]
+    fitting = [n for n in candidates if (f := free[n.pk]) is None or f >= size_gb]
     if not fitting:
         most = max(f for f in free.values() if f is not None)
         raise VolumeInputError(

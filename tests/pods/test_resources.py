@@ -108,6 +108,9 @@ def test_cpu_pods_take_defaults_and_stop_at_the_node_totals(funded, settings):
 
     assert [first.status, second.status] == [PodStatus.SCHEDULED] * 2
     assert (first.cpu_millicores, first.memory_mb) == (1000, 1024)
+    # a default is reserved, not enforced: the agent sets no limit for it
+    payload = start_payload(first)
+    assert (payload["cpu_limit"], payload["memory_limit_mb"]) == (None, None)
     assert third.status == PodStatus.PENDING
     assert "CPU and memory" in third.status_reason
 
