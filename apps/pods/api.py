@@ -225,33 +225,33 @@ class PodResumeView(APIView):
 
 
 class TemplateListView(APIView):
-    @extend_schema(responses={200: s.TemplateOutput(many=True)}, tags=["templates"])
+    @extend_schema(responses={200: s.PodTemplateOutput(many=True)}, tags=["templates"])
     def get(self, request: Request) -> Response:
         visible = PodTemplate.objects.filter(
             Q(owner__isnull=True, is_public=True) | Q(owner=request.user)
         )
-        return Response(s.TemplateOutput(visible, many=True).data)
+        return Response(s.PodTemplateOutput(visible, many=True).data)
 
     @extend_schema(
-        request=s.TemplateCreateInput, responses={201: s.TemplateOutput}, tags=["templates"]
+        request=s.PodTemplateCreateInput, responses={201: s.PodTemplateOutput}, tags=["templates"]
     )
     def post(self, request: Request) -> Response:
-        data = s.TemplateCreateInput(data=request.data, context={"user": request.user})
+        data = s.PodTemplateCreateInput(data=request.data, context={"user": request.user})
         data.is_valid(raise_exception=True)
         template = pod_templates.template_save(
             owner=request.user,  # type: ignore[arg-type]
             data=data.validated_data,
         )
-        return Response(s.TemplateOutput(template).data, status=status.HTTP_201_CREATED)
+        return Response(s.PodTemplateOutput(template).data, status=status.HTTP_201_CREATED)
 
 
 class TemplateDetailView(APIView):
-    @extend_schema(responses={200: s.TemplateOutput}, tags=["templates"])
+    @extend_schema(responses={200: s.PodTemplateOutput}, tags=["templates"])
     def get(self, request: Request, template_id: str) -> Response:
         visible = PodTemplate.objects.filter(
             Q(owner__isnull=True, is_public=True) | Q(owner=request.user)
         )
-        return Response(s.TemplateOutput(get_object_or_404(visible, pk=template_id)).data)
+        return Response(s.PodTemplateOutput(get_object_or_404(visible, pk=template_id)).data)
 
     @extend_schema(responses={204: None}, tags=["templates"])
     def delete(self, request: Request, template_id: str) -> Response:

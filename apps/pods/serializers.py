@@ -325,7 +325,7 @@ class VolumeOutput(serializers.ModelSerializer):
         return [str(p.pk) for p in volume.pods.all() if p.status in HOLDING_STATUSES]
 
 
-class TemplateCreateInput(StrictSerializer):
+class PodTemplateCreateInput(StrictSerializer):
     slug = serializers.SlugField(max_length=64)
     name = serializers.CharField(max_length=100)
     description = serializers.CharField(max_length=500, required=False, allow_blank=True)
@@ -361,7 +361,7 @@ class TemplateCreateInput(StrictSerializer):
         return model
 
 
-class TemplateOutput(serializers.ModelSerializer):
+class PodTemplateOutput(serializers.ModelSerializer):
     public = serializers.SerializerMethodField()
 
     class Meta:
