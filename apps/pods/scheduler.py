@@ -414,9 +414,16 @@ def schedule_pending(
             capacity = capacity or CapacityView.load()
             remaining = pods
             for source in sources:
-                if not remaining:
+                # A pod pinned to one of our nodes (its volume is there, or it resumes there)
+                # is for that node alone: no other source may rent a machine for it.
+                offered = (
+                    remaining
+                    if source is community_nodes
+                    else [p for p in remaining if p.node_id is None]
+                )
+                if not offered:
                     break
-                outcome = source(remaining, capacity)
+                outcome = source(offered, capacity)
                 result.placed += len(outcome.placed)
                 remaining = [p for p in remaining if p.pk not in outcome.placed]
             result.waiting += len(remaining)

@@ -5,7 +5,7 @@ import pytest
 
 from apps.nodes.models import CommandType, Node, NodeCommand, NodeStatus
 from apps.pods.models import Pod, PodStatus
-from apps.pods.scheduler import schedule_pending
+from apps.pods.scheduler import BatchOutcome, schedule_pending
 from apps.pods.services import PodNotResumableError, pod_create, pod_resume, pod_stop
 from tests.pods.conftest import ack, fund, report_container
 from tests.pods.test_resources import make_node
@@ -108,3 +108,31 @@ def test_resume_is_owner_only(funded, api_client, other_user):
     api_client.force_authenticate(None)
     assert api_client.post(f"/api/v1/pods/{pod.pk}/resume").status_code == 401
     assert Pod.objects.get(pk=pod.pk).status == PodStatus.STOPPED
+
+
+OFFERED: list = []
+
+
+def recording_source(pods: list[Pod], capacity: object) -> BatchOutcome:
+    """A second capacity source (as the sourcing app's upstream clouds are) that places
+    nothing and records what it was offered."""
+    OFFERED.extend(p.pk for p in pods)
+    return BatchOutcome()
+
+
+def test_a_pinned_pod_is_never_offered_to_other_capacity_sources(funded, settings):
+    settings.POD_CAPACITY_SOURCES = [
+        "apps.pods.scheduler.community_nodes",
+        "tests.pods.test_stop_resume.recording_source",
+    ]
+    home = make_node("home", gpus=1)
+    pod = stopped_pod(funded, home)
+    pod_create(owner=funded, spec=SPEC)  # takes home's GPU
+    OFFERED.clear()
+
+    resumed = pod_resume(pod=pod)  # pinned to home, which is full
+    unpinned = pod_create(owner=funded, spec=SPEC).pod  # may go anywhere: offered upstream
+
+    assert resumed.status == PodStatus.PENDING
+    assert resumed.pk not in OFFERED
+    assert unpinned.pk in OFFERED
