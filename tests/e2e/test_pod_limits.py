@@ -21,7 +21,7 @@ def container_of(docker_client, pod: Pod):
 def test_inspect_shows_the_reserved_limits_and_an_oom_kill_is_reported(
     agent_env, user, api_client, docker_client, busybox_image, cleanup_containers
 ):
-    agent_env()
+    agent = agent_env()
     node = wait_for(lambda: Node.objects.filter(status=NodeStatus.ONLINE).first(), "node ONLINE")
     assert node.cpu_cores > 0 and node.ram_total_mb > 0  # the agent reported its totals
     fund(user, 100_000_000)
@@ -75,3 +75,5 @@ def test_inspect_shows_the_reserved_limits_and_an_oom_kill_is_reported(
     assert "OOMKilled" in body["status_reason"]
     # the failed pod gave its reservation back; the other still holds its own
     assert Pod.objects.get(pk=pod.pk).cpu_millicores == 500
+    # a clean stop: no heartbeat is in flight when the test database is flushed
+    assert agent.stop() == 0, agent.output()

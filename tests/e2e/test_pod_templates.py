@@ -25,7 +25,7 @@ def test_template_pod_runs_the_templates_values_and_overrides_win(
 ):
     if shutil.which("ssh-keygen") is None:
         pytest.skip("ssh-keygen is not installed")
-    agent_env()
+    agent = agent_env()
     wait_for(lambda: Node.objects.filter(status=NodeStatus.ONLINE).first(), "node ONLINE")
     fund(user, 50_000_000)
     api_client.force_authenticate(user)
@@ -74,3 +74,5 @@ def test_template_pod_runs_the_templates_values_and_overrides_win(
         assert keys.strip() == public_key
     assert Pod.objects.get(pk=override.json()["id"]).name == "eval"
     assert Pod.objects.get(pk=plain.json()["id"]).name == "greeter"
+    # a clean stop: no heartbeat is in flight when the test database is flushed
+    assert agent.stop() == 0, agent.output()

@@ -50,7 +50,7 @@ def test_volume_outlives_pods_keeps_billing_when_stopped_and_resumes(
 ):
     settings.VOLUME_PRICE_PER_GB_MONTH = 432_000  # 10 micro-dollars per GB-minute
     monkeypatch.setenv("GPU_AGENT_MEASURE_INTERVAL", "1")
-    agent_env()
+    agent = agent_env()
     node = wait_for(lambda: Node.objects.filter(status=NodeStatus.ONLINE).first(), "node ONLINE")
     fund(user, 50_000_000)
     api_client.force_authenticate(user)
@@ -152,3 +152,5 @@ def test_volume_outlives_pods_keeps_billing_when_stopped_and_resumes(
         "volume DELETED",
     )
     assert volume.docker_name not in {v.name for v in docker_client.volumes.list()}
+    # a clean stop: no heartbeat is in flight when the test database is flushed
+    assert agent.stop() == 0, agent.output()
