@@ -8,14 +8,14 @@ from datetime import timedelta
 import pytest
 from django.test import TestCase
 
-from apps.billing.models import AccountKind, LedgerAccount, Transaction
-from apps.billing.services import wallet_for
+from apps.billing.models import AccountKind, LedgerAccount, Transaction, TransactionKind
+from apps.billing.services import ledger_post, platform_account, wallet_for
 from apps.nodes import services as node_services
 from apps.nodes.models import CommandType, Node, NodeCommand
 from apps.pods.models import Pod, PodStatus, Volume, VolumeStatus
 from apps.pods.storage_billing import storage_bill_tick, volume_bill
 from apps.pods.volumes import GB
-from tests.pods.conftest import ack, report_container
+from tests.pods.conftest import ack, fund, report_container
 from tests.pods.test_resources import make_node
 
 pytestmark = pytest.mark.django_db
@@ -273,7 +273,7 @@ def test_storage_is_billed_by_the_minute_exactly_and_once(owner_client, user, se
     assert LedgerAccount.objects.get(pk=wallet.pk).balance == before - 50_000
     charges = Transaction.objects.filter(idempotency_key__startswith="volume-storage:")
     assert charges.count() == 2
-    first = charges.get(idempotency_key=f"volume-storage:{volume.pk}:61")
+    first = charges.get(idempotency_key=f"volume-storage:{volume.pk}:61:2118")
     amounts = dict(first.entries.values_list("account__kind", "amount"))
     assert amounts[AccountKind.USER_WALLET] == -2118
     # the provider's share by its tier (the default 20% fee): 80% of 2118, rounded down
@@ -296,3 +296,38 @@ def test_billing_ends_at_delete(owner_client, user, settings):
 
     volume.refresh_from_db()
     assert (volume.billed_minutes, volume.billed_amount, volume.billing_closed) == (30, 300, True)
+
+
+def test_a_wallet_is_never_taken_below_its_floor_and_arrears_follow(owner_client, user, settings):
+    settings.VOLUME_PRICE_PER_GB_MONTH = 432_000  # 10 µ$ per GB-minute
+    settings.BILLING_OVERDRAFT_MICROS = 0
+    node = make_node()
+    volume = Volume.objects.get(pk=created_volume(owner_client, node, size_gb=10)["id"])
+    wallet = wallet_for(user)
+    balance = LedgerAccount.objects.get(pk=wallet.pk).balance
+
+    # leave 500 µ$ in the wallet
+    ledger_post(
+        kind=TransactionKind.ADJUSTMENT,
+        idempotency_key="drain",
+        memo="test",
+        lines=[
+            (wallet, -(balance - 500)),
+            (platform_account(AccountKind.PLATFORM_REVENUE), balance - 500),
+        ],
+    )
+
+    # 10 minutes of 10 GB cost 1000 µ$: only 500 can be charged
+    volume_bill(volume_id=volume.pk, now=volume.created_at + timedelta(minutes=10))
+    assert LedgerAccount.objects.get(pk=wallet.pk).balance == 0
+    volume.refresh_from_db()
+    assert (volume.billed_minutes, volume.billed_amount) == (10, 500)
+    assert "storage unpaid: $0.000500 owed" in volume.status_reason
+
+    # after a top-up the arrears and the new minutes are charged
+    fund(user, 10_000)
+    volume_bill(volume_id=volume.pk, now=volume.created_at + timedelta(minutes=12))
+    volume.refresh_from_db()
+    assert (volume.billed_minutes, volume.billed_amount) == (12, 1200)
+    assert LedgerAccount.objects.get(pk=wallet.pk).balance == 10_000 - 700
+    assert "unpaid" not in volume.status_reason
