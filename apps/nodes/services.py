@@ -42,6 +42,7 @@ FRESH_START: dict[str, Any] = {
     "started_at": None,
     "finished_at": None,
     "observed_at": None,
+    "disk_used_bytes": None,
 }
 
 

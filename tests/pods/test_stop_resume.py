@@ -2,11 +2,14 @@
 are free there, else waits there and says why; terminate ends it for good."""
 
 import pytest
+from django.test import TestCase
 
+from apps.nodes import services as node_services
 from apps.nodes.models import CommandType, Node, NodeCommand, NodeStatus
 from apps.pods.models import Pod, PodStatus
 from apps.pods.scheduler import BatchOutcome, schedule_pending
 from apps.pods.services import PodNotResumableError, pod_create, pod_resume, pod_stop
+from apps.pods.volumes import GB
 from tests.pods.conftest import ack, fund, report_container
 from tests.pods.test_resources import make_node
 
@@ -136,3 +139,35 @@ def test_a_pinned_pod_is_never_offered_to_other_capacity_sources(funded, setting
     assert resumed.status == PodStatus.PENDING
     assert resumed.pk not in OFFERED
     assert unpinned.pk in OFFERED
+
+
+def test_a_resumed_pod_forgets_its_last_runs_disk_measurement(funded):
+    node = make_node("home", gpus=1)
+    pod = pod_create(owner=funded, spec={**SPEC, "disk_gb": 2}).pod
+    report_container(node, pod.pk, "running")
+
+    def beat(container_id: str, disk: int | None) -> None:
+        item = {
+            "pod_id": str(pod.pk),
+            "container_id": container_id,
+            "state": "running",
+            "exit_code": None,
+            "error": "",
+        }
+        if disk is not None:
+            item["disk_used_bytes"] = disk
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            node_services.node_heartbeat(node=node, gpus=[], system={}, containers=[item])
+
+    beat("c" * 12, 3 * GB)  # over its 2 GB: stopped
+    pod.refresh_from_db()
+    assert pod.status == PodStatus.STOPPING and "over its 2 GB limit" in pod.status_reason
+    stop = NodeCommand.objects.filter(type=CommandType.STOP_POD).latest("created_at")
+    ack(node, stop.pk, succeeded=True, result={"state": "removed"})
+
+    resumed = pod_resume(pod=pod)
+    assert resumed.status == PodStatus.SCHEDULED
+    beat("d" * 12, None)  # the new container runs; nothing measured yet
+    beat("e" * 12, None)
+    resumed.refresh_from_db()
+    assert resumed.status == PodStatus.RUNNING
