@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from agent.log import log
-from agent.runtime import RESTART_POLICIES, ContainerRuntimeError, DockerRuntime, PodSpec, PortSpec
+from agent.runtime import (
+    RESTART_POLICIES,
+    VOLUME_PREFIX,
+    ContainerRuntimeError,
+    DockerRuntime,
+    PodSpec,
+    PortSpec,
+    VolumeMount,
+)
 from agent.terminal import OPEN_TERMINAL, TerminalManager, TerminalRequest
 
 logger = logging.getLogger("agent.commands")
@@ -24,13 +32,18 @@ logger = logging.getLogger("agent.commands")
 START_POD = "start_pod"
 STOP_POD = "stop_pod"
 FETCH_LOGS = "fetch_logs"
-COMMAND_TYPES = (START_POD, STOP_POD, FETCH_LOGS, OPEN_TERMINAL)
+CREATE_VOLUME = "create_volume"
+DELETE_VOLUME = "delete_volume"
+COMMAND_TYPES = (START_POD, STOP_POD, FETCH_LOGS, OPEN_TERMINAL, CREATE_VOLUME, DELETE_VOLUME)
 DEFAULT_STOP_TIMEOUT_S = 10
 MAX_STOP_TIMEOUT_S = 600
 DEFAULT_LOG_TAIL = 100
 MAX_LOG_TAIL = 100_000
 MAX_ACK_ERROR_CHARS = 4000  # the server's limit on an ack's error
 _POD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_VOLUME_NAME = re.compile(r"^gco-vol-[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
+_MOUNT_PATH = re.compile(r"^/[A-Za-z0-9_.@+=,/ -]{0,254}$")
+MAX_SSH_KEYS = 64
 
 
 class PayloadError(ValueError):
@@ -113,6 +126,51 @@ def parse_ports(value: object) -> list[PortSpec]:
     return ports
 
 
+def _volume_name(value: object, field_name: str) -> str:
+    if not isinstance(value, str) or not _VOLUME_NAME.match(value):
+        raise PayloadError(f"{field_name}: must be a volume name starting with {VOLUME_PREFIX!r}")
+    return value
+
+
+def _size_gb(value: object, field_name: str) -> int:
+    if not _is_int(value) or not 1 <= value <= 1_000_000:
+        raise PayloadError(f"{field_name}: must be an integer number of GB from 1 to 1000000")
+    return int(value)
+
+
+def parse_volumes(value: object) -> list[VolumeMount]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise PayloadError("volumes: must be a list")
+    mounts: list[VolumeMount] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise PayloadError(f"volumes[{i}]: must be an object")
+        path = item.get("mount_path")
+        if not isinstance(path, str) or not _MOUNT_PATH.match(path) or "/../" in f"{path}/":
+            raise PayloadError(f"volumes[{i}].mount_path: must be an absolute path inside /")
+        mounts.append(
+            VolumeMount(
+                name=_volume_name(item.get("name"), f"volumes[{i}].name"),
+                mount_path=path,
+                size_gb=_size_gb(item.get("size_gb"), f"volumes[{i}].size_gb"),
+            )
+        )
+    return mounts
+
+
+def _string_list(payload: Mapping[str, Any], name: str, limit: int) -> list[str]:
+    value = payload.get(name) or []
+    if (
+        not isinstance(value, list)
+        or len(value) > limit
+        or not all(isinstance(v, str) and v.strip() and "\n" not in v.strip() for v in value)
+    ):
+        raise PayloadError(f"{name}: must be a list of at most {limit} one-line strings")
+    return [v.strip() for v in value]
+
+
 def parse_pod_spec(payload: Mapping[str, Any], *, node_id: str, command_id: str) -> PodSpec:
     """A ``start_pod`` payload as a ``PodSpec``; ``PayloadError`` names the first bad field."""
     pod_id = _pod_id(payload)
@@ -144,6 +202,15 @@ def parse_pod_spec(payload: Mapping[str, Any], *, node_id: str, command_id: str)
     memory_limit_mb = payload.get("memory_limit_mb")
     if memory_limit_mb is not None and (not _is_int(memory_limit_mb) or memory_limit_mb < 6):
         raise PayloadError("memory_limit_mb: must be null or an integer of at least 6")
+    shm_size_mb = payload.get("shm_size_mb")
+    if shm_size_mb is not None and (not _is_int(shm_size_mb) or shm_size_mb < 1):
+        raise PayloadError("shm_size_mb: must be null or a positive integer")
+    disk_limit_gb = payload.get("disk_limit_gb")
+    if disk_limit_gb is not None:
+        disk_limit_gb = _size_gb(disk_limit_gb, "disk_limit_gb")
+    gpu_uuids = _string_list(payload, "gpu_uuids", 64)
+    if gpu_uuids and len(gpu_uuids) != len(gpu_indices):
+        raise PayloadError("gpu_uuids: must name as many GPUs as gpu_indices")
     restart_policy = payload.get("restart_policy") or "no"
     if restart_policy not in RESTART_POLICIES:
         raise PayloadError(f"restart_policy: must be one of {', '.join(RESTART_POLICIES)}")
@@ -159,6 +226,11 @@ def parse_pod_spec(payload: Mapping[str, Any], *, node_id: str, command_id: str)
         gpu_indices=list(gpu_indices),
         cpu_limit=float(cpu_limit) if cpu_limit is not None else None,
         memory_limit_mb=memory_limit_mb,
+        shm_size_mb=shm_size_mb,
+        disk_limit_gb=disk_limit_gb,
+        gpu_uuids=gpu_uuids,
+        volumes=parse_volumes(payload.get("volumes")),
+        authorized_keys=_string_list(payload, "authorized_keys", MAX_SSH_KEYS),
         restart_policy=str(restart_policy),
         network_mode=network_mode,
         node_id=node_id,
@@ -203,6 +275,13 @@ def prepare(
     if command.type == OPEN_TERMINAL and terminals is not None:
         request = parse_terminal_request(payload)
         return lambda: terminals.open(request)
+    if command.type == CREATE_VOLUME:
+        name = _volume_name(payload.get("name"), "name")
+        size_gb = _size_gb(payload.get("size_gb"), "size_gb")
+        return lambda: runtime.create_volume(name, size_gb=size_gb)
+    if command.type == DELETE_VOLUME:
+        name = _volume_name(payload.get("name"), "name")
+        return lambda: runtime.delete_volume(name)
     raise PayloadError(f"type: unknown command type {command.type!r}")
 
 

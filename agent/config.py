@@ -47,6 +47,9 @@ class AgentConfig:
     # developer's local agent (the CPU model backends run from the host's Python); the server
     # cannot ask for mounts, only this host's operator can grant them.
     mounts: tuple[tuple[str, str, str], ...] = ()
+    # How often (seconds) volumes and container writable layers are measured for their
+    # quotas; a measurement walks the files, so not on every heartbeat.
+    measure_interval: float = 30.0
 
     def require_server(self) -> str:
         """The server URL, or a ``ConfigError`` naming the variable when it is missing."""
@@ -103,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:CONTAINER[:ro|rw]",
         help="bind a host path into every pod container, repeatable (default read-only) "
         "[GPU_AGENT_MOUNTS, comma-separated]",
+    )
+    parser.add_argument(
+        "--measure-interval",
+        help="seconds between disk-usage measurements of volumes and containers, 1-86400 "
+        "(default 30) [GPU_AGENT_MEASURE_INTERVAL]",
     )
     parser.add_argument("--log-level", help="debug|info|warning|error [GPU_AGENT_LOG_LEVEL]")
     return parser
@@ -197,6 +205,19 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
     ]
     mounts = tuple(parse_mount(m) for m in raw_mounts)
 
+    raw_measure = _pick(args.measure_interval, env, "GPU_AGENT_MEASURE_INTERVAL")
+    measure_interval = 30.0
+    if raw_measure is not None:
+        try:
+            measure_interval = float(raw_measure)
+        except ValueError:
+            measure_interval = -1.0
+        if not 1 <= measure_interval <= 86400:
+            raise ConfigError(
+                "GPU_AGENT_MEASURE_INTERVAL / --measure-interval must be a number of seconds "
+                f"between 1 and 86400, got {raw_measure!r}"
+            )
+
     return AgentConfig(
         command=args.command,
         server_url=server_url,
@@ -212,4 +233,5 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         log_level=log_level,
         gpu_devices=gpu_devices_raw == "on",
         mounts=mounts,
+        measure_interval=measure_interval,
     )

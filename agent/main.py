@@ -88,6 +88,7 @@ class Agent:
         self.client.node_token = self.state.token_for(self.server_url)
         self.runtime.node_ids = self.state.managed_node_ids()
         self._docker_down = False
+        self._next_measure = self.clock() + config.measure_interval  # nothing to see at start
 
     # --- start-up ---
 
@@ -265,13 +266,33 @@ class Agent:
             )
         now = self.wall_clock()
         self.seq = max(self.seq + 1, int(now * 1_000_000))
-        return {
+        payload: dict[str, Any] = {
             "gpus": [g.telemetry() for g in report.gpus],
             "system": self.system.telemetry(),
             "containers": containers,
             "seq": self.seq,
             "sent_at": datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds"),
         }
+        measured = self._measure()
+        if measured is not None:
+            volumes, layers = measured
+            payload["volumes"] = volumes
+            for container in containers:
+                if container["pod_id"] in layers:
+                    container["disk_used_bytes"] = layers[container["pod_id"]]
+        return payload
+
+    def _measure(self) -> tuple[list[dict[str, Any]], dict[str, int]] | None:
+        """Disk usage of volumes and containers, every ``measure_interval`` seconds (the
+        server compares it with their quotas)."""
+        if self._docker_down or self.clock() < self._next_measure:
+            return None
+        self._next_measure = self.clock() + self.config.measure_interval
+        try:
+            return self.runtime.measure()
+        except ContainerRuntimeError as exc:
+            log(logger, logging.WARNING, "runtime.measure_failed", error=str(exc))
+            return None
 
     def _container_states(self) -> list[dict[str, Any]]:
         try:

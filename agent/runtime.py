@@ -8,9 +8,11 @@ already has a container answers with that container, stopping a pod that has non
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
+import tarfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +36,9 @@ LABEL_POD = "gco.pod_id"
 LABEL_NODE = "gco.node_id"
 LABEL_COMMAND = "gco.command_id"
 LABEL_PORTS = "gco.ports"  # the asked ports of a host-network container, for the start result
+LABEL_VOLUME = "gco.volume_id"
 NAME_PREFIX = "gco-pod-"
+VOLUME_PREFIX = "gco-vol-"
 API_TIMEOUT_S = 60
 # The ack carrying logs must stay under the server's request-body cap (1 MiB by default),
 # counted as JSON, where escaping can make text longer.
@@ -75,6 +79,13 @@ class PortSpec:
 
 
 @dataclass(frozen=True)
+class VolumeMount:
+    name: str  # the Docker volume, gco-vol-<id>
+    mount_path: str
+    size_gb: int
+
+
+@dataclass(frozen=True)
 class PodSpec:
     """What ``start_pod`` asks for, already validated (see ``agent.commands``)."""
 
@@ -86,6 +97,12 @@ class PodSpec:
     gpu_indices: list[int] = field(default_factory=list)
     cpu_limit: float | None = None
     memory_limit_mb: int | None = None
+    shm_size_mb: int | None = None
+    # The writable layer's quota; measured (overlay2 on ext4 cannot enforce it) and reported.
+    disk_limit_gb: int | None = None
+    gpu_uuids: list[str] = field(default_factory=list)
+    volumes: list[VolumeMount] = field(default_factory=list)
+    authorized_keys: list[str] = field(default_factory=list)
     restart_policy: str = "no"
     network_mode: str | None = None
     node_id: str = ""
@@ -137,6 +154,30 @@ def container_state(attrs: Mapping[str, Any]) -> dict[str, Any]:
         else None,
         "error": error[:MAX_STATE_ERROR_CHARS],
     }
+
+
+def gpu_device_request(spec: PodSpec) -> Any:
+    """The NVIDIA device request for the pod's GPUs: by UUID when the server sent them (an index
+    can name another device after a driver reload or with MIG), else by index."""
+    ids = list(spec.gpu_uuids) if spec.gpu_uuids else [str(i) for i in spec.gpu_indices]
+    return docker.types.DeviceRequest(device_ids=ids, capabilities=[["gpu"]])
+
+
+def authorized_keys_tar(keys: Iterable[str]) -> bytes:
+    """A tar of /root/.ssh/authorized_keys (0600, in a 0700 folder) holding ``keys``."""
+    body = ("\n".join(k.strip() for k in keys) + "\n").encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for folder, mode in (("root", 0o700), ("root/.ssh", 0o700)):
+            info = tarfile.TarInfo(folder)
+            info.type = tarfile.DIRTYPE
+            info.mode = mode
+            tar.addfile(info)
+        info = tarfile.TarInfo("root/.ssh/authorized_keys")
+        info.size = len(body)
+        info.mode = 0o600
+        tar.addfile(info, io.BytesIO(body))
+    return buffer.getvalue()
 
 
 def tail_within(text: str, max_json_bytes: int) -> str:
@@ -319,8 +360,12 @@ class DockerRuntime:
                 )
             else:
                 self._ensure_image(spec.image)
+                for volume in spec.volumes:
+                    self.create_volume(volume.name, size_gb=volume.size_gb)
                 container = self.client.containers.create(**self.create_options(spec, network_mode))
                 try:
+                    if spec.authorized_keys:
+                        container.put_archive("/", authorized_keys_tar(spec.authorized_keys))
                     container.start()
                 except (DockerException, OSError) as exc:
                     # Leave nothing half-made behind: a retried start must start from scratch.
@@ -385,10 +430,10 @@ class DockerRuntime:
         }
         if spec.command is not None:
             kwargs["command"] = list(spec.command)
-        if self.mounts:
-            kwargs["volumes"] = {
-                host: {"bind": container, "mode": mode} for host, container, mode in self.mounts
-            }
+        binds = {host: {"bind": container, "mode": mode} for host, container, mode in self.mounts}
+        binds.update({v.name: {"bind": v.mount_path, "mode": "rw"} for v in spec.volumes})
+        if binds:
+            kwargs["volumes"] = binds
         if spec.ports:
             if network_mode in NO_PORT_NETWORKS:
                 # No bindings on host/none networks; remember the ports so the result can say
@@ -402,16 +447,78 @@ class DockerRuntime:
                 "NVIDIA_VISIBLE_DEVICES", ",".join(str(i) for i in spec.gpu_indices)
             )
         elif spec.gpu_indices:
-            kwargs["device_requests"] = [
-                docker.types.DeviceRequest(
-                    device_ids=[str(i) for i in spec.gpu_indices], capabilities=[["gpu"]]
-                )
-            ]
+            kwargs["device_requests"] = [gpu_device_request(spec)]
         if spec.cpu_limit is not None:
-            kwargs["nano_cpus"] = int(spec.cpu_limit * 1_000_000_000)
+            kwargs["nano_cpus"] = int(round(spec.cpu_limit * 1_000_000_000))
         if spec.memory_limit_mb is not None:
             kwargs["mem_limit"] = f"{spec.memory_limit_mb}m"
+            # No swap beyond the limit: a pod over its memory is OOM-killed, not slowed down.
+            kwargs["memswap_limit"] = f"{spec.memory_limit_mb}m"
+        if spec.shm_size_mb is not None:
+            kwargs["shm_size"] = f"{spec.shm_size_mb}m"
         return kwargs
+
+    # --- volumes ---
+
+    def create_volume(self, name: str, *, size_gb: int) -> dict[str, Any]:
+        """Create the Docker volume ``name`` (idempotent); ``{"name", "used_bytes"}``."""
+        if not name.startswith(VOLUME_PREFIX):
+            raise ContainerRuntimeError(f"volume name must start with {VOLUME_PREFIX!r}")
+        try:
+            try:
+                self.client.volumes.get(name)
+            except NotFound:
+                self.client.volumes.create(
+                    name=name,
+                    labels={
+                        LABEL_MANAGED: "true",
+                        LABEL_VOLUME: name.removeprefix(VOLUME_PREFIX),
+                        "gco.size_gb": str(size_gb),
+                    },
+                )
+                log(logger, logging.INFO, "runtime.volume_created", volume=name, size_gb=size_gb)
+        except (DockerException, OSError) as exc:
+            raise ContainerRuntimeError(f"could not create volume {name}: {_explain(exc)}") from exc
+        return {"name": name, "used_bytes": 0}
+
+    def delete_volume(self, name: str) -> dict[str, Any]:
+        """Remove the Docker volume ``name``; a missing one is already gone."""
+        if not name.startswith(VOLUME_PREFIX):
+            raise ContainerRuntimeError(f"volume name must start with {VOLUME_PREFIX!r}")
+        try:
+            self.client.volumes.get(name).remove()
+            log(logger, logging.INFO, "runtime.volume_deleted", volume=name)
+        except NotFound:
+            pass
+        except (DockerException, OSError) as exc:
+            raise ContainerRuntimeError(f"could not delete volume {name}: {_explain(exc)}") from exc
+        return {"name": name, "deleted": True}
+
+    def measure(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Disk usage, measured by the engine (``docker system df``): the managed volumes as
+        ``[{"name", "used_bytes"}]`` and each managed container's writable layer by pod id."""
+        try:
+            usage = self.client.df()
+        except (DockerException, OSError) as exc:
+            raise RuntimeUnavailableError(f"Docker engine unreachable: {_explain(exc)}") from exc
+        volumes = [
+            {
+                "name": v["Name"],
+                "used_bytes": max(0, int((v.get("UsageData") or {}).get("Size") or 0)),
+            }
+            for v in usage.get("Volumes") or []
+            if str(v.get("Name", "")).startswith(VOLUME_PREFIX)
+            and (v.get("Labels") or {}).get(LABEL_MANAGED) == "true"
+        ]
+        layers: dict[str, int] = {}
+        for c in usage.get("Containers") or []:
+            labels = c.get("Labels") or {}
+            if labels.get(LABEL_MANAGED) != "true" or not labels.get(LABEL_POD):
+                continue
+            if self.node_ids is not None and labels.get(LABEL_NODE) not in self.node_ids:
+                continue
+            layers[str(labels[LABEL_POD])] = max(0, int(c.get("SizeRw") or 0))
+        return volumes, layers
 
     def stop(self, pod_id: str, timeout: int = 10) -> dict[str, Any]:
         """Stop and remove the pod's container; ``{"state": "removed", "exit_code"}``.

@@ -312,6 +312,14 @@ POD_UPSTREAM_BACKEND = ""
 # Functions adding rows to the one price list (pod form, /gpus, GET /api/v1/nodes/available).
 POD_OFFER_SOURCES: list[str] = []
 NODES_AVAILABLE_SELECTOR = "apps.pods.selectors.available_gpus"
+# What a pod reserves when neither it nor its GPUs' share of the node says (CPU pods; nodes that
+# did not report their totals). Reserved for placement, not enforced as a limit (a pod that
+# wants a limit asks for vcpus/memory_mb). Millicores: 1000 = one core.
+POD_DEFAULT_CPU_MILLICORES = env.int("POD_DEFAULT_CPU_MILLICORES", default=500)
+POD_DEFAULT_MEMORY_MB = env.int("POD_DEFAULT_MEMORY_MB", default=1024)
+# Volumes: the storage price (micro-dollars per GB per 30-day month, charged by the minute).
+VOLUME_PRICE_PER_GB_MONTH = env.int("VOLUME_PRICE_PER_GB_MONTH", default=100_000)
+VOLUME_DEFAULT_MOUNT_PATH = "/workspace"
 # The platform's cut for nodes whose provider has no profile or fee history (Basic: 20%);
 # providers' own fees come from their tier (PROVIDER_TIER_FEE_PERCENT, below).
 PROVIDER_DEFAULT_FEE_PERCENT = 20

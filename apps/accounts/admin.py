@@ -4,7 +4,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from apps.accounts.models import ApiKey, User
+from apps.accounts.models import ApiKey, SshKey, User
 from apps.accounts.services import api_key_revoke
 
 
@@ -78,3 +78,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for api_key in queryset:
             api_key_revoke(api_key=api_key)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+@admin.register(SshKey)
+class SshKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "user", "fingerprint", "created_at")
+    search_fields = ("name", "fingerprint", "user__email")
+    list_select_related = ("user",)
+    readonly_fields = ("user", "name", "public_key", "fingerprint", "created_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # users add their own keys

@@ -1,4 +1,4 @@
-"""`/api/v1/auth/*`: register, log in (JWT), who am I, personal API keys."""
+"""`/api/v1/auth/*`: register, log in (JWT), who am I, personal API keys, SSH keys."""
 
 from typing import Any
 
@@ -17,6 +17,7 @@ from apps.accounts import throttles
 from apps.accounts.jwt import jwt_issue
 from apps.accounts.models import ApiKey
 from apps.accounts.services import EmailTakenError, api_key_create, api_key_revoke, user_register
+from apps.accounts.ssh_keys import SshKeyError, keys_of, ssh_key_add, ssh_key_delete
 
 
 def _token_body(user: Any) -> dict[str, Any]:
@@ -97,4 +98,27 @@ class ApiKeyDetailView(APIView):
     def delete(self, request: Request, key_id: str) -> Response:
         api_key = get_object_or_404(ApiKey.objects.for_user(request.user), pk=key_id)  # type: ignore[arg-type]
         api_key_revoke(api_key=api_key)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SshKeyListView(APIView):
+    @extend_schema(responses={200: s.SshKeyOutput(many=True)}, tags=["auth"])
+    def get(self, request: Request) -> Response:
+        return Response(s.SshKeyOutput(keys_of(request.user), many=True).data)
+
+    @extend_schema(request=s.SshKeyInput, responses={201: s.SshKeyOutput}, tags=["auth"])
+    def post(self, request: Request) -> Response:
+        data = s.SshKeyInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            key = ssh_key_add(user=request.user, **data.validated_data)  # type: ignore[arg-type]
+        except SshKeyError as exc:
+            raise exceptions.ValidationError({"public_key": str(exc)}) from exc
+        return Response(s.SshKeyOutput(key).data, status=status.HTTP_201_CREATED)
+
+
+class SshKeyDetailView(APIView):
+    @extend_schema(responses={204: None}, tags=["auth"])
+    def delete(self, request: Request, key_id: str) -> Response:
+        ssh_key_delete(key=get_object_or_404(keys_of(request.user), pk=key_id))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
-from apps.accounts.models import ApiKey, User
+from apps.accounts.models import ApiKey, SshKey, User
+from apps.accounts.ssh_keys import MAX_KEY_CHARS
 from apps.core.serializers import StrictSerializer
 
 
@@ -58,3 +59,14 @@ class ApiKeyCreatedOutput(ApiKeyOutput):
 
     class Meta(ApiKeyOutput.Meta):
         fields = (*ApiKeyOutput.Meta.fields, "key")
+
+
+class SshKeyInput(StrictSerializer):
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    public_key = serializers.CharField(max_length=MAX_KEY_CHARS)
+
+
+class SshKeyOutput(serializers.ModelSerializer):
+    class Meta:
+        model = SshKey
+        fields = ("id", "name", "public_key", "fingerprint", "created_at")

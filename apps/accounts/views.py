@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 
 from apps.accounts.models import ApiKey
 from apps.accounts.services import api_key_create, api_key_revoke
+from apps.accounts.ssh_keys import MAX_KEY_CHARS, SshKeyError, keys_of, ssh_key_add, ssh_key_delete
 from apps.billing.models import AccountKind, LedgerAccount, TransactionKind
 from apps.billing.selectors import wallet_balance
 from apps.billing.series import PERIODS, chart_points, entry_series, parse_period
@@ -105,3 +106,38 @@ def api_key_revoke_view(request: HttpRequest, key_id: str) -> HttpResponse:
     api_key_revoke(api_key=api_key)
     messages.success(request, f"Revoked {api_key}. Requests with it now get 401.")
     return redirect("accounts:api_keys")
+
+
+class SshKeyForm(forms.Form):
+    name = forms.CharField(max_length=100, required=False, help_text="e.g. “laptop”.")
+    public_key = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=MAX_KEY_CHARS,
+        help_text="The line of your ~/.ssh/id_ed25519.pub (or id_rsa.pub).",
+    )
+
+
+@login_required
+def ssh_keys(request: HttpRequest) -> HttpResponse:
+    """List the user's SSH keys; a POST adds one. Pods started afterwards get them all."""
+    form = SshKeyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            key = ssh_key_add(user=request.user, **form.cleaned_data)  # type: ignore[arg-type]
+        except SshKeyError as exc:
+            form.add_error("public_key", str(exc))
+        else:
+            messages.success(request, f"Added {key.name} ({key.fingerprint}).")
+            return redirect("accounts:ssh_keys")
+    keys = keys_of(request.user)
+    status = 400 if form.errors else 200
+    return render(request, "accounts/ssh_keys.html", {"form": form, "keys": keys}, status=status)
+
+
+@login_required
+@require_POST
+def ssh_key_delete_view(request: HttpRequest, key_id: str) -> HttpResponse:
+    key = get_object_or_404(keys_of(request.user), pk=key_id)
+    ssh_key_delete(key=key)
+    messages.success(request, f"Removed {key.name}. New pods no longer get it.")
+    return redirect("accounts:ssh_keys")

@@ -21,6 +21,7 @@ SCHEDULE: tuple[PeriodicEntry, ...] = (
     PeriodicEntry("node liveness sweep", "nodes.mark_silent_offline", 10),
     PeriodicEntry("schedule pending pods", "pods.schedule_pending", 15),
     PeriodicEntry("bill running pods", "pods.bill_running", 60),
+    PeriodicEntry("bill volume storage", "pods.bill_storage", 60),
     PeriodicEntry("ledger consistency check", "billing.ledger_check", 3600),
     PeriodicEntry("reconcile the ledger with Stripe", "billing.reconcile_stripe", 86400),
     PeriodicEntry("purge expired idempotency keys", "core.purge_idempotency_keys", 3600),

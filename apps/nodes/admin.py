@@ -76,6 +76,9 @@ class EventInline(ReadOnlyInline):
     fields = ("at", "from_status", "to_status", "reason")
 
 
+EDITABLE = ("price_per_gpu_hour", "cpu_per_gpu_millicores", "ram_per_gpu_mb")
+
+
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
     list_display = (
@@ -91,7 +94,7 @@ class NodeAdmin(admin.ModelAdmin):
     search_fields = ("hostname", "id", "provider_instance_id", "gpus__uuid")
     readonly_fields = [
         "telemetry",
-        *(f.name for f in Node._meta.fields if f.name != "price_per_gpu_hour"),
+        *(f.name for f in Node._meta.fields if f.name not in EDITABLE),
     ]
     inlines = (GpuInline, WorkloadInline, EventInline, CommandInline)
     actions = ("drain", "undrain", "retire")
@@ -123,12 +126,24 @@ class NodeAdmin(admin.ModelAdmin):
         if db_field.name == "price_per_gpu_hour" and field is not None:
             field.label = "Asking price per GPU-hour (micro-dollars)"
             field.help_text = "1,000,000 = $1.00. Blank: the platform default for its GPU model."
+        if db_field.name == "cpu_per_gpu_millicores" and field is not None:
+            field.label = "CPU per GPU (millicores)"
+            field.help_text = "What each GPU brings to a pod; 1000 = one core. Blank: cores / GPUs."
+        if db_field.name == "ram_per_gpu_mb" and field is not None:
+            field.label = "RAM per GPU (MB)"
+            field.help_text = "What each GPU brings to a pod. Blank: the node's RAM / GPUs."
         return field
 
     def save_model(self, request: HttpRequest, obj: Node, form: Any, change: bool) -> None:
-        """The price is the one editable field; it goes through the service, which writes that
-        column alone (a plain save would write back every field as the form loaded it)."""
+        """The price and the per-GPU share are the editable fields; they go through services,
+        which write those columns alone (a plain save would write back every field as the form
+        loaded it)."""
         services.node_price_set(node=obj, price_per_gpu_hour=obj.price_per_gpu_hour)
+        services.node_share_set(
+            node=obj,
+            cpu_per_gpu_millicores=obj.cpu_per_gpu_millicores,
+            ram_per_gpu_mb=obj.ram_per_gpu_mb,
+        )
 
     def _apply(self, request: HttpRequest, queryset: QuerySet[Node], action, verb: str) -> None:
         done = 0

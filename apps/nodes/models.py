@@ -68,6 +68,10 @@ class Node(models.Model):
     registered_at = models.DateTimeField(auto_now_add=True)
     # Asking price per GPU-hour in micro-dollars (null: the platform default for its GPU model).
     price_per_gpu_hour = models.BigIntegerField(null=True, blank=True)
+    # Operator settings: the share of the node's CPU and RAM that each GPU brings to a pod
+    # (null: the node's totals divided by its GPU count; see apps.pods.resources).
+    cpu_per_gpu_millicores = models.PositiveIntegerField(null=True, blank=True)
+    ram_per_gpu_mb = models.PositiveBigIntegerField(null=True, blank=True)
 
     objects = NodeQuerySet.as_manager()
 
@@ -222,6 +226,8 @@ class Workload(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     observed_at = models.DateTimeField(null=True, blank=True)
+    # The container's writable layer as the agent last measured it (null: not measured yet).
+    disk_used_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -239,6 +245,8 @@ class CommandType(models.TextChoices):
     STOP_POD = "stop_pod"
     FETCH_LOGS = "fetch_logs"
     OPEN_TERMINAL = "open_terminal"
+    CREATE_VOLUME = "create_volume"
+    DELETE_VOLUME = "delete_volume"
 
 
 class CommandStatus(models.TextChoices):

@@ -84,6 +84,14 @@ class ContainerStateInput(StrictSerializer):
     started_at = serializers.DateTimeField(allow_null=True, required=False)
     finished_at = serializers.DateTimeField(allow_null=True, required=False)
     error = serializers.CharField(max_length=2000, allow_blank=True, required=False, default="")
+    disk_used_bytes = serializers.IntegerField(
+        min_value=0, max_value=2**62, allow_null=True, required=False
+    )
+
+
+class VolumeUsageInput(StrictSerializer):
+    name = serializers.CharField(max_length=128)
+    used_bytes = serializers.IntegerField(min_value=0, max_value=2**62)
 
 
 class HeartbeatInput(StrictSerializer):
@@ -93,6 +101,9 @@ class HeartbeatInput(StrictSerializer):
     # Replay protection (apps/nodes/heartbeat_replay.py): required from agent 0.2.0 on.
     seq = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
     sent_at = serializers.DateTimeField(required=False)
+    volumes = serializers.ListField(
+        child=VolumeUsageInput(), max_length=4096, required=False, default=list
+    )
 
 
 class CommandAckInput(StrictSerializer):

@@ -50,6 +50,7 @@ FRESH_START: dict[str, Any] = {
     "started_at": None,
     "finished_at": None,
     "observed_at": None,
+    "disk_used_bytes": None,
 }
 
 
@@ -255,6 +256,8 @@ def _record_containers(
             "finished_at": report.get("finished_at"),
             "error": report.get("error") or "",
         }
+        if report.get("disk_used_bytes") is not None:  # measured now and then, not every beat
+            observed["disk_used_bytes"] = report["disk_used_bytes"]
         if any(getattr(workload, k) != v for k, v in observed.items()):
             previous = workload.state
             for name, value in observed.items():
@@ -273,6 +276,7 @@ def _record_containers(
                 "finished_at",
                 "error",
                 "observed_at",
+                "disk_used_bytes",
             ],
         )
         transaction.on_commit(lambda: _announce_observed(changed))
@@ -291,6 +295,7 @@ def node_heartbeat(
     system: dict[str, Any],
     containers: list[dict[str, Any]],
     now: datetime | None = None,
+    volumes: list[dict[str, Any]] | None = None,
 ) -> HeartbeatAnswer:
     """Record one heartbeat and return the commands waiting for the node. A REGISTERING or
     SUSPECT node goes back to what it was (ONLINE or DRAINING) and loses nothing; an OFFLINE
@@ -315,6 +320,9 @@ def node_heartbeat(
     )
     if gpus:
         _record_gpu_telemetry(node=node, gpus=gpus, now=now)
+    if volumes:
+        # Measured by the agent every so often; the pods app records them and enforces quotas.
+        signals.volumes_measured.send(sender=Node, node=node, volumes=volumes, at=now)
     return HeartbeatAnswer(
         heartbeat_interval=node.heartbeat_interval,
         commands=_deliver_commands(node=node, now=now),
@@ -485,4 +493,23 @@ def node_price_set(*, node: Node, price_per_gpu_hour: int | None) -> Node:
     locked = lock_node(node.pk)
     locked.price_per_gpu_hour = price_per_gpu_hour
     locked.save(update_fields=["price_per_gpu_hour"])
+    return locked
+
+
+@transaction.atomic
+def node_share_set(
+    *, node: Node, cpu_per_gpu_millicores: int | None, ram_per_gpu_mb: int | None
+) -> Node:
+    """Set what each GPU of the node brings to a pod of its CPU (millicores) and RAM (MB); None:
+    the node's totals divided by its GPUs. Pods already placed keep their reservation. Writes
+    these columns alone, under the node's lock."""
+    for value in (cpu_per_gpu_millicores, ram_per_gpu_mb):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError("A share is a positive whole number, or None.")
+    locked = lock_node(node.pk)
+    locked.cpu_per_gpu_millicores = cpu_per_gpu_millicores
+    locked.ram_per_gpu_mb = ram_per_gpu_mb
+    locked.save(update_fields=["cpu_per_gpu_millicores", "ram_per_gpu_mb"])
     return locked

@@ -10,3 +10,5 @@ workload_observed = Signal()
 command_finished = Signal()
 # sender=Node; kwargs: node, grant (the RegistrationGrant it registered with)
 node_registered = Signal()
+# sender=Node; kwargs: node, volumes ([{"name", "used_bytes"}] measured by its agent), at
+volumes_measured = Signal()

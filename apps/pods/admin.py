@@ -3,7 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from apps.pods import services
-from apps.pods.models import Pod, PodEvent, UsageRecord
+from apps.pods.models import Pod, PodEvent, PodTemplate, UsageRecord, Volume
 
 
 class PodEventInline(admin.TabularInline):
@@ -65,3 +65,28 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+@admin.register(Volume)
+class VolumeAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "size_gb", "node", "status", "used_bytes", "created_at")
+    list_filter = ("status",)
+    search_fields = ("id", "name", "owner__email", "node__hostname")
+    list_select_related = ("owner", "node")
+    readonly_fields = [f.name for f in Volume._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # users create volumes; deletion goes through their DELETE
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(PodTemplate)
+class PodTemplateAdmin(admin.ModelAdmin):
+    """Operators publish templates here (owner empty, public ticked); `manage.py
+    seed_pod_templates` writes the standard set."""
+
+    list_display = ("name", "slug", "owner", "is_public", "image", "recommended_gpu_model")
+    list_filter = ("is_public",)
+    search_fields = ("slug", "name", "image", "owner__email")

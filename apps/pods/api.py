@@ -3,6 +3,7 @@
 import time
 
 from django.conf import settings
+from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
@@ -11,11 +12,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.errors import Conflict
 from apps.core.idempotency import idempotent
 from apps.nodes.models import CommandStatus, NodeCommand
+from apps.pods import pod_templates, services, upstream, volumes
 from apps.pods import serializers as s
-from apps.pods import services, upstream
-from apps.pods.models import Pod
+from apps.pods.models import Pod, PodTemplate, Volume, VolumeStatus
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
@@ -56,13 +58,15 @@ class PodListView(APIView):
     )
     @idempotent("pods.create")
     def post(self, request: Request) -> Response:
-        data = s.PodCreateInput(data=request.data)
+        data = s.PodCreateInput(data=request.data, context={"user": request.user})
         data.is_valid(raise_exception=True)
         try:
             created = services.pod_create(
                 owner=request.user,  # type: ignore[arg-type]
                 spec=data.validated_data,
             )
+        except volumes.VolumeInputError as exc:
+            raise exceptions.ValidationError({exc.field: exc.message}) from exc
         except services.SpendRefusedError as exc:
             raise PaymentRequired(detail=str(exc)) from exc
         return Response(s.PodOutput(created.pod).data, status=status.HTTP_201_CREATED)
@@ -156,3 +160,107 @@ class UsageView(APIView):
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(records, request, view=self)
         return paginator.get_paginated_response(s.UsageOutput(page, many=True).data)
+
+
+# --- volumes -----------------------------------------------------------------------------------
+
+
+def owned_volume(request: Request, volume_id: str) -> Volume:
+    return get_object_or_404(
+        Volume.objects.for_user(request.user).select_related("node"), pk=volume_id
+    )
+
+
+class VolumeListView(APIView):
+    @extend_schema(responses={200: s.VolumeOutput(many=True)}, tags=["volumes"])
+    def get(self, request: Request) -> Response:
+        found = (
+            Volume.objects.for_user(request.user)
+            .select_related("node")
+            .prefetch_related("pods")
+            .exclude(status=VolumeStatus.DELETED)
+        )
+        return Response(s.VolumeOutput(found[:500], many=True).data)
+
+    @extend_schema(request=s.VolumeCreateInput, responses={201: s.VolumeOutput}, tags=["volumes"])
+    def post(self, request: Request) -> Response:
+        data = s.VolumeCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            volume = volumes.volume_create(
+                owner=request.user,  # type: ignore[arg-type]
+                **data.validated_data,
+            )
+        except volumes.VolumeInputError as exc:
+            raise exceptions.ValidationError({exc.field: exc.message}) from exc
+        return Response(s.VolumeOutput(volume).data, status=status.HTTP_201_CREATED)
+
+
+class VolumeDetailView(APIView):
+    @extend_schema(responses={200: s.VolumeOutput}, tags=["volumes"])
+    def get(self, request: Request, volume_id: str) -> Response:
+        return Response(s.VolumeOutput(owned_volume(request, volume_id)).data)
+
+    @extend_schema(responses={200: s.VolumeOutput, 409: None}, tags=["volumes"])
+    def delete(self, request: Request, volume_id: str) -> Response:
+        try:
+            volume = volumes.volume_delete(volume=owned_volume(request, volume_id))
+        except volumes.VolumeInUseError as exc:
+            raise Conflict(detail=str(exc), code="volume_in_use") from exc
+        return Response(s.VolumeOutput(volume).data)
+
+
+# --- stop / resume ----------------------------------------------------------------------------
+
+
+class PodResumeView(APIView):
+    @extend_schema(request=None, responses={200: s.PodOutput}, tags=["pods"])
+    def post(self, request: Request, pod_id: str) -> Response:
+        try:
+            pod = services.pod_resume(pod=owned_pod(request, pod_id))
+        except services.PodNotResumableError as exc:
+            raise Conflict(detail=str(exc), code="not_resumable") from exc
+        except services.SpendRefusedError as exc:
+            raise PaymentRequired(detail=str(exc)) from exc
+        return Response(s.PodOutput(pod).data)
+
+
+# --- templates --------------------------------------------------------------------------------
+
+
+class TemplateListView(APIView):
+    @extend_schema(responses={200: s.PodTemplateOutput(many=True)}, tags=["templates"])
+    def get(self, request: Request) -> Response:
+        visible = PodTemplate.objects.filter(
+            Q(owner__isnull=True, is_public=True) | Q(owner=request.user)
+        )
+        return Response(s.PodTemplateOutput(visible, many=True).data)
+
+    @extend_schema(
+        request=s.PodTemplateCreateInput, responses={201: s.PodTemplateOutput}, tags=["templates"]
+    )
+    def post(self, request: Request) -> Response:
+        data = s.PodTemplateCreateInput(data=request.data, context={"user": request.user})
+        data.is_valid(raise_exception=True)
+        template = pod_templates.template_save(
+            owner=request.user,  # type: ignore[arg-type]
+            data=data.validated_data,
+        )
+        return Response(s.PodTemplateOutput(template).data, status=status.HTTP_201_CREATED)
+
+
+class TemplateDetailView(APIView):
+    @extend_schema(responses={200: s.PodTemplateOutput}, tags=["templates"])
+    def get(self, request: Request, template_id: str) -> Response:
+        visible = PodTemplate.objects.filter(
+            Q(owner__isnull=True, is_public=True) | Q(owner=request.user)
+        )
+        return Response(s.PodTemplateOutput(get_object_or_404(visible, pk=template_id)).data)
+
+    @extend_schema(responses={204: None}, tags=["templates"])
+    def delete(self, request: Request, template_id: str) -> Response:
+        template = get_object_or_404(
+            PodTemplate.objects.filter(owner_id=request.user.pk), pk=template_id
+        )
+        template.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)

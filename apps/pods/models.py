@@ -103,6 +103,17 @@ class Pod(models.Model):
     # A pod that *is* an upstream container (no node): the last time its provider reported it
     # running. Billing never runs past it, as it never runs past a node's last heartbeat.
     upstream_seen_at = models.DateTimeField(null=True, blank=True)
+    # What the pod asked for beyond its GPUs' share of the node (null: the share).
+    cpu_request_millicores = models.PositiveIntegerField(null=True, blank=True)
+    memory_request_mb = models.PositiveIntegerField(null=True, blank=True)
+    shm_request_mb = models.PositiveIntegerField(null=True, blank=True)
+    volume = models.ForeignKey(
+        "pods.Volume", on_delete=models.PROTECT, null=True, blank=True, related_name="pods"
+    )
+    volume_mount_path = models.CharField(max_length=255, blank=True)
+    template = models.ForeignKey(
+        "pods.PodTemplate", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     status = models.CharField(max_length=16, choices=PodStatus.choices, default=PodStatus.PENDING)
     status_reason = models.CharField(max_length=500, blank=True)
@@ -112,6 +123,11 @@ class Pod(models.Model):
     gpu_indices = models.JSONField(default=list, blank=True)
     price_per_gpu_hour = models.BigIntegerField(null=True, blank=True)
     endpoints = models.JSONField(default=dict, blank=True)
+    # Reserved on the node when placed (apps.pods.resources), enforced by the agent in Docker.
+    cpu_millicores = models.PositiveIntegerField(default=0)
+    memory_mb = models.PositiveIntegerField(default=0)
+    shm_mb = models.PositiveIntegerField(default=0)
+    oom_killed = models.BooleanField(default=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -151,6 +167,103 @@ class Pod(models.Model):
     def hourly_rate(self) -> int:
         """Micro-dollars per hour: per GPU, or the node's CPU rate for a pod without GPUs."""
         return hourly_rate(self.price_per_gpu_hour, self.gpu_count)
+
+
+class VolumeStatus(models.TextChoices):
+    CREATING = "CREATING"
+    READY = "READY"
+    FAILED = "FAILED"
+    DELETING = "DELETING"
+    DELETED = "DELETED"
+
+
+LIVE_VOLUME_STATUSES = (VolumeStatus.CREATING, VolumeStatus.READY, VolumeStatus.DELETING)
+
+
+class VolumeQuerySet(models.QuerySet):
+    def for_user(self, user: object) -> "VolumeQuerySet":
+        return self.filter(owner=user)
+
+
+class Volume(models.Model):
+    """Persistent storage on one node (a Docker volume its agent creates and measures) that
+    outlives the pods mounting it. Billed per GB-month, by the minute, while it exists
+    (apps.pods.storage_billing); deleted only by its own DELETE."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="volumes"
+    )
+    name = models.CharField(max_length=100)
+    size_gb = models.PositiveIntegerField()
+    node = models.ForeignKey("nodes.Node", on_delete=models.PROTECT, related_name="volumes")
+    status = models.CharField(
+        max_length=16, choices=VolumeStatus.choices, default=VolumeStatus.CREATING
+    )
+    status_reason = models.CharField(max_length=500, blank=True)
+    used_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    measured_at = models.DateTimeField(null=True, blank=True)
+    # Fixed at creation: micro-dollars per GB per 30-day month.
+    price_per_gb_month = models.BigIntegerField()
+    # Billing: whole minutes since created_at already charged, and their cumulative amount.
+    billed_minutes = models.PositiveIntegerField(default=0)
+    billed_amount = models.BigIntegerField(default=0)
+    # Set once a deleted (or failed) volume is billed to its end: later ticks skip it.
+    billing_closed = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = VolumeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.size_gb} GB, {self.status})"
+
+    @property
+    def docker_name(self) -> str:
+        return f"gco-vol-{self.pk}"
+
+
+class PodTemplate(models.Model):
+    """What a pod runs, saved to start pods from: a user's own (owner set) or one the operators
+    publish (owner null, is_public). A pod request's own values override the template's."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="pod_templates",
+    )
+    slug = models.SlugField(max_length=64)
+    name = models.CharField(max_length=100)
+    description = models.CharField(max_length=500, blank=True)
+    image = models.CharField(max_length=255)
+    command = models.JSONField(null=True, blank=True)
+    env = models.JSONField(default=dict, blank=True)
+    ports = models.JSONField(default=list, blank=True)
+    volume_mount_path = models.CharField(max_length=255, default="/workspace")
+    recommended_gpu_model = models.CharField(max_length=64, blank=True)
+    is_public = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("name",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["slug"], condition=models.Q(owner__isnull=True), name="template_public_slug"
+            ),
+            models.UniqueConstraint(
+                fields=["owner", "slug"], name="template_unique_slug_per_owner"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class PodEvent(models.Model):

@@ -5,7 +5,7 @@ from typing import Any
 from django.dispatch import receiver
 
 from apps.nodes import signals
-from apps.pods import services
+from apps.pods import services, volumes
 
 
 @receiver(signals.workload_observed)
@@ -16,6 +16,12 @@ def _workload_observed(sender: Any, workload: Any, previous_state: str, **kwargs
 @receiver(signals.command_finished)
 def _command_finished(sender: Any, command: Any, **kwargs: Any) -> None:
     services.pod_observe_command(command=command)
+    volumes.volume_observe_command(command=command)
+
+
+@receiver(signals.volumes_measured)
+def _volumes_measured(sender: Any, node: Any, volumes: list, at: Any, **kwargs: Any) -> None:
+    services.volumes_observe_usage(node=node, volumes_measured=volumes, at=at)
 
 
 @receiver(signals.node_went_offline)

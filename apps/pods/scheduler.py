@@ -30,6 +30,8 @@ from apps.nodes.models import Gpu, Node, NodeStatus
 from apps.nodes.selectors import gpu_price_per_hour
 from apps.pods.lifecycle import pod_transition_event
 from apps.pods.models import GpuAllocation, Pod, PodEvent, PodStatus
+from apps.pods.resources import Needs, NodeResources, node_resources
+from apps.pods.ssh import ssh_keys_by_owner, ssh_public_keys
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +47,12 @@ class NodeCapacity:
 
 @dataclass
 class CapacityView:
-    """Free GPUs per (node, model), read once per scheduling pass and kept current as the pass
-    places pods, so a pass costs one read plus a claim per pod."""
+    """Free GPUs per (node, model) and free CPU/RAM/disk per node, read once per scheduling
+    pass and kept current as the pass places pods, so a pass costs one read plus a claim per
+    pod. Placement re-checks CPU/RAM/disk under the node's lock (`community_nodes`)."""
 
     entries: list[NodeCapacity] = field(default_factory=list)
+    resources: dict[uuid.UUID, NodeResources] = field(default_factory=dict)
     _cpu_nodes: list[NodeCapacity] | None = None
 
     @classmethod
@@ -69,7 +73,13 @@ class CapacityView:
             )
             for row in rows
         ]
-        return cls(entries=entries)
+        return cls(
+            entries=entries, resources=node_resources(Node.objects.filter(status=NodeStatus.ONLINE))
+        )
+
+    def fits(self, pod: Pod, node_id: uuid.UUID) -> bool:
+        resources = self.resources.get(node_id)
+        return resources is not None and not resources.shortfall(resources.needs(pod))
 
     def candidates(self, pod: Pod) -> list[NodeCapacity]:
         if pod.gpu_count == 0:
@@ -78,17 +88,19 @@ class CapacityView:
             c
             for c in self.entries
             if c.model == pod.gpu_model
+            and (pod.node_id is None or c.node.pk == pod.node_id)  # pinned: resume, volume
             and c.memory_mb >= pod.min_vram_mb
             and c.free >= pod.gpu_count
             and (pod.price_cap_per_gpu_hour is None or c.price <= pod.price_cap_per_gpu_hour)
+            and self.fits(pod, c.node.pk)
         ]
         # Cheapest first; among equal prices the fullest node that still fits (best fit keeps
         # big nodes whole for big pods); a random tie-break spreads concurrent schedulers.
         return sorted(fits, key=lambda c: (c.price, c.free, random.random()))  # noqa: S311
 
     def _cpu_candidates(self, pod: Pod) -> list[NodeCapacity]:
-        """CPU pods (no GPU) go to any online node, CPU-only nodes first so GPUs stay free, then
-        the cheapest. CPU and memory are not reserved per pod yet."""
+        """CPU pods (no GPU) go to any online node with the CPU and RAM they need, CPU-only
+        nodes first so GPUs stay free, then the cheapest."""
         if self._cpu_nodes is None:
             self._cpu_nodes = sorted(
                 (
@@ -104,7 +116,13 @@ class CapacityView:
                 key=lambda c: (c.free > 0, c.price),
             )
         cap = pod.price_cap_per_gpu_hour
-        return [c for c in self._cpu_nodes if cap is None or c.price <= cap]
+        return [
+            c
+            for c in self._cpu_nodes
+            if (cap is None or c.price <= cap)
+            and (pod.node_id is None or c.node.pk == pod.node_id)
+            and self.fits(pod, c.node.pk)
+        ]
 
 
 @dataclass
@@ -142,20 +160,32 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
     for pod in pods:
         candidates = capacity.candidates(pod)
         if candidates:
-            candidates[0].free -= pod.gpu_count
-            plan.append((pod, candidates[0]))
+            chosen_node = candidates[0]
+            chosen_node.free -= pod.gpu_count
+            resources = capacity.resources[chosen_node.node.pk]
+            resources.take(resources.needs(pod))
+            plan.append((pod, chosen_node))
     if not plan:
         return outcome
+    # CPU, RAM and disk are claimed under the planned nodes' row locks, taken in pk order (two
+    # schedulers wait for each other instead of deadlocking). Whoever holds a node's lock reads
+    # its reservations after every earlier placement on it committed, so two batches never both
+    # take the last free core or gigabyte. Node before GPUs: the lock order of apps.nodes.locks.
+    locked_nodes = lock_nodes_for_placement({c.node.pk for _, c in plan})
+    fresh = node_resources(locked_nodes)
+    capacity.resources.update(fresh)
     free: dict[uuid.UUID, list[tuple[int, int, str, int]]] = defaultdict(list)
+    uuids: dict[int, str] = {}
     gpu_nodes = {c.node.pk for pod, c in plan if pod.gpu_count}
     if gpu_nodes:
-        for gpu_id, node_id, index, model, memory in (
+        for gpu_id, node_id, index, model, memory, gpu_uuid in (
             Gpu.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(node_id__in=gpu_nodes, node__status=NodeStatus.ONLINE, allocation__isnull=True)
             .order_by("node_id", "index")
-            .values_list("id", "node_id", "index", "model", "memory_total_mb")
+            .values_list("id", "node_id", "index", "model", "memory_total_mb", "uuid")
         ):
             free[node_id].append((gpu_id, index, model, memory))
+            uuids[gpu_id] = gpu_uuid
         # The lock query judged `allocation IS NULL` by its own snapshot, and Postgres
         # re-checks a locked row only when that row itself changed: a GPU that another
         # scheduler claimed and committed while this query ran looks free. With the rows
@@ -167,19 +197,33 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
         if taken:
             for node_id, rows in free.items():
                 free[node_id] = [g for g in rows if g[0] not in taken]
+    keys = ssh_keys_by_owner(p.owner_id for p, _ in plan)
     allocations: list[GpuAllocation] = []
     events: list[PodEvent] = []
     placed_pods: list[Pod] = []
     starts: list[tuple[Node, uuid.UUID, dict[str, object]]] = []
     for pod, candidate in plan:
+        on_node = fresh.get(candidate.node.pk)
+        if on_node is None:
+            outcome.contended.add(pod.pk)  # the node left ONLINE meanwhile: try another
+            continue
+        needs = on_node.needs(pod)
+        if on_node.shortfall(needs):
+            outcome.contended.add(pod.pk)  # fuller than the view said: try with a fresh view
+            continue
         chosen = _take_gpus(free[candidate.node.pk], pod) if pod.gpu_count else []
         if chosen is None:
             candidate.free = 0  # fuller than the view said: someone else got there first
             outcome.contended.add(pod.pk)
             continue
+        on_node.take(needs)
+        pod.cpu_millicores = needs.cpu_millicores
+        pod.memory_mb = needs.memory_mb
+        pod.shm_mb = pod.shm_request_mb or needs.shm_default_mb
         reason = (
             f"placed on {candidate.node.hostname}: {pod.gpu_count}× {pod.gpu_model} "
-            f"at ${micros_to_usd(candidate.price)}/GPU-h"
+            f"at ${micros_to_usd(candidate.price)}/GPU-h, {needs.cpu_millicores / 1000:g} vCPU, "
+            f"{needs.memory_mb} MB RAM"
         )
         allocations += [GpuAllocation(gpu_id=g[0], pod=pod) for g in chosen]
         events.append(pod_transition_event(pod=pod, to=PodStatus.SCHEDULED, reason=reason))
@@ -187,23 +231,78 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
         pod.gpu_indices = [g[1] for g in chosen]
         pod.price_per_gpu_hour = candidate.price
         placed_pods.append(pod)
-        starts.append((candidate.node, pod.pk, start_spec(pod)))
+        starts.append(
+            (
+                candidate.node,
+                pod.pk,
+                start_spec(
+                    pod,
+                    gpu_uuids=[uuids[g[0]] for g in chosen],
+                    ssh_keys=keys.get(pod.owner_id, []),
+                    needs=needs,
+                ),
+            )
+        )
     GpuAllocation.objects.bulk_create(allocations)
     PodEvent.objects.bulk_create(events)
     Pod.objects.bulk_update(
-        placed_pods, ["status", "status_reason", "node", "gpu_indices", "price_per_gpu_hour"]
+        placed_pods,
+        [
+            "status",
+            "status_reason",
+            "node",
+            "gpu_indices",
+            "price_per_gpu_hour",
+            "cpu_millicores",
+            "memory_mb",
+            "shm_mb",
+        ],
     )
     node_services.workloads_start(starts=starts)
     outcome.placed = {p.pk for p in placed_pods}
     return outcome
 
 
-def start_spec(pod: Pod) -> dict[str, object]:
-    """The start_pod payload of docs/agent-protocol.md (without pod_id)."""
+def lock_nodes_for_placement(node_ids: set[uuid.UUID]) -> list[Node]:
+    """Lock the ONLINE nodes among `node_ids` in pk order (a placement on a node waits for the
+    other placements on it to commit, so it reads their reservations)."""
+    return list(
+        Node.objects.select_for_update(of=("self",))
+        .filter(pk__in=node_ids, status=NodeStatus.ONLINE)
+        .order_by("pk")
+    )
+
+
+def start_spec(
+    pod: Pod,
+    *,
+    gpu_uuids: list[str] | None = None,
+    ssh_keys: list[str] | None = None,
+    needs: Needs | None = None,
+) -> dict[str, object]:
+    """The start_pod payload of docs/agent-protocol.md (without pod_id): what the pod runs and
+    the limits the agent enforces, which are what was reserved for it on the node (a platform
+    default is reserved only: `needs` says which)."""
+    limit_cpu = needs is None or needs.limit_cpu
+    limit_memory = needs is None or needs.limit_memory
+    env = dict(pod.env)
+    keys = ssh_keys if ssh_keys is not None else ssh_public_keys(owner_id=pod.owner_id)
+    if keys and "PUBLIC_KEY" not in env:
+        env["PUBLIC_KEY"] = "\n".join(keys)
+    volumes = []
+    if pod.volume_id is not None:
+        volume = pod.volume
+        volumes.append(
+            {
+                "name": volume.docker_name,  # type: ignore[union-attr]
+                "mount_path": pod.volume_mount_path or settings.VOLUME_DEFAULT_MOUNT_PATH,
+                "size_gb": volume.size_gb,  # type: ignore[union-attr]
+            }
+        )
     return {
         "image": pod.image,
         "command": pod.command,
-        "env": pod.env,
+        "env": env,
         "ports": [
             {
                 "container_port": p["container_port"],
@@ -213,24 +312,75 @@ def start_spec(pod: Pod) -> dict[str, object]:
             for p in pod.ports
         ],
         "gpu_indices": pod.gpu_indices,
-        "cpu_limit": None,
-        "memory_limit_mb": None,
+        "gpu_uuids": list(gpu_uuids or []),
+        "cpu_limit": pod.cpu_millicores / 1000 if pod.cpu_millicores and limit_cpu else None,
+        "memory_limit_mb": pod.memory_mb if pod.memory_mb and limit_memory else None,
+        "shm_size_mb": pod.shm_mb or None,
+        "disk_limit_gb": pod.disk_gb,
+        "volumes": volumes,
+        "authorized_keys": keys,
         "restart_policy": "unless-stopped" if pod.restartable else "no",
         "network_mode": None,
     }
 
 
-def unplaceable_reason(pod: Pod) -> str:
+def unplaceable_reason(pod: Pod, capacity: CapacityView | None = None) -> str:
+    """Why `pod` still waits, in words its owner can act on."""
+    if pod.node_id is not None:
+        return _pinned_reason(pod, capacity)
     cap = (
         f" at or under ${micros_to_usd(pod.price_cap_per_gpu_hour)}/GPU-h"
         if pod.price_cap_per_gpu_hour is not None
         else ""
     )
     vram = f" with ≥ {pod.min_vram_mb} MiB" if pod.min_vram_mb else ""
-    return (
+    if pod.gpu_count == 0:
+        return (
+            f"Waiting for capacity: no online node has the CPU and memory free for this pod{cap}."
+        )
+    reason = (
         f"Waiting for capacity: no online node has {pod.gpu_count} free {pod.gpu_model} "
-        f"GPU(s){vram}{cap}."
+        f"GPU(s){vram}{cap}"
     )
+    if capacity is not None and any(
+        c.model == pod.gpu_model and c.free >= pod.gpu_count and c.memory_mb >= pod.min_vram_mb
+        for c in capacity.entries
+    ):
+        reason += " together with the CPU, memory and disk this pod needs"
+    return reason + "."
+
+
+def _pinned_reason(pod: Pod, capacity: CapacityView | None) -> str:
+    """A pod tied to one node (its volume lives there, or it resumes where it ran) waits for
+    that node alone."""
+    node = pod.node
+    why = "its volume is there" if pod.volume_id else "it resumes where it ran"
+    if node is None:
+        return "Waiting for its node."
+    if node.status != NodeStatus.ONLINE:
+        return f"Waiting for node {node.hostname} ({why}): the node is {node.status}."
+    free = 0
+    if capacity is not None:
+        free = sum(
+            c.free
+            for c in capacity.entries
+            if c.node.pk == node.pk and c.model == pod.gpu_model and c.memory_mb >= pod.min_vram_mb
+        )
+    if pod.gpu_count and free < pod.gpu_count:
+        return (
+            f"Waiting for node {node.hostname} ({why}): {free} of the {pod.gpu_count} "
+            f"{pod.gpu_model} GPU(s) it needs are free."
+        )
+    resources = capacity.resources.get(node.pk) if capacity is not None else None
+    short = resources.shortfall(resources.needs(pod)) if resources is not None else ""
+    if short:
+        return f"Waiting for node {node.hostname} ({why}): it lacks {short}."
+    if pod.price_cap_per_gpu_hour is not None:
+        return (
+            f"Waiting for node {node.hostname} ({why}): its price is above the pod's cap of "
+            f"${micros_to_usd(pod.price_cap_per_gpu_hour)}/GPU-h."
+        )
+    return f"Waiting for node {node.hostname} ({why})."
 
 
 @dataclass
@@ -313,9 +463,9 @@ def _schedule_round(
             if pod_ids is not None:
                 pending = pending.filter(pk__in=pod_ids)
             pods = list(
-                pending.select_for_update(skip_locked=True).order_by("created_at")[
-                    : min(batch, limit - len(seen))
-                ]
+                pending.select_for_update(skip_locked=True, of=("self",))
+                .select_related("node")
+                .order_by("created_at")[: min(batch, limit - len(seen))]
             )
             if not pods:
                 break
@@ -323,16 +473,23 @@ def _schedule_round(
             capacity = capacity or CapacityView.load()
             remaining = pods
             for source in sources:
-                if not remaining:
+                # A pod pinned to one of our nodes (its volume is there, or it resumes there)
+                # is for that node alone: no other source may rent a machine for it.
+                offered = (
+                    remaining
+                    if source is community_nodes
+                    else [p for p in remaining if p.node_id is None]
+                )
+                if not offered:
                     break
-                outcome = source(remaining, capacity)
+                outcome = source(offered, capacity)
                 result.placed += len(outcome.placed)
                 contended = contended or bool(outcome.contended)
                 remaining = [p for p in remaining if p.pk not in outcome.placed]
             unplaced.difference_update(p.pk for p in pods)
             unplaced.update(p.pk for p in remaining)
             for pod in remaining:
-                reason = unplaceable_reason(pod)
+                reason = unplaceable_reason(pod, capacity)
                 if pod.status_reason != reason:
                     Pod.objects.filter(pk=pod.pk).update(status_reason=reason)
     return contended

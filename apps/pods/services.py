@@ -15,15 +15,20 @@ from apps.accounts.models import User
 from apps.billing.spend import spend_refusal
 from apps.nodes import services as node_services
 from apps.nodes.models import CommandType, Node, NodeCommand, Workload
-from apps.pods import metering, upstream
+from apps.pods import metering, upstream, volumes
 from apps.pods.lifecycle import FINAL, pod_transition
 from apps.pods.models import ON_NODE_STATUSES, GpuAllocation, Pod, PodStatus
+from apps.pods.scheduler import schedule_pending
 
 logger = logging.getLogger(__name__)
 
 
 class SpendRefusedError(Exception):
     """New work is refused: no balance left, monthly cap reached, or at the hourly burn limit."""
+
+
+class PodNotResumableError(Exception):
+    """Only a stopped pod resumes (a 409 saying why)."""
 
 
 class IdempotencyConflictError(Exception):
@@ -37,7 +42,8 @@ class CreatedPod:
 
 
 def _request_hash(spec: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    plain = {k: getattr(v, "pk", v) for k, v in spec.items()}  # a volume or template: its id
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def pod_create(*, owner: User, spec: dict[str, Any], idempotency_key: str = "") -> CreatedPod:
@@ -50,17 +56,15 @@ def pod_create(*, owner: User, spec: dict[str, Any], idempotency_key: str = "") 
             if existing.request_hash != digest:
                 raise IdempotencyConflictError(idempotency_key)
             return CreatedPod(pod=existing, created=False)
-    burn = sum(
-        p.hourly_rate
-        for p in Pod.objects.filter(owner=owner, status__in=ON_NODE_STATUSES)
-        .exclude(status=PodStatus.STOPPING)  # billing has ended for these
-        .only("price_per_gpu_hour", "gpu_count")
-    )
-    refusal = spend_refusal(user_id=owner.pk, current_burn=burn)
-    if refusal:
-        raise SpendRefusedError(refusal)
+    _check_spend(owner_id=owner.pk)
     try:
         with transaction.atomic():
+            volume = spec.get("volume")
+            if volume is not None:
+                # Under the volume's lock: one pod at a time, on the volume's node (the pod is
+                # pinned there: `node` on a PENDING pod restricts the scheduler to it).
+                volume = volumes.lock_for_attach(volume=volume, pod_spec=spec)
+                spec = {**spec, "volume": volume, "node": volume.node}
             pod = Pod.objects.create(
                 owner=owner, idempotency_key=idempotency_key, request_hash=digest, **spec
             )
@@ -76,11 +80,67 @@ def pod_create(*, owner: User, spec: dict[str, Any], idempotency_key: str = "") 
                     raise IdempotencyConflictError(idempotency_key) from None
                 return CreatedPod(pod=existing, created=False)
         raise
-    from apps.pods.scheduler import schedule_pending
-
     schedule_pending(pod_ids=[pod.pk])
     pod.refresh_from_db()
     return CreatedPod(pod=pod, created=True)
+
+
+def _check_spend(*, owner_id: uuid.UUID) -> None:
+    burn = sum(
+        p.hourly_rate
+        for p in Pod.objects.filter(owner_id=owner_id, status__in=ON_NODE_STATUSES)
+        .exclude(status=PodStatus.STOPPING)  # billing has ended for these
+        .only("price_per_gpu_hour", "gpu_count")
+    )
+    refusal = spend_refusal(user_id=owner_id, current_burn=burn)
+    if refusal:
+        raise SpendRefusedError(refusal)
+
+
+def pod_resume(*, pod: Pod) -> Pod:
+    """Resume a stopped pod: PENDING again, pinned to its volume's node (or the node it last
+    ran on), and placed at once when that node has its GPUs free; else it waits there and says
+    why. Billing starts again when its new container runs."""
+    _check_spend(owner_id=pod.owner_id)
+    with transaction.atomic():
+        locked = _lock(pod.pk)
+        if locked is None or locked.status != PodStatus.STOPPED:
+            status = locked.status if locked else "gone"
+            raise PodNotResumableError(f"Pod is {status}: only a stopped pod can be resumed.")
+        if locked.volume_id is not None:
+            volume = volumes.lock_for_attach(
+                volume=locked.volume,  # type: ignore[arg-type]
+                pod_spec={"gpu_count": locked.gpu_count, "gpu_model": locked.gpu_model},
+                resuming=locked,
+            )
+            locked.node = volume.node
+        for name, value in RESUME_RESET.items():
+            setattr(locked, name, value() if callable(value) else value)
+        pod_transition(
+            pod=locked,
+            to=PodStatus.PENDING,
+            reason="resumed by its owner",
+            extra_fields=("node", *RESUME_RESET),
+        )
+    schedule_pending(pod_ids=[pod.pk])
+    locked.refresh_from_db()
+    return locked
+
+
+# What a resumed pod forgets of its last run (its node stays: it is where it resumes).
+RESUME_RESET: dict[str, Any] = {
+    "gpu_indices": list,
+    "price_per_gpu_hour": None,
+    "endpoints": dict,
+    "started_at": None,
+    "stopped_at": None,
+    "billed_until": None,
+    "billing_ends_at": None,
+    "cpu_millicores": 0,
+    "memory_mb": 0,
+    "shm_mb": 0,
+    "oom_killed": False,
+}
 
 
 def _release_gpus(pod: Pod) -> None:
@@ -140,6 +200,10 @@ def pod_observe_workload(*, workload: Workload) -> None:
         return
     state = workload.state
     now = timezone.now()
+    over_disk = _over_disk_quota(pod=pod, workload=workload)
+    if over_disk and state == "running" and pod.status == PodStatus.RUNNING:
+        pod_stop(pod=pod, reason=over_disk)
+        return
     if state == "running" and pod.status in (PodStatus.SCHEDULED, PodStatus.STARTING):
         started = workload.started_at or now
         pod.started_at = started
@@ -169,7 +233,19 @@ def pod_observe_workload(*, workload: Workload) -> None:
                 pod.save(update_fields=["billing_ends_at", "updated_at"])
             return
         code = workload.exit_code
-        if state == "exited" and code == 0:
+        if "OOMKilled" in (workload.error or ""):
+            pod.oom_killed = True
+            pod.save(update_fields=["oom_killed", "updated_at"])
+            _finish_on_node(
+                pod=pod,
+                to=PodStatus.FAILED,
+                reason=(
+                    f"out of memory: the container went over its {pod.memory_mb} MB memory "
+                    f"limit and was killed (OOMKilled, exit code {code})"
+                ),
+                ended_at=ended,
+            )
+        elif state == "exited" and code == 0:
             _finish_on_node(
                 pod=pod, to=PodStatus.STOPPED, reason="container exited with code 0", ended_at=ended
             )
@@ -238,7 +314,8 @@ def pods_on_offline_node(*, node: Node, last_heartbeat_at: datetime, reason: str
             Workload.objects.filter(node=node, pod_id=pod.pk).update(wanted=False)
             _release_gpus(pod)
             if pod.restartable and pod.status != PodStatus.STOPPING:
-                pod.node = None
+                # A pod with a volume waits for the volume's node; others may go anywhere.
+                pod.node = node if pod.volume_id is not None else None
                 pod.gpu_indices = []
                 pod.billed_until = None
                 pod_transition(
@@ -268,4 +345,31 @@ def pod_fetch_logs(*, pod: Pod, tail: int = 200) -> NodeCommand | None:
         return None
     return node_services.command_enqueue(
         node=pod.node, type=CommandType.FETCH_LOGS, payload={"pod_id": str(pod.pk), "tail": tail}
+    )
+
+
+def volumes_observe_usage(
+    *, node: Node, volumes_measured: list[dict[str, Any]], at: datetime
+) -> int:
+    """Record the agent's measurement of `node`'s volumes; stop the pods writing to any volume
+    over its size, each with an event saying so. Returns how many pods were stopped."""
+    stopped = 0
+    for over in volumes.volumes_record_usage(node=node, volumes=volumes_measured, at=at):
+        for pod in Pod.objects.filter(
+            volume_id=over.volume_id,
+            status__in=(PodStatus.SCHEDULED, PodStatus.STARTING, PodStatus.RUNNING),
+        ):
+            pod_stop(pod=pod, reason=over.reason)
+            stopped += 1
+    return stopped
+
+
+def _over_disk_quota(*, pod: Pod, workload: Workload) -> str:
+    """Why the pod's own writable layer is over its `disk_gb` ("" when it is not)."""
+    used = workload.disk_used_bytes
+    if used is None or used <= pod.disk_gb * volumes.GB:
+        return ""
+    return (
+        f"the container's disk holds {used / volumes.GB:.2f} GB, over its {pod.disk_gb} GB "
+        "limit: the pod was stopped (write large data to a volume instead)"
     )

@@ -11,21 +11,24 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.core.gpu_models import CPU_MODEL
 from apps.nodes.models import NodeCommand
-from apps.pods import selectors, services, upstream
-from apps.pods.models import Pod, PodStatus
+from apps.pods import selectors, services, upstream, volumes
+from apps.pods.models import Pod, PodStatus, PodTemplate, Volume, VolumeStatus
 from apps.pods.serializers import MAX_GPUS, PodCreateInput
 
 LOG_TAIL = 200
 
 
 def _owned(request: HttpRequest, pod_id: uuid.UUID) -> Pod:
-    return get_object_or_404(Pod.objects.for_user(request.user).select_related("node"), pk=pod_id)
+    return get_object_or_404(
+        Pod.objects.for_user(request.user).select_related("node", "volume"), pk=pod_id
+    )
 
 
 def _table_context(request: HttpRequest, scope: str) -> dict[str, Any]:
@@ -69,7 +72,16 @@ class PodForm(forms.Form):
     """The page's fields; the rules themselves are the API's (PodCreateInput), applied below."""
 
     name = forms.CharField(max_length=100)
-    image = forms.CharField(max_length=255, help_text="A Docker image the node can run.")
+    template = forms.ChoiceField(
+        required=False,
+        help_text="Start from a template: its image, command, ports and env are the defaults; "
+        "what you fill in below wins.",
+    )
+    image = forms.CharField(
+        max_length=255,
+        required=False,
+        help_text="A Docker image the node can run (optional with a template).",
+    )
     command = forms.CharField(
         max_length=4096,
         required=False,
@@ -137,9 +149,28 @@ class PodForm(forms.Form):
         choices=[("never", "Stay interrupted"), ("on-interruption", "Place it again")],
         initial="never",
     )
+    vcpus = forms.DecimalField(
+        label="vCPUs",
+        required=False,
+        min_value=0,
+        max_digits=7,
+        decimal_places=3,
+        help_text="Optional: more than the GPUs' share of the node, if it has them free.",
+    )
+    memory_mb = forms.IntegerField(
+        label="Memory (MB)", required=False, min_value=0, help_text="Optional, like vCPUs."
+    )
+    volume = forms.ChoiceField(required=False, help_text="One of your volumes to mount.")
+    volume_mount_path = forms.CharField(
+        label="Mount path",
+        required=False,
+        max_length=255,
+        help_text="Where the volume mounts (default /workspace).",
+    )
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=64)
 
     field_order = (
+        "template",
         "name",
         "image",
         "gpu_model",
@@ -155,11 +186,22 @@ class PodForm(forms.Form):
         "restart",
     )
 
-    def __init__(self, *args: Any, models: list[str], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        models: list[str],
+        templates: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        volumes: list[tuple[str, str]] = (),  # type: ignore[assignment]
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        field = self.fields["gpu_model"]
-        assert isinstance(field, forms.ChoiceField)  # noqa: S101 - declared just above
-        field.choices = [(m, m) for m in models]
+        choices = {"gpu_model": [(m, m) for m in models]}
+        choices["template"] = [("", "— none —"), *templates]
+        choices["volume"] = [("", "— none —"), *volumes]
+        for name, options in choices.items():
+            field = self.fields[name]
+            assert isinstance(field, forms.ChoiceField)  # noqa: S101 - declared above
+            field.choices = options
 
     def clean_command(self) -> list[str] | None:
         raw = self.cleaned_data["command"].strip()
@@ -191,20 +233,16 @@ class PodForm(forms.Form):
         return ports
 
 
-def _apply_api_rules(form: PodForm) -> dict[str, Any] | None:
+def _apply_api_rules(form: PodForm, user: Any) -> dict[str, Any] | None:
     """Validate the form's values with the API's serializer, so the page and the API accept
-    exactly the same pods; its errors land on the form's fields."""
-    data = {k: v for k, v in form.cleaned_data.items() if k != "idempotency_key"}
-    for optional in (
-        "price_cap_per_gpu_hour_usd",
-        "bid_cap_per_gpu_hour_usd",
-        "cloud",
-        "strategy",
-        "restart",
-    ):
-        if data.get(optional) in (None, ""):
-            data.pop(optional, None)  # the API's default
-    serializer = PodCreateInput(data=data)
+    exactly the same pods; its errors land on the form's fields. Fields left empty are left
+    out (with a template, its values fill them)."""
+    data = {
+        k: v
+        for k, v in form.cleaned_data.items()
+        if k != "idempotency_key" and v not in (None, "", [], {})
+    }
+    serializer = PodCreateInput(data=data, context={"user": user})
     if serializer.is_valid():
         return dict(serializer.validated_data)
     for field, errors in serializer.errors.items():
@@ -223,13 +261,29 @@ def _messages(detail: Any) -> list[str]:
     return [str(detail)]
 
 
+def _form_choices(request: HttpRequest) -> dict[str, list[tuple[str, str]]]:
+    templates = PodTemplate.objects.filter(
+        Q(owner__isnull=True, is_public=True) | Q(owner_id=request.user.pk)
+    )
+    usable = Volume.objects.for_user(request.user).filter(
+        status__in=(VolumeStatus.CREATING, VolumeStatus.READY)
+    )
+    return {
+        "templates": [(t.slug, t.name) for t in templates],
+        "volumes": [
+            (str(v.pk), f"{v.name} ({v.size_gb} GB on {v.node.hostname})")
+            for v in usable.select_related("node")
+        ],
+    }
+
+
 @login_required
 def pod_create(request: HttpRequest) -> HttpResponse:
     offers = selectors.pod_offers()
     models = selectors.gpu_model_choices(offers)
     if request.method == "POST":
-        form = PodForm(request.POST, models=models)
-        if form.is_valid() and (spec := _apply_api_rules(form)) is not None:
+        form = PodForm(request.POST, models=models, **_form_choices(request))
+        if form.is_valid() and (spec := _apply_api_rules(form, request.user)) is not None:
             try:
                 created = services.pod_create(
                     owner=request.user,  # type: ignore[arg-type]
@@ -238,6 +292,8 @@ def pod_create(request: HttpRequest) -> HttpResponse:
                 )
             except services.SpendRefusedError as exc:
                 form.add_error(None, str(exc))
+            except volumes.VolumeInputError as exc:
+                form.add_error(exc.field if exc.field in form.fields else None, exc.message)
             except services.IdempotencyConflictError:
                 form.add_error(None, "This form was already submitted with other values.")
             else:
@@ -247,6 +303,7 @@ def pod_create(request: HttpRequest) -> HttpResponse:
         first = offers[0].gpu_model if offers else CPU_MODEL
         form = PodForm(
             models=models,
+            **_form_choices(request),
             initial={
                 "idempotency_key": uuid.uuid4().hex,
                 "gpu_model": first,
@@ -286,6 +343,20 @@ def pod_stop(request: HttpRequest, pod_id: uuid.UUID) -> HttpResponse:
     pod = services.pod_stop(pod=_owned(request, pod_id))
     messages.success(request, f"Stopping {pod.name}: billing has ended.")
     return redirect("pods:detail", pod_id=pod.pk)
+
+
+@login_required
+@require_POST
+def pod_resume(request: HttpRequest, pod_id: uuid.UUID) -> HttpResponse:
+    try:
+        pod = services.pod_resume(pod=_owned(request, pod_id))
+    except (services.PodNotResumableError, services.SpendRefusedError) as exc:
+        messages.warning(request, str(exc))
+    except volumes.VolumeInputError as exc:
+        messages.warning(request, exc.message)
+    else:
+        messages.success(request, f"Resuming {pod.name}: {pod.status_reason}")
+    return redirect("pods:detail", pod_id=pod_id)
 
 
 @login_required

@@ -7,6 +7,7 @@ from django import template
 
 from apps.pods.models import Pod
 from apps.pods.selectors import PROGRESS, pod_is_settled, pod_is_transitioning
+from apps.pods.ssh import ssh_command
 
 register = template.Library()
 
@@ -62,3 +63,15 @@ def public_offers() -> list[dict[str, object]]:
         "portal:public-offers", lambda: [o.as_dict() for o in pod_offers()], OFFERS_CACHE_S
     )
     return offers or []
+
+
+@register.filter
+def ssh_line(pod: Pod) -> str:
+    """`ssh root@HOST -p PORT` for a pod publishing 22/tcp, else ""."""
+    return ssh_command(pod.endpoints) or ""
+
+
+@register.filter
+def vcpus(millicores: int) -> str:
+    """1500 → "1.5"."""
+    return f"{millicores / 1000:g}"
