@@ -351,3 +351,26 @@ def test_postgres_refuses_legs_added_to_a_posted_transaction(user):
                 [posted.pk, wallet_for(user).pk, posted.pk, revenue.pk],
             )
     assert wallet_for(user).balance == 5 * USD and ledger_check() == []
+
+
+def test_the_ledger_triggers_are_installed():
+    """A later migration that rebuilds a ledger table (SQLite does for most column changes)
+    drops its triggers silently: this says so."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgrelid IN "
+                "('billing_entry'::regclass, 'billing_transaction'::regclass, "
+                "'billing_ledgeraccount'::regclass)"
+            )
+            wanted = {
+                "billing_entry_append_only",
+                "billing_transaction_append_only",
+                "billing_entry_move_balances",
+                "billing_guard_balance",
+                "billing_entries_zero_sum",
+            }
+        else:
+            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+            wanted = set(SQLITE_LEDGER_TRIGGERS)
+        assert wanted <= {name for (name,) in cursor.fetchall()}
