@@ -29,9 +29,11 @@ from apps.nodes import services as node_services
 from apps.nodes.models import Gpu, Node, NodeStatus
 from apps.nodes.selectors import gpu_price_per_hour
 from apps.pods.lifecycle import pod_transition_event
-from apps.pods.models import GpuAllocation, Pod, PodEvent, PodStatus
+from apps.pods.models import GpuAllocation, Pod, PodCloud, PodEvent, PodStatus, PodStrategy
+from apps.pods.reliability import host_reliability
 from apps.pods.resources import Needs, NodeResources, node_resources
 from apps.pods.ssh import ssh_keys_by_owner, ssh_public_keys
+from apps.pods.strategy import balanced_score
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class NodeCapacity:
     memory_mb: int
     free: int
     price: int  # per GPU-hour, micro-dollars
+    reliability: float = 1.0  # apps.pods.reliability, filled in when a strategy needs it
 
 
 @dataclass
@@ -54,6 +57,7 @@ class CapacityView:
     entries: list[NodeCapacity] = field(default_factory=list)
     resources: dict[uuid.UUID, NodeResources] = field(default_factory=dict)
     _cpu_nodes: list[NodeCapacity] | None = None
+    _scored: bool = False
 
     @classmethod
     def load(cls) -> "CapacityView":
@@ -94,9 +98,47 @@ class CapacityView:
             and (pod.price_cap_per_gpu_hour is None or c.price <= pod.price_cap_per_gpu_hour)
             and self.fits(pod, c.node.pk)
         ]
-        # Cheapest first; among equal prices the fullest node that still fits (best fit keeps
-        # big nodes whole for big pods); a random tie-break spreads concurrent schedulers.
-        return sorted(fits, key=lambda c: (c.price, c.free, random.random()))  # noqa: S311
+        # In strategy order (cheapest first for LOWEST_PRICE); among equals the fullest node
+        # that still fits (best fit keeps big nodes whole for big pods); a random tie-break
+        # spreads concurrent schedulers.
+        return self.ranked(fits, pod.strategy)
+
+    def ranked(self, fits: list[NodeCapacity], strategy: str) -> list[NodeCapacity]:
+        def tail(c: NodeCapacity) -> tuple[float, ...]:
+            return (c.free, random.random())  # noqa: S311 - a tie-break, not crypto
+
+        if strategy == PodStrategy.LOWEST_PRICE or not fits:
+            return sorted(fits, key=lambda c: (c.price, *tail(c)))
+        if strategy == PodStrategy.BEST_VALUE:
+            return sorted(fits, key=lambda c: (c.price / max(c.memory_mb, 1), c.price, *tail(c)))
+        self._score()
+        if strategy == PodStrategy.HIGHEST_RELIABILITY:
+            return sorted(fits, key=lambda c: (-c.reliability, c.price, *tail(c)))
+        cheapest = min(c.price for c in fits)
+        best_value = min(c.price / max(c.memory_mb / 1024, 1) for c in fits)
+        return sorted(
+            fits,
+            key=lambda c: (
+                balanced_score(
+                    price=c.price,
+                    cheapest=cheapest,
+                    value=c.price / max(c.memory_mb / 1024, 1),
+                    best_value=best_value,
+                    reliability=c.reliability,
+                ),
+                c.price,
+                *tail(c),
+            ),
+        )
+
+    def _score(self) -> None:
+        """Measured reliability of every node in the view (three queries, once a pass)."""
+        if self._scored:
+            return
+        scores = host_reliability(list({c.node.pk for c in self.entries}))
+        for c in self.entries:
+            c.reliability = scores[c.node.pk].score if c.node.pk in scores else 1.0
+        self._scored = True
 
     def _cpu_candidates(self, pod: Pod) -> list[NodeCapacity]:
         """CPU pods (no GPU) go to any online node with the CPU and RAM they need, CPU-only
@@ -157,7 +199,7 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
     stays PENDING for the next pass."""
     outcome = BatchOutcome()
     plan: list[tuple[Pod, NodeCapacity]] = []
-    for pod in pods:
+    for pod in own_cloud_pods(pods):
         candidates = capacity.candidates(pod)
         if candidates:
             chosen_node = candidates[0]
@@ -261,6 +303,12 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
     node_services.workloads_start(starts=starts)
     outcome.placed = {p.pk for p in placed_pods}
     return outcome
+
+
+def own_cloud_pods(pods: list[Pod]) -> list[Pod]:
+    """The pods our own nodes may take: not `cloud: upstream`, and not spot pods (spot
+    capacity is an upstream cloud's bid market; our nodes are never interruptible)."""
+    return [p for p in pods if p.cloud != PodCloud.UPSTREAM and not p.interruptible]
 
 
 def lock_nodes_for_placement(node_ids: set[uuid.UUID]) -> list[Node]:
