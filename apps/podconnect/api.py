@@ -19,13 +19,15 @@ def _owned(request: Request, pod_id: str) -> Pod:
 
 
 class TokenListView(APIView):
-    @extend_schema(responses={200: s.TokenOutput(many=True)}, tags=["pods"])
+    @extend_schema(responses={200: s.PodAccessTokenOutput(many=True)}, tags=["pods"])
     def get(self, request: Request, pod_id: str) -> Response:
         pod = _owned(request, pod_id)
         tokens = PodAccessToken.objects.filter(pod=pod)[:500]
-        return Response(s.TokenOutput(tokens, many=True).data)
+        return Response(s.PodAccessTokenOutput(tokens, many=True).data)
 
-    @extend_schema(request=s.TokenCreateInput, responses={201: s.TokenCreatedOutput}, tags=["pods"])
+    @extend_schema(
+        request=s.TokenCreateInput, responses={201: s.PodAccessTokenCreatedOutput}, tags=["pods"]
+    )
     def post(self, request: Request, pod_id: str) -> Response:
         pod = _owned(request, pod_id)
         data = s.TokenCreateInput(data=request.data)
@@ -35,12 +37,12 @@ class TokenListView(APIView):
             pod_id=pod.pk,
             name=data.validated_data["name"],
         )
-        body = {**s.TokenOutput(issued.token).data, "token": issued.raw}
+        body = {**s.PodAccessTokenOutput(issued.token).data, "token": issued.raw}
         return Response(body, status=status.HTTP_201_CREATED)
 
 
 class TokenRevokeView(APIView):
-    @extend_schema(request=None, responses={200: s.TokenOutput}, tags=["pods"])
+    @extend_schema(request=None, responses={200: s.PodAccessTokenOutput}, tags=["pods"])
     def delete(self, request: Request, pod_id: str, token_id: int) -> Response:
         pod = _owned(request, pod_id)
         try:
@@ -51,4 +53,4 @@ class TokenRevokeView(APIView):
             )
         except services.PodNotFoundError as exc:
             raise exceptions.NotFound("No such token for this pod.") from exc
-        return Response(s.TokenOutput(token).data)
+        return Response(s.PodAccessTokenOutput(token).data)

@@ -7,7 +7,7 @@ class TokenCreateInput(serializers.Serializer):
     name = serializers.CharField(max_length=100)
 
 
-class TokenOutput(serializers.ModelSerializer):
+class PodAccessTokenOutput(serializers.ModelSerializer):
     active = serializers.SerializerMethodField()
 
     class Meta:
@@ -18,8 +18,8 @@ class TokenOutput(serializers.ModelSerializer):
         return token.revoked_at is None
 
 
-class TokenCreatedOutput(TokenOutput):
+class PodAccessTokenCreatedOutput(PodAccessTokenOutput):
     token = serializers.CharField(help_text="The token itself: shown only in this answer.")
 
-    class Meta(TokenOutput.Meta):
-        fields = (*TokenOutput.Meta.fields, "token")
+    class Meta(PodAccessTokenOutput.Meta):
+        fields = (*PodAccessTokenOutput.Meta.fields, "token")
