@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,14 +142,15 @@ def main() -> None:
     setup()
     import docker
     import httpx
-    from asgiref.sync import async_to_sync
     from django.db import connections
+    from django.utils import timezone
 
     from apps.accounts.models import User
     from apps.catalog.models import ColdStart, Deployment, ModelTemplate
     from apps.catalog.services.deploy import deployment_create
     from apps.catalog.services.templates import templates_seed
     from apps.nodes.models import Node, NodeStatus
+    from apps.nodes.services import nodes_mark_silent_offline
     from backends.localimage import IMAGE, agent_mounts, ensure_image, rootfs_tar
     from tests.pods.conftest import fund
 
@@ -203,6 +205,9 @@ def main() -> None:
         agent_args += ["--mount", mount]
     beat = Beat()
     agent = None
+    # Agents of earlier runs are gone: their nodes go offline (as beat's silence check would
+    # do after 3 heartbeats), so replicas land on this run's agent only.
+    nodes_mark_silent_offline(now=timezone.now() + timedelta(hours=1))
     node_ids_before = set(Node.objects.values_list("pk", flat=True))
     try:
         wait(lambda: _answers(url + "/healthz"), "the web process", 60)
@@ -299,7 +304,7 @@ def main() -> None:
         )
 
         if not args.skip_day:
-            day_figures(url, key, deployment, args, async_to_sync)
+            day_figures(url, key, deployment, args)
         print(f"load average: {os.getloadavg()}")
     finally:
         beat.halt.set()
@@ -344,7 +349,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def day_figures(url, key, deployment, args, async_to_sync) -> None:
+def day_figures(url, key, deployment, args) -> None:
     """The scripted day against the autoscaled deployment, then against a fixed one."""
     from django.db import connections
 
