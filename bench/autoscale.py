@@ -229,6 +229,7 @@ def main() -> None:
             owner=user,
             template=template,
             name=f"bench-{os.getpid()}",
+            rate_limit_per_minute=1_000_000,  # the figures are about scaling, not the limiter
             scaling={
                 "min_replicas": 0,
                 "max_replicas": args.max_replicas,
@@ -296,11 +297,12 @@ def main() -> None:
 
         reached, t0 = asyncio.run(step())
         during = [lat for (at, lat, code) in results if at >= t0 and at <= t0 + reached]
+        codes = sorted({code for (_, _, code) in results if code != 200})
         errors = sum(1 for (_, _, code) in results if code != 200)
         print(
             f"step 1 -> 50 clients: {enough} READY replicas after {reached:.1f} s; "
             f"p99 during the step {pct(during, 0.99) * 1000:.0f} ms over {len(during)} requests; "
-            f"{errors} non-200"
+            f"{errors} non-200 {codes}"
         )
 
         if not args.skip_day:
@@ -428,7 +430,9 @@ def day_figures(url, key, deployment, args) -> None:
         f"({100 * auto_rs / sized_for_peak:.0f}%); p99 autoscaled (outside cold starts) "
         f"{auto_p99:.0f} ms over {len(warm)} requests, fixed {fixed_p99:.0f} ms over "
         f"{len(fixed_results)}; cold starts during the day: {len(held_windows)}; measured fixed "
-        f"replica-s {fixed_rs:.0f}"
+        f"replica-s {fixed_rs:.0f}; non-200: autoscaled "
+        f"{sum(1 for r in auto_results if r[2] != 200)}, fixed "
+        f"{sum(1 for r in fixed_results if r[2] != 200)}"
     )
 
 
