@@ -111,10 +111,10 @@ def deployment_economics(
     for replica_id, at, latency_ms in usage.filter(replica_id__isnull=False).values_list(
         "replica_id", "at", "latency_ms"
     ):
-        pod_id = pod_of.get(replica_id)
-        if pod_id is not None:
-            end = _ms(at)
-            spans[pod_id].append((end - int(round(latency_ms)), end))
+        served_by = pod_of.get(replica_id) if replica_id is not None else None
+        if served_by is not None:
+            done_ms = _ms(at)
+            spans[served_by].append((done_ms - int(round(latency_ms)), done_ms))
     busy_ms = sum(_overlap_ms(_union(spans[p]), _union(billed[p])) for p in billed)
     busy_s = busy_ms / 1000
     idle_s = max(0.0, replica_seconds - busy_s)
