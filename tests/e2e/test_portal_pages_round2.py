@@ -181,7 +181,8 @@ def test_every_provider_and_catalog_page_is_clean(
     page.goto(live_server.url + "/provider/keys/")
     page.fill("input[name=name]", "rack 2")
     page.get_by_role("button", name="Create key").click()
-    expect(page.get_by_test_id("install-command")).to_contain_text("--provider-key=pk_")
+    expect(page.get_by_test_id("install-command")).to_contain_text("GCO_PROVIDER_KEY")
+    expect(page.get_by_test_id("provider-key")).to_contain_text("pk_")
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= viewport["width"], f"keys page with a new key is {width}px wide"
     browser_guard.check()
