@@ -145,6 +145,38 @@ def test_draining_replica_stops_only_when_idle_after_the_grace_then_idle_status(
     assert f"replica {replica.pk} drained and stopped" in reasons
 
 
+def test_a_replica_wanted_while_the_ports_were_held_by_draining_ones_starts_when_one_stops(
+    scalable, settings
+):
+    """Scaled down (its replica draining, holding its host port), then up again with no port
+    left: the new replica starts as soon as the drained one stops and frees its port."""
+    replica = scalable.replica_set.get()
+    settings.CATALOG_HOST_PORT_RANGE = (replica.host_port, replica.host_port)  # one port only
+    serve(scalable)
+    now = timezone.now()
+    autoscale.deployment_autoscale(deployment_id=scalable.pk, snapshot=load(scalable), now=now)
+    autoscale.deployment_autoscale(
+        deployment_id=scalable.pk, snapshot=load(scalable), now=now + timedelta(seconds=31)
+    )
+    assert Replica.objects.get(pk=replica.pk).status == R.DRAINING
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        autoscale.deployment_autoscale(
+            deployment_id=scalable.pk,
+            snapshot=load(scalable, held=1),
+            now=now + timedelta(seconds=32),
+        )
+    scalable.refresh_from_db()
+    assert scalable.replicas == 1
+    assert not scalable.replica_set.exclude(pk=replica.pk).exists()  # no port for it yet
+
+    after = now + timedelta(seconds=31 + autoscale.drain_grace_s() + 1)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        assert autoscale.replicas_finish_draining(snapshot=load(scalable), now=after) == 1
+
+    new = scalable.replica_set.exclude(pk=replica.pk).get()
+    assert new.status == R.PENDING and new.host_port == replica.host_port
+
+
 def test_held_request_wakes_an_idle_deployment(scalable):
     scalable.replica_set.update(status=R.STOPPED, pod=None, host_port=None)
     Deployment.objects.filter(pk=scalable.pk).update(replicas=0, status=DeploymentStatus.IDLE)

@@ -67,6 +67,7 @@ class Beat(threading.Thread):
         while not self.halt.is_set():
             try:
                 lifecycle.deployments_sync_status()
+                lifecycle.deployments_provision_pending()
                 autoscale.deployments_autoscale()
                 lifecycle.replicas_health_check()
             except Exception as exc:  # noqa: BLE001 - reported by the test

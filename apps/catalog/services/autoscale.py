@@ -207,6 +207,10 @@ def replicas_finish_draining(
             deployment_id = replica.deployment_id
         if pod is not None:
             pod_services.pod_stop(pod=pod, reason="replica drained by the autoscaler")
+        # Its host port is free again: a deployment that wanted a replica it had no port for
+        # (scaled down, then up again while this one drained) gets it now, not at the next
+        # periodic provisioning pass.
+        lifecycle.deployment_provision(deployment_id=deployment_id)
         lifecycle.deployment_refresh_status(deployment_id=deployment_id)
         stopped += 1
     return stopped
