@@ -7,13 +7,13 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from apps.billing.models import AccountKind, TransactionKind
 from apps.billing.services import ledger_post, platform_account
 from apps.core.money import micros_to_usd, prorate
-from apps.pods.models import ON_NODE_STATUSES, Pod
+from apps.pods.models import ON_NODE_STATUSES, Pod, UsageRecord
 from apps.sourcing.models import (
     BILLED_STATUSES,
     ProvisionedInstance,
@@ -94,10 +94,6 @@ def accrue_upstream_costs(
 
 def margins_by(*, key: str) -> dict[str, dict[str, int]]:
     """Revenue, upstream cost and margin per pod, provider or GPU model (micro-dollars)."""
-    from django.db.models import Sum
-
-    from apps.pods.models import UsageRecord
-
     assert key in ("pod", "provider", "gpu_model")  # noqa: S101 - a programming error
     cost: dict[str, int] = defaultdict(int)
     revenue: dict[str, int] = defaultdict(int)

@@ -9,6 +9,7 @@ import uuid
 from datetime import timedelta
 from functools import partial
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -98,10 +99,11 @@ def workload_spec(pod: Pod) -> WorkloadSpec:
 def _dispatch_provision(instance_id: uuid.UUID) -> None:
     """Start the rent now rather than at the next tick. If the broker cannot take the task,
     the provisioning tick (every 10 s) does the same work."""
-    from apps.sourcing.tasks import provision_instance
-
+    # By name: sourcing.tasks imports these services, so they do not import it back.
     try:
-        provision_instance.apply_async(args=[str(instance_id)], expires=60)
+        current_app.signature("sourcing.provision_instance").apply_async(
+            args=[str(instance_id)], expires=60
+        )
     except Exception:  # noqa: BLE001 - the tick is the fallback
         logger.warning("could not dispatch provisioning of %s; the tick will", instance_id)
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 from apps.nodes.models import NodeStatus
 from apps.pods.lifecycle import pod_transition
 from apps.pods.models import ON_NODE_STATUSES, Pod, PodStatus
+from apps.pods.scheduler import schedule_pending
 from apps.sourcing.adapters.base import (
     AlreadyGoneError,
     Instance,
@@ -221,8 +222,6 @@ def _abandon_unwanted(now: datetime) -> int:
 def _release_pods() -> int:
     """Pods waiting on an ACTIVE instance whose node is ONLINE go back to PENDING and are
     scheduled at once (onto that node, the cheapest fit for them)."""
-    from apps.pods.scheduler import schedule_pending
-
     released = []
     for instance in ProvisionedInstance.objects.filter(
         status=S.ACTIVE, node__status=NodeStatus.ONLINE, pod__status=PodStatus.PROVISIONING

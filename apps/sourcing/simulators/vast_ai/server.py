@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from apps.sourcing.adapters.gpu_names import BY_CANONICAL, GPU_TABLE
+from apps.sourcing.adapters.gpu_names import BY_CANONICAL, GPU_TABLE, from_vast
 from apps.sourcing.simulators.base import SimInstance, SimRequest, SimResponse, Simulator
 from apps.sourcing.simulators.containers import SimPort, SimWorkload
 from apps.sourcing.simulators.markets import BASE_PRICE
@@ -266,8 +266,6 @@ class VastSimulator(Simulator):
         return SimResponse.json({"success": True, "new_contract": int(instance.id)})
 
     def _canonical(self, offer: dict[str, Any]) -> str:
-        from apps.sourcing.adapters.gpu_names import from_vast
-
         return from_vast(offer["gpu_name"], offer["gpu_ram"]) or offer["gpu_name"]
 
     def _container_status(self, instance: SimInstance) -> tuple[str | None, str, str, bool]:
