@@ -17,6 +17,7 @@ from apps.nodes import services as node_services
 from apps.nodes.models import CommandType, Node, NodeCommand, Workload
 from apps.pods import metering, upstream, volumes
 from apps.pods.lifecycle import FINAL, pod_transition
+from apps.pods.locks import lock_pod
 from apps.pods.models import ON_NODE_STATUSES, GpuAllocation, Pod, PodStatus
 from apps.pods.scheduler import schedule_pending
 
@@ -103,7 +104,7 @@ def pod_resume(*, pod: Pod) -> Pod:
     why. Billing starts again when its new container runs."""
     _check_spend(owner_id=pod.owner_id)
     with transaction.atomic():
-        locked = _lock(pod.pk)
+        locked = lock_pod(pod.pk)
         if locked is None or locked.status != PodStatus.STOPPED:
             status = locked.status if locked else "gone"
             raise PodNotResumableError(f"Pod is {status}: only a stopped pod can be resumed.")
@@ -147,14 +148,10 @@ def _release_gpus(pod: Pod) -> None:
     GpuAllocation.objects.filter(pod=pod).delete()
 
 
-def _lock(pod_id: uuid.UUID | str) -> Pod | None:
-    return Pod.objects.select_for_update().filter(pk=pod_id).first()
-
-
 @transaction.atomic
 def pod_stop(*, pod: Pod, reason: str = "stopped by its owner") -> Pod:
     """Stop a pod: billing ends now; the agent stops and removes the container."""
-    locked = _lock(pod.pk)
+    locked = lock_pod(pod.pk)
     if locked is None or locked.status in FINAL or locked.status == PodStatus.STOPPING:
         return locked or pod
     if locked.status in (PodStatus.PENDING, PodStatus.PROVISIONING):
@@ -176,7 +173,7 @@ def pod_stop(*, pod: Pod, reason: str = "stopped by its owner") -> Pod:
 @transaction.atomic
 def pod_terminate(*, pod: Pod) -> Pod:
     """DELETE: stop if needed; a stopped or failed pod becomes TERMINATED."""
-    locked = _lock(pod.pk)
+    locked = lock_pod(pod.pk)
     if locked is None:
         return pod
     if locked.status in (PodStatus.STOPPED, PodStatus.FAILED, PodStatus.INTERRUPTED):
@@ -195,7 +192,7 @@ def _finish_on_node(*, pod: Pod, to: str, reason: str, ended_at: datetime) -> No
 @transaction.atomic
 def pod_observe_workload(*, workload: Workload) -> None:
     """Drive the pod's state from what its node's agent reports of its container."""
-    pod = _lock(workload.pod_id)
+    pod = lock_pod(workload.pod_id)
     if pod is None or pod.node_id != workload.node_id or pod.status in FINAL:
         return
     state = workload.state
@@ -276,7 +273,7 @@ def pod_observe_command(*, command: NodeCommand) -> None:
     """A start_pod the agent carried out tells where the pod answers (its endpoints); one it
     could not carry out fails the pod."""
     if command.type == CommandType.START_POD and command.status == "ACKED":
-        pod = _lock(command.payload.get("pod_id", ""))
+        pod = lock_pod(command.payload.get("pod_id", ""))
         if pod is None or pod.node_id != command.node_id or pod.status in FINAL:
             return
         endpoints = pod_endpoints(
@@ -288,7 +285,7 @@ def pod_observe_command(*, command: NodeCommand) -> None:
         return
     if command.type != CommandType.START_POD or command.status != "FAILED":
         return
-    pod = _lock(command.payload.get("pod_id", ""))
+    pod = lock_pod(command.payload.get("pod_id", ""))
     if pod is None or pod.status not in (PodStatus.SCHEDULED, PodStatus.STARTING):
         return
     _finish_on_node(
@@ -307,7 +304,7 @@ def pods_on_offline_node(*, node: Node, last_heartbeat_at: datetime, reason: str
         "pk", flat=True
     ):
         with transaction.atomic():
-            pod = _lock(pod_id)
+            pod = lock_pod(pod_id)
             if pod is None or pod.status not in ON_NODE_STATUSES:
                 continue
             metering.meter_pod_until(pod=pod, until=last_heartbeat_at)
