@@ -33,6 +33,7 @@ class Import:
     line: int
     module: str  # e.g. "apps.pods.models"
     local: bool  # inside a function or method
+    names: tuple[str, ...] = ()  # what `from module import ...` takes
 
 
 def layer_contract() -> dict[str, set[str]]:
@@ -79,9 +80,10 @@ def imports_in(path: Path) -> Iterator[Import]:
                     yield from visit(other, local)
                 continue
             if isinstance(child, ast.Import | ast.ImportFrom):
+                names = tuple(a.name for a in child.names)
                 for target in _targets(child, module_of_file):
                     if target == "apps" or target.startswith("apps."):
-                        yield Import(rel, child.lineno, target, local)
+                        yield Import(rel, child.lineno, target, local, names)
             inner = local or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
             yield from visit(child, inner)
 
@@ -144,6 +146,19 @@ def test_no_function_local_imports_dodge_a_cycle():
         "import at module level; if that makes a cycle, invert the dependency with a signal or "
         "a settings hook (docs/architecture.md):\n" + "\n".join(dodges)
     )
+
+
+def test_no_app_moves_another_apps_state_machine():
+    # Cross-app state changes go through the owning app's public services
+    # (docs/architecture.md, "State changes go through the owner").
+    wrong = [
+        f"{imp.path}:{imp.line} imports {name} from {imp.module}"
+        for imp in all_imports()
+        if app_of(imp.module) != imp.path.split("/")[1]
+        for name in imp.names
+        if name.endswith("_transition")
+    ]
+    assert not wrong, "call the owning app's service instead:\n" + "\n".join(wrong)
 
 
 def test_the_walker_sees_local_relative_and_type_checking_imports(tmp_path):
