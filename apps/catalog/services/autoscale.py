@@ -27,6 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.catalog.load import LoadSnapshot, load_snapshot
+from apps.catalog.locks import lock_deployment, lock_replica
 from apps.catalog.models import (
     DEPLOYMENT_FINAL,
     REPLICA_SERVING,
@@ -105,7 +106,7 @@ def deployment_autoscale(
     snapshot = snapshot if snapshot is not None else load_snapshot()
     decision: Decision | None = None
     with transaction.atomic():
-        deployment = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
+        deployment = lock_deployment(deployment_id)
         if deployment is None or deployment.status in DEPLOYMENT_FINAL:
             return None
         serving = [r for r in deployment.replica_set.all() if r.status in REPLICA_SERVING]
@@ -184,12 +185,7 @@ def replicas_finish_draining(
             continue
         pod: Pod | None = None
         with transaction.atomic():
-            replica = (
-                Replica.objects.select_for_update(of=("self",))
-                .select_related("deployment", "pod")
-                .filter(pk=replica_id, status=R.DRAINING)
-                .first()
-            )
+            replica = lock_replica(replica_id, status=R.DRAINING)
             if replica is None:
                 continue
             served = replica.ready_at is not None

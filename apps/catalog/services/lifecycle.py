@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from apps.catalog.locks import lock_deployment, lock_replica
 from apps.catalog.models import (
     DEPLOYMENT_FINAL,
     REPLICA_LIVE,
@@ -75,12 +76,6 @@ def deployment_transition(
     deployment.save(update_fields=fields)
 
 
-def _lock_deployment(deployment_id: uuid.UUID | str) -> Deployment | None:
-    # Deployment before its replicas, always: the provisioner, the pod sync and the health
-    # check all lock in this order, so they never deadlock on each other.
-    return Deployment.objects.select_for_update().filter(pk=deployment_id).first()
-
-
 def derived_status(*, deployment: Deployment, replicas: list[Replica]) -> tuple[str, str]:
     """The status a live deployment's replicas add up to, and why."""
     live = [r for r in replicas if r.status in REPLICA_SERVING]
@@ -104,7 +99,7 @@ def derived_status(*, deployment: Deployment, replicas: list[Replica]) -> tuple[
 def deployment_refresh_status(*, deployment_id: uuid.UUID | str) -> Deployment | None:
     """Recompute a live deployment's status from its replicas."""
     with transaction.atomic():
-        deployment = _lock_deployment(deployment_id)
+        deployment = lock_deployment(deployment_id)
         if deployment is None or deployment.status in DEPLOYMENT_FINAL:
             return deployment
         replicas = list(deployment.replica_set.all())
@@ -182,7 +177,7 @@ def deployment_provision(*, deployment_id: uuid.UUID | str) -> int:
     Pods are placed at once when capacity allows, or wait PENDING for the scheduler."""
     created = 0
     with transaction.atomic():
-        deployment = _lock_deployment(deployment_id)
+        deployment = lock_deployment(deployment_id)
         if deployment is None or deployment.status in DEPLOYMENT_FINAL:
             return 0
         replicas = list(deployment.replica_set.all())
@@ -220,7 +215,7 @@ def deployment_provision(*, deployment_id: uuid.UUID | str) -> int:
         except pod_services.SpendRefusedError as exc:
             _replica_fail(replica_id=replica.pk, reason=f"refused: {exc}", count_failure=False)
             with transaction.atomic():
-                locked = _lock_deployment(deployment.pk)
+                locked = lock_deployment(deployment.pk)
                 if locked is not None and locked.status not in DEPLOYMENT_FINAL:
                     deployment_transition(
                         deployment=locked, to=locked.status, reason=f"refused: {exc}"
@@ -252,7 +247,7 @@ def _replica_fail(*, replica_id: int, reason: str, count_failure: bool = True) -
     """A replica that will not serve again: FAILED (or deleted when it never got a pod and the
     failure is not its own, so it does not use up the deployment's failure budget)."""
     with transaction.atomic():
-        replica = Replica.objects.select_for_update().filter(pk=replica_id).first()
+        replica = lock_replica(replica_id)
         if replica is None or replica.status not in REPLICA_LIVE:
             return
         if not count_failure and replica.pod_id is None:
@@ -284,13 +279,8 @@ def replica_sync_pod(*, pod_id: uuid.UUID | str) -> None:
     if replica_row is None:
         return
     with transaction.atomic():
-        deployment = _lock_deployment(replica_row["deployment_id"])
-        replica = (
-            Replica.objects.select_for_update(of=("self",))
-            .select_related("pod")
-            .filter(pk=replica_row["id"])
-            .first()
-        )
+        deployment = lock_deployment(replica_row["deployment_id"])
+        replica = lock_replica(replica_row["id"])
         if deployment is None or replica is None or replica.status not in REPLICA_LIVE:
             return
         pod = replica.pod
@@ -395,12 +385,7 @@ def replicas_health_check(*, loading_only: bool = False) -> HealthResult:
     timed_out: list[int] = []
     for replica_id, error in probes.items():
         with transaction.atomic():
-            replica = (
-                Replica.objects.select_for_update(of=("self",))
-                .select_related("pod")
-                .filter(pk=replica_id)
-                .first()
-            )
+            replica = lock_replica(replica_id)
             if replica is None or replica.status not in (R.LOADING, R.READY, R.UNHEALTHY):
                 continue
             replica.last_health_at = now
