@@ -210,6 +210,34 @@ class Gpu(models.Model):
         return f"{self.name} #{self.index}"
 
 
+class WorkloadState(models.TextChoices):
+    """What a workload's container is, as its agent reports it (Docker's states, plus
+    "missing": no such container) or as a finished stop command records it ("removed",
+    "failed"). Not a field's choices: the column keeps whatever the agent sent."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    PAUSED = "paused"
+    EXITED = "exited"
+    DEAD = "dead"
+    MISSING = "missing"
+    REMOVED = "removed"
+    FAILED = "failed"
+
+
+# What an agent may report in a heartbeat.
+REPORTED_CONTAINER_STATES = (
+    WorkloadState.CREATED,
+    WorkloadState.RUNNING,
+    WorkloadState.RESTARTING,
+    WorkloadState.PAUSED,
+    WorkloadState.EXITED,
+    WorkloadState.DEAD,
+    WorkloadState.MISSING,
+)
+
+
 class Workload(models.Model):
     """A pod we want on a node (`wanted`) and what the agent last reported of its container.
     The pods app reads the observed state; the agent stops containers that are not wanted."""

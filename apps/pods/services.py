@@ -14,7 +14,7 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.billing.spend import spend_refusal
 from apps.nodes import services as node_services
-from apps.nodes.models import CommandType, Node, NodeCommand, Workload
+from apps.nodes.models import CommandStatus, CommandType, Node, NodeCommand, Workload, WorkloadState
 from apps.pods import metering, upstream, volumes
 from apps.pods.lifecycle import FINAL, pod_transition
 from apps.pods.locks import lock_pod
@@ -22,6 +22,8 @@ from apps.pods.models import ON_NODE_STATUSES, GpuAllocation, Pod, PodStatus
 from apps.pods.scheduler import schedule_pending
 
 logger = logging.getLogger(__name__)
+# Container states in which the pod's container no longer runs.
+CONTAINER_ENDED = (WorkloadState.EXITED, WorkloadState.DEAD, WorkloadState.MISSING)
 
 
 class SpendRefusedError(Exception):
@@ -198,10 +200,10 @@ def pod_observe_workload(*, workload: Workload) -> None:
     state = workload.state
     now = timezone.now()
     over_disk = _over_disk_quota(pod=pod, workload=workload)
-    if over_disk and state == "running" and pod.status == PodStatus.RUNNING:
+    if over_disk and state == WorkloadState.RUNNING and pod.status == PodStatus.RUNNING:
         pod_stop(pod=pod, reason=over_disk)
         return
-    if state == "running" and pod.status in (PodStatus.SCHEDULED, PodStatus.STARTING):
+    if state == WorkloadState.RUNNING and pod.status in (PodStatus.SCHEDULED, PodStatus.STARTING):
         started = workload.started_at or now
         pod.started_at = started
         pod.billed_until = started
@@ -213,14 +215,14 @@ def pod_observe_workload(*, workload: Workload) -> None:
             reason="container running",
             extra_fields=("started_at", "billed_until", "billed_seconds", "share_carry"),
         )
-    elif state == "removed" and pod.status == PodStatus.STOPPING:
+    elif state == WorkloadState.REMOVED and pod.status == PodStatus.STOPPING:
         _finish_on_node(
             pod=pod,
             to=PodStatus.STOPPED,
             reason="container removed",
             ended_at=pod.billing_ends_at or now,
         )
-    elif state in ("exited", "dead", "missing") and pod.status in ON_NODE_STATUSES:
+    elif state in CONTAINER_ENDED and pod.status in ON_NODE_STATUSES:
         ended = workload.finished_at or now
         if pod.status == PodStatus.STOPPING:
             # The stop we asked for is in progress ("removed" follows); if the container ended
@@ -242,12 +244,12 @@ def pod_observe_workload(*, workload: Workload) -> None:
                 ),
                 ended_at=ended,
             )
-        elif state == "exited" and code == 0:
+        elif state == WorkloadState.EXITED and code == 0:
             _finish_on_node(
                 pod=pod, to=PodStatus.STOPPED, reason="container exited with code 0", ended_at=ended
             )
         else:
-            what = f"exited with code {code}" if state == "exited" else f"is {state}"
+            what = f"exited with code {code}" if state == WorkloadState.EXITED else f"is {state}"
             _finish_on_node(
                 pod=pod, to=PodStatus.FAILED, reason=f"container {what}", ended_at=ended
             )
@@ -272,7 +274,7 @@ def pod_endpoints(*, address: str, ports: dict[str, Any]) -> dict[str, str]:
 def pod_observe_command(*, command: NodeCommand) -> None:
     """A start_pod the agent carried out tells where the pod answers (its endpoints); one it
     could not carry out fails the pod."""
-    if command.type == CommandType.START_POD and command.status == "ACKED":
+    if command.type == CommandType.START_POD and command.status == CommandStatus.ACKED:
         pod = lock_pod(command.payload.get("pod_id", ""))
         if pod is None or pod.node_id != command.node_id or pod.status in FINAL:
             return
@@ -283,7 +285,7 @@ def pod_observe_command(*, command: NodeCommand) -> None:
             pod.endpoints = endpoints
             pod.save(update_fields=["endpoints", "updated_at"])
         return
-    if command.type != CommandType.START_POD or command.status != "FAILED":
+    if command.type != CommandType.START_POD or command.status != CommandStatus.FAILED:
         return
     pod = lock_pod(command.payload.get("pod_id", ""))
     if pod is None or pod.status not in (PodStatus.SCHEDULED, PodStatus.STARTING):
