@@ -6,7 +6,7 @@ from typing import Any
 from django.db import transaction
 from django.dispatch import receiver
 
-from apps.catalog.services.lifecycle import replica_sync_pod
+from apps.catalog.services.provisioning import replica_sync_pod
 from apps.nodes import signals
 
 

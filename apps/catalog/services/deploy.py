@@ -23,7 +23,7 @@ from apps.catalog.models import (
     Replica,
     ReplicaStatus,
 )
-from apps.catalog.services import lifecycle
+from apps.catalog.services import lifecycle, provisioning
 from apps.catalog.services.scaling import DEFAULT_SCALING, scaling_validate
 from apps.core.gpu_models import CPU_MODEL
 from apps.core.secrets import secret_issue
@@ -182,7 +182,7 @@ def deployment_create(
             reason="deployed",
         )
         key = deployment_key_issue(deployment=deployment)
-    lifecycle.deployment_provision(deployment_id=deployment.pk)
+    provisioning.deployment_provision(deployment_id=deployment.pk)
     if replicas == 0:  # scaled to zero from the start: IDLE until its first request
         lifecycle.deployment_refresh_status(deployment_id=deployment.pk)
     deployment.refresh_from_db()
