@@ -19,8 +19,10 @@ from apps.sourcing.adapters.gpu_names import (
     from_lambda,
     lambda_description,
 )
-from apps.sourcing.simulators.base import SimInstance, SimRequest, SimResponse, Simulator
+from apps.sourcing.simulators.base import Simulator
+from apps.sourcing.simulators.machines import SimInstance
 from apps.sourcing.simulators.markets import BASE_PRICE
+from apps.sourcing.simulators.wire import SimRequest, SimResponse
 
 REGIONS = {
     "us-west-1": "California, USA",
