@@ -87,13 +87,13 @@ class Beat(threading.Thread):
     def run(self) -> None:
         from django.db import connections
 
-        from apps.catalog.services import autoscale, lifecycle
+        from apps.catalog.services import autoscale, health, provisioning
 
         while not self.halt.is_set():
             try:
-                lifecycle.deployments_sync_status()
+                provisioning.deployments_sync_status()
                 autoscale.deployments_autoscale()
-                lifecycle.replicas_health_check()
+                health.replicas_health_check()
             except Exception as exc:  # noqa: BLE001 - a benchmark reports and goes on
                 print("beat:", exc, file=sys.stderr)
             finally:

@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "apps.providers",
     "apps.sourcing",
     "apps.catalog",
+    "apps.portal",
     "apps.proxy",
 ]
 
@@ -312,6 +313,9 @@ POD_UPSTREAM_BACKEND = ""
 # Functions adding rows to the one price list (pod form, /gpus, GET /api/v1/nodes/available).
 POD_OFFER_SOURCES: list[str] = []
 NODES_AVAILABLE_SELECTOR = "apps.pods.selectors.available_gpus"
+# Earnings and billed seconds per node for the providers' dashboard (pods bill them; providers
+# sit below pods and never import them).
+PROVIDER_NODE_USAGE_SELECTOR = "apps.pods.selectors.node_usage_since"
 # What a pod reserves when neither it nor its GPUs' share of the node says (CPU pods; nodes that
 # did not report their totals). Reserved for placement, not enforced as a limit (a pod that
 # wants a limit asks for vcpus/memory_mb). Millicores: 1000 = one core.

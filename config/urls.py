@@ -52,6 +52,7 @@ urlpatterns = [
     path("v1/", openai_api.urls),
     path("voice/", include("apps.proxy.voice.urls")),
     # Customer portal pages (server-rendered; each app's web_urls.py).
+    path("", include("apps.portal.web_urls")),
     path("", include("apps.accounts.web_urls")),
     path("billing/usage/", include("apps.pods.usage_urls")),  # pods' records, billing's menu
     path("billing/", include("apps.billing.web_urls")),

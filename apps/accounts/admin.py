@@ -1,8 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.http import HttpRequest
-from django.urls import reverse
-from django.utils.html import format_html
 
 from apps.accounts.models import ApiKey, SshKey, User
 from apps.accounts.services import api_key_revoke
@@ -21,6 +19,10 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
+    """Users, their permissions and API keys. (Billing re-registers it with the wallet's
+    balance and its credit and refund forms: accounts sits below billing and never imports
+    it.)"""
+
     ordering = ("email",)
     list_display = ("email", "name", "is_staff", "is_active", "date_joined")
     search_fields = ("email", "name")
@@ -28,27 +30,10 @@ class UserAdmin(BaseUserAdmin):
     fieldsets = (
         (None, {"fields": ("email", "password", "name")}),
         ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups")}),
-        ("Wallet", {"fields": ("wallet",)}),
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
-    readonly_fields = ("wallet",)
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
     inlines = (ApiKeyInline,)
-
-    @admin.display(description="Balance")
-    def wallet(self, user: User) -> str:
-        """The balance, with the credit and refund forms (billing's services post them)."""
-        from apps.billing.selectors import wallet_balance
-        from apps.core.money import micros_to_usd
-
-        if user.pk is None:
-            return "—"
-        return format_html(
-            '${} · <a href="{}">Credit…</a> · <a href="{}">Refund…</a>',
-            micros_to_usd(wallet_balance(user)),
-            reverse("admin:billing_wallet_credit", args=[user.pk]),
-            reverse("admin:billing_wallet_refund", args=[user.pk]),
-        )
 
 
 @admin.register(ApiKey)

@@ -6,7 +6,6 @@ from apps.accounts import views
 
 app_name = "accounts"
 urlpatterns = [
-    path("dashboard/", views.dashboard, name="dashboard"),
     path("api-keys/", views.api_keys, name="api_keys"),
     path("api-keys/<uuid:key_id>/revoke", views.api_key_revoke_view, name="api_key_revoke"),
     path("ssh-keys/", views.ssh_keys, name="ssh_keys"),

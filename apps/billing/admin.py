@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from apps.accounts.admin import UserAdmin
 from apps.accounts.models import User
 from apps.billing.models import (
     AccountKind,
@@ -32,6 +33,34 @@ OPERATIONS = {
     "credit": ("Credit wallet", wallet_credit),
     "refund": ("Refund wallet", wallet_refund),
 }
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserWalletAdmin(UserAdmin):
+    """The accounts app's user admin plus the wallet: its balance and the credit and refund
+    forms below."""
+
+    fieldsets = (
+        *UserAdmin.fieldsets[:2],
+        ("Wallet", {"fields": ("wallet",)}),
+        *UserAdmin.fieldsets[2:],
+    )
+    readonly_fields = ("wallet",)
+
+    @admin.display(description="Balance")
+    def wallet(self, user: User) -> str:
+        """The balance, with the credit and refund forms (billing's services post them)."""
+        if user.pk is None:
+            return "—"
+        return format_html(
+            '${} · <a href="{}">Credit…</a> · <a href="{}">Refund…</a>',
+            micros_to_usd(wallet_balance(user)),
+            reverse("admin:billing_wallet_credit", args=[user.pk]),
+            reverse("admin:billing_wallet_refund", args=[user.pk]),
+        )
 
 
 class ReadOnlyMixin:

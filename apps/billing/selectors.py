@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.billing.models import AccountKind, Entry, LedgerAccount, SpendLimit
+from apps.billing.spend import WARN_AT_PERCENT, month_spent
 from apps.core.money import micros_to_usd
 
 
@@ -50,8 +51,6 @@ def wallet_statement(
 
 def spend_limits_summary(user: User) -> dict[str, Any]:
     """The user's spend limits and this month's usage, in dollars (None: no limit)."""
-    from apps.billing.spend import WARN_AT_PERCENT, month_spent
-
     limit = SpendLimit.objects.filter(user=user).first()
     cap = limit.monthly_cap if limit else None
     burn = limit.max_hourly_burn if limit else None

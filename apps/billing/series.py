@@ -10,6 +10,7 @@ from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncMonth, TruncWeek
 
 from apps.billing.models import Entry, LedgerAccount
+from apps.core.money import micros_to_usd
 
 Period = Literal["day", "week", "month"]
 PERIODS: tuple[Period, ...] = ("day", "week", "month")
@@ -92,8 +93,6 @@ def entry_series(
 
 def chart_points(buckets: list[Bucket], period: Period) -> list[dict[str, str]]:
     """What portal.js's bar chart reads (values as decimal strings of dollars)."""
-    from apps.core.money import micros_to_usd
-
     return [
         {
             "label": b.label(period),

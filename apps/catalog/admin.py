@@ -11,17 +11,7 @@ from django.http import HttpRequest
 
 from apps.catalog.models import Deployment, DeploymentEvent, ModelTemplate, Replica
 from apps.catalog.services import deploy, scaling
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from apps.core.admin import ReadOnlyInline
 
 
 class ReplicaInline(ReadOnlyInline):

@@ -6,9 +6,10 @@ from typing import Any
 
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions, status
-from rest_framework.permissions import AllowAny
+from rest_framework import exceptions, serializers, status
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +19,7 @@ from apps.catalog import serializers as s
 from apps.catalog.models import Deployment, DeploymentKey, ModelTemplate
 from apps.catalog.services import deploy, scaling
 from apps.pods.services import SpendRefusedError
+from apps.sourcing import selectors as sourcing_selectors
 
 MAX_METRICS_WINDOW_S = 7 * 86400
 MAX_ECONOMICS_WINDOW_S = 31 * 86400
@@ -242,3 +244,24 @@ def _window(request: Request, *, default: int) -> int:
             {"window": f"Must be between 1 and {MAX_ECONOMICS_WINDOW_S} seconds."}
         )
     return window
+
+
+class CostQuery(serializers.Serializer):
+    days = serializers.IntegerField(required=False, min_value=1, max_value=366, default=30)
+
+
+class CostAnalyticsView(APIView):
+    """Operators' cost analytics: sourcing's upstream spend, revenue and margin per provider
+    and GPU model, plus each model deployment's GPU revenue, upstream cost, hosts' share and
+    margin. It composes sourcing and the catalog, so it lives here, above sourcing."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(tags=["dashboard"], parameters=[CostQuery], responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request) -> Response:
+        query = CostQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        since = sourcing_selectors.default_since(query.validated_data["days"])
+        body = sourcing_selectors.cost_analytics(since=since)
+        body["by_deployment"] = economics.deployments_margins(since=since, until=timezone.now())
+        return Response(body)

@@ -12,6 +12,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from apps.core.models import StatusEvent
+
 
 class ModelCategory(models.TextChoices):
     LLM = "llm"
@@ -148,20 +150,12 @@ class Deployment(models.Model):
         return f"{self.name} ({self.status})"
 
 
-class DeploymentEvent(models.Model):
+class DeploymentEvent(StatusEvent):
     """A status transition of a deployment, shown to its owner."""
 
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="events")
-    at = models.DateTimeField(auto_now_add=True)
     from_status = models.CharField(max_length=16, choices=DeploymentStatus.choices)
     to_status = models.CharField(max_length=16, choices=DeploymentStatus.choices)
-    reason = models.CharField(max_length=500)
-
-    class Meta:
-        ordering = ("at", "id")
-
-    def __str__(self) -> str:
-        return f"{self.from_status} → {self.to_status}: {self.reason}"
 
 
 class ReplicaStatus(models.TextChoices):

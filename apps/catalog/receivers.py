@@ -6,12 +6,11 @@ from typing import Any
 from django.db import transaction
 from django.dispatch import receiver
 
+from apps.catalog.services.provisioning import replica_sync_pod
 from apps.nodes import signals
 
 
 def _sync_later(pod_id: Any) -> None:
-    from apps.catalog.services.lifecycle import replica_sync_pod
-
     transaction.on_commit(lambda: replica_sync_pod(pod_id=pod_id))
 
 

@@ -20,6 +20,7 @@ from apps.catalog.services.scaling import (
 )
 from apps.core.gpu_models import CANONICAL
 from apps.core.money import micros_to_usd, usd_to_micros
+from apps.core.serializers import env_names_checked
 from apps.pods.scheduler import known_gpu_models
 
 
@@ -63,16 +64,7 @@ class OverridesInput(serializers.Serializer):
     health_path = serializers.RegexField(r"^/[\x21-\x7e]{0,199}$", required=False)
 
     def validate_env(self, env: dict[str, str]) -> dict[str, str]:
-        bad = [
-            k
-            for k in env
-            if not k
-            or not (k[0].isalpha() or k[0] == "_")
-            or not all(c.isalnum() or c == "_" for c in k)
-        ]
-        if bad:
-            raise serializers.ValidationError(f"Invalid variable name(s): {', '.join(bad)}.")
-        return env
+        return env_names_checked(env)
 
 
 class DeployInput(serializers.Serializer):

@@ -43,4 +43,8 @@ urlpatterns = [
     ),
     path("models/<str:slug>", api.TemplateDetailView.as_view(), name="model-detail"),
     path("models/<str:slug>/deploy", api.DeployView.as_view(), name="model-deploy"),
+    # Operators' cost analytics (sourcing's spend and margins plus the deployments').
+    path(
+        "dashboard/cost-analytics", api.CostAnalyticsView.as_view(), name="dashboard-cost-analytics"
+    ),
 ]

@@ -30,7 +30,7 @@ from apps.catalog.models import (
 )
 from apps.catalog.services import deploy, scaling
 from apps.core.gpu_models import CPU_MODEL
-from apps.nodes.models import Gpu
+from apps.nodes.models import Gpu, NodeStatus
 from apps.pods.services import SpendRefusedError
 
 MAX_REPLICAS = 8
@@ -67,7 +67,7 @@ def gpu_choices(template: ModelTemplate) -> list[tuple[str, str]]:
         return [(CPU_MODEL, "CPU (no GPU)")]
     wanted_mb = template.min_vram_gb * 1024
     seen = (
-        Gpu.objects.filter(node__status="ONLINE", memory_total_mb__gte=wanted_mb)
+        Gpu.objects.filter(node__status=NodeStatus.ONLINE, memory_total_mb__gte=wanted_mb)
         .values_list("model", flat=True)
         .distinct()
     )

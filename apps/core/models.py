@@ -27,3 +27,19 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.key} → {self.status_code or 'running'}"
+
+
+class StatusEvent(models.Model):
+    """Abstract: one status transition of a row, recorded by its app's state machine (nodes,
+    pods, payouts, provisioned instances, deployments). A concrete event adds the foreign key
+    to its row and `from_status`/`to_status` with its own status choices."""
+
+    at = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(max_length=500)
+
+    class Meta:
+        abstract = True
+        ordering = ("at", "id")
+
+    def __str__(self) -> str:
+        return f"{self.from_status} → {self.to_status}: {self.reason}"  # type: ignore[attr-defined]

@@ -25,3 +25,21 @@ class StrictSerializer(serializers.Serializer):
             if not_strings:
                 raise serializers.ValidationError(not_strings)
         return super().to_internal_value(data)
+
+
+def env_names_checked(env: dict[str, str], *, max_vars: int | None = None) -> dict[str, str]:
+    """`env` if every name is a shell variable name (a letter or `_`, then letters, digits
+    and `_`) and there are at most `max_vars`; otherwise a ValidationError naming the bad
+    names. Shared by every serializer that takes a container's environment."""
+    if max_vars is not None and len(env) > max_vars:
+        raise serializers.ValidationError(f"At most {max_vars} variables.")
+    bad = [
+        k
+        for k in env
+        if not k
+        or not (k[0].isalpha() or k[0] == "_")
+        or not all(c.isalnum() or c == "_" for c in k)
+    ]
+    if bad:
+        raise serializers.ValidationError(f"Invalid variable name(s): {', '.join(bad)}.")
+    return env

@@ -5,6 +5,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.loader import render_to_string
 
+from apps.core.admin import ReadOnlyInline
 from apps.nodes import services
 from apps.nodes.lifecycle import IllegalNodeTransitionError
 from apps.nodes.models import (
@@ -16,22 +17,6 @@ from apps.nodes.models import (
     NodeEvent,
     Workload,
 )
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> Any:
-        # Every shown field is read-only, so saving the node's page builds no inline forms
-        # (a non-editable field such as NodeEvent.at would make Django refuse to build one).
-        return self.fields or ()
 
 
 class GpuInline(ReadOnlyInline):

@@ -33,3 +33,9 @@ def lock_registration_token_use(*, digest: str, credential: str) -> Registration
         defaults={"credential": credential, "first_used_at": now, "last_used_at": now},
     )
     return RegistrationTokenUse.objects.select_for_update().get(digest=digest)
+
+
+def lock_node_if_exists(node_id: uuid.UUID | str) -> Node | None:
+    # As lock_node, for callers in other apps that hold a node id which may since have been
+    # deleted (sourcing retiring the node of an ended rental).
+    return NodeQuerySet(Node).select_for_update().filter(pk=node_id).first()

@@ -5,6 +5,8 @@ import uuid
 
 from django.db import models
 
+from apps.core.models import StatusEvent
+
 
 class NodeStatus(models.TextChoices):
     REGISTERING = "REGISTERING"
@@ -87,20 +89,16 @@ class Node(models.Model):
         return not self.gpus.exists()
 
 
-class NodeEvent(models.Model):
+class NodeEvent(StatusEvent):
     """A status transition of a node, with the reason an operator can read."""
 
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="events")
-    at = models.DateTimeField(auto_now_add=True)
     from_status = models.CharField(max_length=16, choices=NodeStatus.choices)
     to_status = models.CharField(max_length=16, choices=NodeStatus.choices)
     reason = models.CharField(max_length=255)
 
-    class Meta:
+    class Meta(StatusEvent.Meta):
         ordering = ("-at", "-id")
-
-    def __str__(self) -> str:
-        return f"{self.from_status} → {self.to_status}: {self.reason}"
 
 
 class Credential(models.TextChoices):
@@ -208,6 +206,34 @@ class Gpu(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} #{self.index}"
+
+
+class WorkloadState(models.TextChoices):
+    """What a workload's container is, as its agent reports it (Docker's states, plus
+    "missing": no such container) or as a finished stop command records it ("removed",
+    "failed"). Not a field's choices: the column keeps whatever the agent sent."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    PAUSED = "paused"
+    EXITED = "exited"
+    DEAD = "dead"
+    MISSING = "missing"
+    REMOVED = "removed"
+    FAILED = "failed"
+
+
+# What an agent may report in a heartbeat.
+REPORTED_CONTAINER_STATES = (
+    WorkloadState.CREATED,
+    WorkloadState.RUNNING,
+    WorkloadState.RESTARTING,
+    WorkloadState.PAUSED,
+    WorkloadState.EXITED,
+    WorkloadState.DEAD,
+    WorkloadState.MISSING,
+)
 
 
 class Workload(models.Model):

@@ -5,9 +5,9 @@ from typing import Any
 from rest_framework import serializers
 
 from apps.core.serializers import StrictSerializer
-from apps.nodes.models import Gpu, Node
+from apps.nodes.models import REPORTED_CONTAINER_STATES, Gpu, Node
 
-CONTAINER_STATES = ("created", "running", "restarting", "paused", "exited", "dead", "missing")
+CONTAINER_STATES = [str(state) for state in REPORTED_CONTAINER_STATES]
 
 
 class SystemInfoInput(StrictSerializer):

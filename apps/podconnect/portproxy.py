@@ -6,7 +6,8 @@ notebook's socket lasts minutes, so it must not hold one of the bounded request 
 thread of the sync middleware. Bodies stream both ways chunk by chunk, never buffered
 (apps/podconnect/upstream.py). None of the site's own security headers is added to proxied
 responses (no frame DENY, no CSP): the proxied app owns its headers. Hop-by-hop headers are
-dropped both ways, and the site's own cookies (session, CSRF) never reach the pod.
+dropped both ways, and the site's own cookies (session, CSRF) never reach the pod
+(apps/podconnect/proxy_headers.py).
 
 Two spellings:
 - `/pods/{id}/ports/{port}/rest` — the app sees `/rest` (and `X-Forwarded-Prefix`); for apps
@@ -25,9 +26,7 @@ import re
 import uuid
 import weakref
 from collections.abc import AsyncIterator
-from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -37,7 +36,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
-from apps.podconnect import access, upstream
+from apps.podconnect import access, proxy_headers, upstream
 from apps.podconnect.access import Denied, PodPorts
 
 logger = logging.getLogger(__name__)
@@ -46,88 +45,6 @@ PATH = re.compile(
     r"^/pods/(?P<pod>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
     r"/(?P<kind>ports|ports-absolute)/(?P<port>[0-9]{1,5})(?P<rest>/.*)?$"
 )
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-connection",
-    }
-)
-# What the WebSocket client library sets itself, or what describes the browser's hop only.
-WS_OWN = frozenset(
-    {
-        b"host",
-        b"origin",
-        b"sec-websocket-key",
-        b"sec-websocket-version",
-        b"sec-websocket-extensions",
-        b"sec-websocket-protocol",
-        b"sec-websocket-accept",
-        b"content-length",
-    }
-)
-
-
-def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
-    """Headers named in `Connection` are hop-by-hop too (RFC 9110 §7.6.1)."""
-    named: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named |= {t.strip().lower() for t in value.split(b",") if t.strip()}
-    return named
-
-
-def end_to_end(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    drop = HOP_BY_HOP | _connection_tokens(headers)
-    return [(n, v) for n, v in headers if n.lower() not in drop]
-
-
-def _without_site_cookies(value: bytes) -> bytes | None:
-    """The Cookie header minus our session and CSRF cookies (None when nothing is left)."""
-    ours = {settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME}
-    kept = [
-        part.strip()
-        for part in value.decode("latin-1").split(";")
-        if part.strip() and part.split("=", 1)[0].strip() not in ours
-    ]
-    return "; ".join(kept).encode("latin-1") if kept else None
-
-
-def _header(scope: dict[str, Any], name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return ""
-
-
-def _query_without_token(query: bytes) -> tuple[bytes, str]:
-    """The query string without `gco_pod_token`, and the token ("" when absent)."""
-    if access.TOKEN_QUERY.encode() not in query:
-        return query, ""
-    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-    token = next((v for k, v in pairs if k == access.TOKEN_QUERY), "")
-    kept = [(k, v) for k, v in pairs if k != access.TOKEN_QUERY]
-    return urlencode(kept).encode("latin-1"), token
-
-
-def _session_key(scope: dict[str, Any]) -> str:
-    raw = _header(scope, b"cookie")
-    if not raw:
-        return ""
-    cookies: SimpleCookie = SimpleCookie()
-    try:
-        cookies.load(raw)
-    except Exception:  # noqa: BLE001 - a malformed Cookie header is just no session
-        return ""
-    morsel = cookies.get(settings.SESSION_COOKIE_NAME)
-    return morsel.value if morsel is not None else ""
 
 
 class PortProxy:
@@ -150,7 +67,7 @@ class PortProxy:
     ) -> None:
         pod_id = uuid.UUID(match["pod"])
         port = int(match["port"])
-        query, query_token = _query_without_token(scope.get("query_string", b""))
+        query, query_token = proxy_headers.query_without_token(scope.get("query_string", b""))
         answer = await self.authorize(scope, pod_id, query_token)
         if isinstance(answer, Denied):
             await self.deny(scope, send, answer)
@@ -184,7 +101,7 @@ class PortProxy:
     async def authorize(
         self, scope: dict[str, Any], pod_id: uuid.UUID, query_token: str
     ) -> PodPorts | Denied:
-        token = _header(scope, access.TOKEN_HEADER) or query_token
+        token = proxy_headers.header_value(scope, access.TOKEN_HEADER) or query_token
         if token:
             digest = access.token_digest(token)
             answer = access.cached("t", digest, pod_id)
@@ -192,7 +109,7 @@ class PortProxy:
                 answer = await database_sync_to_async(access.by_token)(digest, pod_id)
                 access.remember("t", digest, pod_id, answer)
             return answer
-        session_key = _session_key(scope)
+        session_key = proxy_headers.session_key(scope)
         if not session_key:
             return access.NO_CREDENTIAL
         answer = access.cached("s", session_key, pod_id)
@@ -204,7 +121,7 @@ class PortProxy:
     @staticmethod
     def same_site(scope: dict[str, Any]) -> bool:
         """A browser socket authorised by the session cookie must come from our own pages."""
-        origin = _header(scope, b"origin")
+        origin = proxy_headers.header_value(scope, b"origin")
         if not origin:
             return True
         host = origin.split("://", 1)[-1]
@@ -245,7 +162,7 @@ class PortProxy:
 
     def forwarded(self, scope: dict[str, Any], prefix: str) -> list[tuple[bytes, bytes]]:
         client = scope.get("client") or ("", 0)
-        host = _header(scope, b"host")
+        host = proxy_headers.header_value(scope, b"host")
         extra = [
             (b"x-forwarded-for", str(client[0]).encode()),
             (
@@ -260,13 +177,13 @@ class PortProxy:
 
     def request_headers(self, scope: dict[str, Any], prefix: str) -> list[tuple[bytes, bytes]]:
         headers: list[tuple[bytes, bytes]] = []
-        for name, value in end_to_end(list(scope.get("headers", ()))):
+        for name, value in proxy_headers.end_to_end(list(scope.get("headers", ()))):
             if name in (access.TOKEN_HEADER, b"x-forwarded-for", b"x-forwarded-proto"):
                 continue
             if name in (b"x-forwarded-host", b"x-forwarded-prefix"):
                 continue
             if name == b"cookie":
-                kept = _without_site_cookies(value)
+                kept = proxy_headers.without_site_cookies(value)
                 if kept is None:
                     continue
                 value = kept
@@ -346,7 +263,7 @@ class PortProxy:
                     {
                         "type": "http.response.start",
                         "status": response.status,
-                        "headers": end_to_end(response.headers),
+                        "headers": proxy_headers.end_to_end(response.headers),
                     }
                 )
                 # As the bytes arrive: nothing is gathered into bigger pieces.
@@ -399,9 +316,9 @@ class PortProxy:
         headers = [
             (n.decode("latin-1"), v.decode("latin-1"))
             for n, v in self.request_headers(scope, prefix)
-            if n not in WS_OWN
+            if n not in proxy_headers.WS_OWN
         ]
-        origin = _header(scope, b"origin")
+        origin = proxy_headers.header_value(scope, b"origin")
         host, port = target
         try:
             peer = await ws_connect(

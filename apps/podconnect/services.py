@@ -14,6 +14,11 @@ from apps.core.secrets import secret_issue, secret_matches
 from apps.nodes import services as node_services
 from apps.nodes.models import CommandType, Node, NodeCommand, NodeStatus
 from apps.podconnect import access
+from apps.podconnect.locks import (
+    lock_opening_session_of_command,
+    lock_pod_token,
+    lock_terminal_session,
+)
 from apps.podconnect.models import PodAccessToken, TerminalSession, TerminalStatus
 from apps.pods.models import Pod, PodEvent, PodStatus
 
@@ -79,12 +84,7 @@ def terminal_attach(
     one-time token (unused, within POD_TERMINAL_OPEN_TIMEOUT_S), mark the session OPEN and wipe
     the token from the command that carried it."""
     # Locked: two sockets presenting the same token race for one session; one wins.
-    session = (
-        TerminalSession.objects.select_for_update()
-        .select_related("node")
-        .filter(pk=session_id)
-        .first()
-    )
+    session = lock_terminal_session(session_id)
     if session is None:
         raise TerminalAttachRefusedError("no such terminal session")
     node: Node = session.node
@@ -122,11 +122,7 @@ def terminal_fail(*, command_id: uuid.UUID, reason: str) -> str | None:
     """The agent could not open the session of `command_id`: close it if it still waits for
     the agent and return the browser's channel (None when there is nobody to tell). An OPEN
     session is the agent socket's to end: it sends its reason there before closing.)"""
-    session = (
-        TerminalSession.objects.select_for_update()
-        .filter(command_id=command_id, status=TerminalStatus.OPENING)
-        .first()
-    )
+    session = lock_opening_session_of_command(command_id)
     if session is None:
         return None
     session.status = TerminalStatus.CLOSED
@@ -158,11 +154,7 @@ def pod_token_create(*, user: User, pod_id: uuid.UUID, name: str) -> IssuedPodTo
 @transaction.atomic
 def pod_token_revoke(*, user: User, pod_id: uuid.UUID, token_id: int) -> PodAccessToken:
     """Revoke a token of one of the user's pods (revoking twice changes nothing)."""
-    token = (
-        PodAccessToken.objects.select_for_update()
-        .filter(pk=token_id, pod_id=pod_id, pod__owner=user)
-        .first()
-    )
+    token = lock_pod_token(user=user, pod_id=pod_id, token_id=token_id)
     if token is None:
         raise PodNotFoundError(f"token {token_id}")
     if token.revoked_at is None:

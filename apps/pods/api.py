@@ -17,7 +17,7 @@ from apps.core.idempotency import idempotent
 from apps.nodes.models import CommandStatus, NodeCommand
 from apps.pods import pod_templates, services, upstream, volumes
 from apps.pods import serializers as s
-from apps.pods.models import Pod, PodTemplate, Volume, VolumeStatus
+from apps.pods.models import Pod, PodTemplate, UsageRecord, Volume, VolumeStatus
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
@@ -151,8 +151,6 @@ class UsageView(APIView):
 
     @extend_schema(responses={200: s.UsageOutput(many=True)}, tags=["billing"])
     def get(self, request: Request) -> Response:
-        from apps.pods.models import UsageRecord
-
         records = UsageRecord.objects.filter(owner=request.user.pk).order_by("-period_start")
         pod_id = request.query_params.get("pod")
         if pod_id:

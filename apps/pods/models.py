@@ -6,6 +6,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from apps.core.models import StatusEvent
+
 
 class PodStatus(models.TextChoices):
     PENDING = "PENDING"
@@ -266,20 +268,12 @@ class PodTemplate(models.Model):
         return self.name
 
 
-class PodEvent(models.Model):
+class PodEvent(StatusEvent):
     """A status transition of a pod, shown to its owner."""
 
     pod = models.ForeignKey(Pod, on_delete=models.CASCADE, related_name="events")
-    at = models.DateTimeField(auto_now_add=True)
     from_status = models.CharField(max_length=16, choices=PodStatus.choices)
     to_status = models.CharField(max_length=16, choices=PodStatus.choices)
-    reason = models.CharField(max_length=500)
-
-    class Meta:
-        ordering = ("at", "id")
-
-    def __str__(self) -> str:
-        return f"{self.from_status} → {self.to_status}: {self.reason}"
 
 
 class GpuAllocation(models.Model):

@@ -5,9 +5,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 from django.utils.module_loading import import_string
 
 from apps.accounts.models import User
@@ -187,3 +188,16 @@ def usage_records(
     if until:
         records = records.filter(period_start__lt=until)
     return records.order_by("-period_start", "-id")
+
+
+def node_usage_since(node_ids: list[Any], since: datetime) -> dict[Any, dict[str, int]]:
+    """What pods on `node_ids` earned their hosts (`earned`, micro-dollars) and were billed
+    for (`gpu_seconds`) in usage periods ending after `since`, per node. The providers'
+    dashboard reads it through settings.PROVIDER_NODE_USAGE_SELECTOR (providers sit below
+    pods, so they never import pods)."""
+    return {
+        row["node_id"]: {"earned": row["earned"] or 0, "gpu_seconds": row["gpu_seconds"] or 0}
+        for row in UsageRecord.objects.filter(node_id__in=node_ids, period_end__gt=since)
+        .values("node_id")
+        .annotate(earned=Sum("provider_share"), gpu_seconds=Sum("seconds"))
+    }

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from apps.core.gpu_models import CPU_MODEL
 from apps.core.money import micros_to_usd, usd_to_micros
-from apps.core.serializers import StrictSerializer
+from apps.core.serializers import StrictSerializer, env_names_checked
 from apps.nodes.models import Node, NodeStatus
 from apps.pods.models import (
     Pod,
@@ -23,6 +23,8 @@ from apps.pods.pod_templates import find_template, template_defaults
 from apps.pods.scheduler import known_gpu_models, lowest_price
 from apps.pods.ssh import ssh_command
 from apps.pods.volumes import HOLDING_STATUSES, mount_path_problem
+
+MAX_ENV_VARS = 128  # per pod or template
 
 MAX_GPUS = 8
 
@@ -128,18 +130,7 @@ class PodCreateInput(StrictSerializer):
         return path
 
     def validate_env(self, env: dict[str, str]) -> dict[str, str]:
-        if len(env) > 128:
-            raise serializers.ValidationError("At most 128 variables.")
-        bad = [
-            k
-            for k in env
-            if not k
-            or not (k[0].isalpha() or k[0] == "_")
-            or not all(c.isalnum() or c == "_" for c in k)
-        ]
-        if bad:
-            raise serializers.ValidationError(f"Invalid variable name(s): {', '.join(bad)}.")
-        return env
+        return env_names_checked(env, max_vars=MAX_ENV_VARS)
 
     def validate_gpu_model(self, model: str) -> str:
         known = known_gpu_models()
@@ -403,7 +394,7 @@ class PodTemplateCreateInput(StrictSerializer):
         return slug
 
     def validate_env(self, env: dict[str, str]) -> dict[str, str]:
-        return PodCreateInput().validate_env(env)
+        return env_names_checked(env, max_vars=MAX_ENV_VARS)
 
     def validate_volume_mount_path(self, path: str) -> str:
         problem = mount_path_problem(path)

@@ -14,13 +14,16 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.billing.spend import spend_refusal
 from apps.nodes import services as node_services
-from apps.nodes.models import CommandType, Node, NodeCommand, Workload
+from apps.nodes.models import CommandStatus, CommandType, Node, NodeCommand, Workload, WorkloadState
 from apps.pods import metering, upstream, volumes
 from apps.pods.lifecycle import FINAL, pod_transition
+from apps.pods.locks import lock_pod
 from apps.pods.models import ON_NODE_STATUSES, GpuAllocation, Pod, PodStatus
 from apps.pods.scheduler import schedule_pending
 
 logger = logging.getLogger(__name__)
+# Container states in which the pod's container no longer runs.
+CONTAINER_ENDED = (WorkloadState.EXITED, WorkloadState.DEAD, WorkloadState.MISSING)
 
 
 class SpendRefusedError(Exception):
@@ -103,7 +106,7 @@ def pod_resume(*, pod: Pod) -> Pod:
     why. Billing starts again when its new container runs."""
     _check_spend(owner_id=pod.owner_id)
     with transaction.atomic():
-        locked = _lock(pod.pk)
+        locked = lock_pod(pod.pk)
         if locked is None or locked.status != PodStatus.STOPPED:
             status = locked.status if locked else "gone"
             raise PodNotResumableError(f"Pod is {status}: only a stopped pod can be resumed.")
@@ -147,14 +150,10 @@ def _release_gpus(pod: Pod) -> None:
     GpuAllocation.objects.filter(pod=pod).delete()
 
 
-def _lock(pod_id: uuid.UUID | str) -> Pod | None:
-    return Pod.objects.select_for_update().filter(pk=pod_id).first()
-
-
 @transaction.atomic
 def pod_stop(*, pod: Pod, reason: str = "stopped by its owner") -> Pod:
     """Stop a pod: billing ends now; the agent stops and removes the container."""
-    locked = _lock(pod.pk)
+    locked = lock_pod(pod.pk)
     if locked is None or locked.status in FINAL or locked.status == PodStatus.STOPPING:
         return locked or pod
     if locked.status in (PodStatus.PENDING, PodStatus.PROVISIONING):
@@ -176,7 +175,7 @@ def pod_stop(*, pod: Pod, reason: str = "stopped by its owner") -> Pod:
 @transaction.atomic
 def pod_terminate(*, pod: Pod) -> Pod:
     """DELETE: stop if needed; a stopped or failed pod becomes TERMINATED."""
-    locked = _lock(pod.pk)
+    locked = lock_pod(pod.pk)
     if locked is None:
         return pod
     if locked.status in (PodStatus.STOPPED, PodStatus.FAILED, PodStatus.INTERRUPTED):
@@ -195,16 +194,16 @@ def _finish_on_node(*, pod: Pod, to: str, reason: str, ended_at: datetime) -> No
 @transaction.atomic
 def pod_observe_workload(*, workload: Workload) -> None:
     """Drive the pod's state from what its node's agent reports of its container."""
-    pod = _lock(workload.pod_id)
+    pod = lock_pod(workload.pod_id)
     if pod is None or pod.node_id != workload.node_id or pod.status in FINAL:
         return
     state = workload.state
     now = timezone.now()
     over_disk = _over_disk_quota(pod=pod, workload=workload)
-    if over_disk and state == "running" and pod.status == PodStatus.RUNNING:
+    if over_disk and state == WorkloadState.RUNNING and pod.status == PodStatus.RUNNING:
         pod_stop(pod=pod, reason=over_disk)
         return
-    if state == "running" and pod.status in (PodStatus.SCHEDULED, PodStatus.STARTING):
+    if state == WorkloadState.RUNNING and pod.status in (PodStatus.SCHEDULED, PodStatus.STARTING):
         started = workload.started_at or now
         pod.started_at = started
         pod.billed_until = started
@@ -216,14 +215,14 @@ def pod_observe_workload(*, workload: Workload) -> None:
             reason="container running",
             extra_fields=("started_at", "billed_until", "billed_seconds", "share_carry"),
         )
-    elif state == "removed" and pod.status == PodStatus.STOPPING:
+    elif state == WorkloadState.REMOVED and pod.status == PodStatus.STOPPING:
         _finish_on_node(
             pod=pod,
             to=PodStatus.STOPPED,
             reason="container removed",
             ended_at=pod.billing_ends_at or now,
         )
-    elif state in ("exited", "dead", "missing") and pod.status in ON_NODE_STATUSES:
+    elif state in CONTAINER_ENDED and pod.status in ON_NODE_STATUSES:
         ended = workload.finished_at or now
         if pod.status == PodStatus.STOPPING:
             # The stop we asked for is in progress ("removed" follows); if the container ended
@@ -245,12 +244,12 @@ def pod_observe_workload(*, workload: Workload) -> None:
                 ),
                 ended_at=ended,
             )
-        elif state == "exited" and code == 0:
+        elif state == WorkloadState.EXITED and code == 0:
             _finish_on_node(
                 pod=pod, to=PodStatus.STOPPED, reason="container exited with code 0", ended_at=ended
             )
         else:
-            what = f"exited with code {code}" if state == "exited" else f"is {state}"
+            what = f"exited with code {code}" if state == WorkloadState.EXITED else f"is {state}"
             _finish_on_node(
                 pod=pod, to=PodStatus.FAILED, reason=f"container {what}", ended_at=ended
             )
@@ -275,8 +274,8 @@ def pod_endpoints(*, address: str, ports: dict[str, Any]) -> dict[str, str]:
 def pod_observe_command(*, command: NodeCommand) -> None:
     """A start_pod the agent carried out tells where the pod answers (its endpoints); one it
     could not carry out fails the pod."""
-    if command.type == CommandType.START_POD and command.status == "ACKED":
-        pod = _lock(command.payload.get("pod_id", ""))
+    if command.type == CommandType.START_POD and command.status == CommandStatus.ACKED:
+        pod = lock_pod(command.payload.get("pod_id", ""))
         if pod is None or pod.node_id != command.node_id or pod.status in FINAL:
             return
         endpoints = pod_endpoints(
@@ -286,9 +285,9 @@ def pod_observe_command(*, command: NodeCommand) -> None:
             pod.endpoints = endpoints
             pod.save(update_fields=["endpoints", "updated_at"])
         return
-    if command.type != CommandType.START_POD or command.status != "FAILED":
+    if command.type != CommandType.START_POD or command.status != CommandStatus.FAILED:
         return
-    pod = _lock(command.payload.get("pod_id", ""))
+    pod = lock_pod(command.payload.get("pod_id", ""))
     if pod is None or pod.status not in (PodStatus.SCHEDULED, PodStatus.STARTING):
         return
     _finish_on_node(
@@ -307,7 +306,7 @@ def pods_on_offline_node(*, node: Node, last_heartbeat_at: datetime, reason: str
         "pk", flat=True
     ):
         with transaction.atomic():
-            pod = _lock(pod_id)
+            pod = lock_pod(pod_id)
             if pod is None or pod.status not in ON_NODE_STATUSES:
                 continue
             metering.meter_pod_until(pod=pod, until=last_heartbeat_at)

@@ -26,6 +26,7 @@ from apps.accounts.models import User
 from apps.core.money import micros_to_usd
 from apps.pods import metering
 from apps.pods.lifecycle import FINAL, pod_transition
+from apps.pods.locks import lock_pod
 from apps.pods.models import ON_NODE_STATUSES, Pod, PodRestart, PodStatus
 
 logger = logging.getLogger(__name__)
@@ -57,13 +58,9 @@ def runs_upstream(pod: Pod) -> bool:
     return pod.node_id is None and pod.status in ON_NODE_STATUSES
 
 
-def _lock(pod_id: uuid.UUID) -> Pod | None:
-    return Pod.objects.select_for_update().filter(pk=pod_id).first()
-
-
 def pod_upstream_starting(*, pod_id: uuid.UUID, price_per_gpu_hour: int, reason: str) -> None:
     """The rented container is being created: the pod is STARTING at its price."""
-    pod = _lock(pod_id)
+    pod = lock_pod(pod_id)
     if pod is None or pod.status != PodStatus.PROVISIONING:
         return
     pod.price_per_gpu_hour = price_per_gpu_hour
@@ -82,7 +79,7 @@ def pod_upstream_running(
 ) -> None:
     """The provider reports the container running: billing starts now; endpoints are the
     provider's port mappings. Later polls only move `upstream_seen_at` (and endpoints)."""
-    pod = _lock(pod_id)
+    pod = lock_pod(pod_id)
     if pod is None:
         return
     if pod.status == PodStatus.RUNNING:
@@ -117,7 +114,7 @@ def pod_upstream_running(
 def pod_upstream_ended(*, pod_id: uuid.UUID, to: str, reason: str) -> None:
     """The container is gone for good (exited, failed, terminated after a stop): billed up to
     the last time the provider reported it running (or the stop), then final."""
-    pod = _lock(pod_id)
+    pod = lock_pod(pod_id)
     if pod is None or pod.status in FINAL:
         return
     if pod.status == PodStatus.STOPPING:
@@ -134,7 +131,7 @@ def pod_interrupt(*, pod_id: uuid.UUID, reason: str) -> bool:
     sees an event and gets an email; with `restart: on-interruption` the pod goes back to
     PENDING to be placed again (the caller schedules it after commit). Returns whether it
     was requeued."""
-    pod = _lock(pod_id)
+    pod = lock_pod(pod_id)
     if pod is None or pod.status not in (PodStatus.STARTING, PodStatus.RUNNING):
         return False
     at = pod.upstream_seen_at or pod.started_at or timezone.now()
@@ -197,6 +194,40 @@ def pod_interrupt(*, pod_id: uuid.UUID, reason: str) -> bool:
         ),
     )
     return True
+
+
+def pod_rental_requested(*, pod: Pod, reason: str) -> None:
+    """An upstream machine is being rented for `pod` (locked by the caller: the scheduler's
+    placement transaction): PENDING → PROVISIONING until the machine is ready."""
+    pod_transition(pod=pod, to=PodStatus.PROVISIONING, reason=reason)
+
+
+def pod_rental_ready(*, pod_id: uuid.UUID, reason: str) -> bool:
+    """The machine rented for the pod is up and its node ONLINE: PROVISIONING → PENDING, so
+    the scheduler places it (onto that node, the cheapest fit). False: the pod no longer
+    waits (stopped meanwhile, say)."""
+    pod = lock_pod(pod_id)
+    if pod is None or pod.status != PodStatus.PROVISIONING:
+        return False
+    pod_transition(pod=pod, to=PodStatus.PENDING, reason=reason)
+    return True
+
+
+def pod_rental_failed(*, pod_id: uuid.UUID | None, reason: str) -> bool:
+    """The pod's rental failed before the pod ran (a pod that is an upstream container is
+    STARTING, with no node, while its rental boots): it waits for another placement. False:
+    the pod had moved on (running elsewhere, stopped) and is left alone."""
+    if pod_id is None:
+        return False
+    pod = lock_pod(pod_id)
+    if pod is None:
+        return False
+    if pod.status == PodStatus.PROVISIONING or (
+        pod.status == PodStatus.STARTING and pod.node_id is None
+    ):
+        pod_transition(pod=pod, to=PodStatus.PENDING, reason=reason)
+        return True
+    return False
 
 
 def pod_upstream_logs(*, pod: Pod, tail: int) -> UpstreamLogs:

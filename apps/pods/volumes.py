@@ -21,6 +21,7 @@ from apps.accounts.models import User
 from apps.nodes import services as node_services
 from apps.nodes.locks import lock_node
 from apps.nodes.models import CommandStatus, CommandType, Gpu, Node, NodeCommand, NodeStatus
+from apps.pods.locks import lock_volume
 from apps.pods.models import (
     ACTIVE_STATUSES,
     LIVE_VOLUME_STATUSES,
@@ -119,11 +120,6 @@ def volume_create(
     return volume
 
 
-def _lock(volume_id: uuid.UUID | str) -> Volume | None:
-    # Serialises attach, delete and quota enforcement of one volume.
-    return Volume.objects.select_for_update().filter(pk=volume_id).first()
-
-
 def holders(volume: Volume) -> list[Pod]:
     return list(Pod.objects.filter(volume=volume, status__in=HOLDING_STATUSES))
 
@@ -132,7 +128,7 @@ def holders(volume: Volume) -> list[Pod]:
 def volume_delete(*, volume: Volume) -> Volume:
     """DELETE: refused while a pod (running, waiting or stopped) uses it; else billing ends now
     and the agent removes the Docker volume."""
-    locked = _lock(volume.pk)
+    locked = lock_volume(volume.pk)
     if locked is None or locked.status in (VolumeStatus.DELETING, VolumeStatus.DELETED):
         return locked or volume
     using = holders(locked)
@@ -164,7 +160,7 @@ def lock_for_attach(
 ) -> Volume:
     """Check, under the volume's lock, that a pod may mount it (the caller's transaction then
     creates or resumes the pod): it is usable, free, and its node can host the pod."""
-    locked = _lock(volume.pk)
+    locked = lock_volume(volume.pk)
     if locked is None or locked.status not in (VolumeStatus.CREATING, VolumeStatus.READY):
         status = locked.status if locked else "gone"
         raise VolumeInputError("volume", f"Volume {volume.name} is {status}.")
@@ -196,7 +192,7 @@ def volume_observe_command(*, command: NodeCommand) -> None:
     """The agent made (or removed) a volume, or could not."""
     if command.type not in (CommandType.CREATE_VOLUME, CommandType.DELETE_VOLUME):
         return
-    volume = _lock(command.payload.get("volume_id", ""))
+    volume = lock_volume(command.payload.get("volume_id", ""))
     if volume is None or volume.node_id != command.node_id:
         return
     ok = command.status == CommandStatus.ACKED

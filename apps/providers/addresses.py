@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from eth_hash.auto import keccak
 
+from apps.providers.models import PayoutMethod
+
 EVM_CHAINS = frozenset({"ethereum", "polygon", "arbitrum", "optimism", "base", "bsc"})
 # The stablecoins we pay out, and the chains each is paid on.
 TOKEN_CHAINS: dict[str, frozenset[str]] = {
@@ -123,7 +125,7 @@ def payout_details_problems(method: str, details: object) -> list[DetailsProblem
 
     if not isinstance(details, dict):
         return [DetailsProblem("details", "An object with the payout method's fields.")]
-    if method == "PAYPAL":
+    if method == PayoutMethod.PAYPAL:
         allowed = {"email"}
         problems = [
             DetailsProblem(f"details.{k}", "Unknown field.") for k in details if k not in allowed
@@ -137,7 +139,7 @@ def payout_details_problems(method: str, details: object) -> list[DetailsProblem
             except ValidationError:
                 problems.append(DetailsProblem("details.email", "Not a valid email address."))
         return problems
-    if method == "CRYPTO":
+    if method == PayoutMethod.CRYPTO:
         allowed = {"currency", "chain", "address"}
         problems = [
             DetailsProblem(f"details.{k}", "Unknown field.") for k in details if k not in allowed
@@ -173,7 +175,7 @@ def payout_details_problems(method: str, details: object) -> list[DetailsProblem
 
 def normalise_details(method: str, details: dict) -> dict:
     """The stored form of valid details (trimmed; emails lower-cased in the domain)."""
-    if method == "PAYPAL":
+    if method == PayoutMethod.PAYPAL:
         return {"email": details["email"].strip()}
     return {
         "currency": details["currency"],

@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.core.admin import ReadOnlyInline
 from apps.core.money import micros_to_usd
 from apps.providers import services
 from apps.providers.lifecycle import IllegalPayoutTransitionError
@@ -23,17 +24,6 @@ from apps.providers.models import (
     ProviderFee,
     ProviderKey,
 )
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class ProviderFeeInline(ReadOnlyInline):

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from apps.core.models import StatusEvent
+
 
 class Tier(models.TextChoices):
     BASIC = "BASIC", "Basic"
@@ -224,20 +226,12 @@ class PayoutApproval(Payout):
         verbose_name_plural = "payout approval queue"
 
 
-class PayoutEvent(models.Model):
+class PayoutEvent(StatusEvent):
     """A status change of a payout: when, from, to, why and who (operator or none)."""
 
     payout = models.ForeignKey(Payout, on_delete=models.CASCADE, related_name="events")
-    at = models.DateTimeField(auto_now_add=True)
     from_status = models.CharField(max_length=16, choices=PayoutStatus.choices)
     to_status = models.CharField(max_length=16, choices=PayoutStatus.choices)
-    reason = models.CharField(max_length=500)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
-
-    class Meta:
-        ordering = ("at", "id")
-
-    def __str__(self) -> str:
-        return f"{self.from_status} → {self.to_status}: {self.reason}"

@@ -2,18 +2,19 @@
 scoped to one provider, so another provider's data is unreachable by construction."""
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db.models import Avg, Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from apps.billing.models import AccountKind, Entry, LedgerAccount, TransactionKind
 from apps.nodes.models import Node, NodeEvent, NodeStatus
-from apps.pods.models import UsageRecord
 from apps.providers.models import PENDING_STATUSES, Payout, PayoutStatus, Provider
 
 UP_STATUSES = (NodeStatus.ONLINE, NodeStatus.DRAINING)
@@ -107,6 +108,15 @@ def _uptime_percent(
     return round(100 * up / (now - start).total_seconds(), 2)
 
 
+NodeUsage = Callable[[list[Any], datetime], dict[Any, dict[str, int]]]
+
+
+def _node_usage_selector() -> NodeUsage:
+    """Usage per node (`{"earned", "gpu_seconds"}` since a time), read by the app that bills
+    it (pods, above providers): settings.PROVIDER_NODE_USAGE_SELECTOR names the function."""
+    return cast(NodeUsage, import_string(settings.PROVIDER_NODE_USAGE_SELECTOR))
+
+
 def provider_dashboard(provider: Provider, *, now: datetime | None = None) -> dict[str, Any]:
     """Earnings today (UTC) / 7 d / 30 d from the ledger, per-node earnings (30 d), GPU
     utilisation and uptime (30 d), and the payout balances."""
@@ -125,15 +135,7 @@ def provider_dashboard(provider: Provider, *, now: datetime | None = None) -> di
     nodes: list[Any] = list(provider_nodes(provider))  # annotated Nodes
     node_ids = [n.pk for n in nodes]
     per_node: dict[Any, dict[str, int]] = defaultdict(lambda: {"earned": 0, "gpu_seconds": 0})
-    for row in (
-        UsageRecord.objects.filter(node_id__in=node_ids, period_end__gt=month)
-        .values("node_id")
-        .annotate(earned=Sum("provider_share"), gpu_seconds=Sum("seconds"))
-    ):
-        per_node[row["node_id"]] = {
-            "earned": row["earned"] or 0,
-            "gpu_seconds": row["gpu_seconds"] or 0,
-        }
+    per_node.update(_node_usage_selector()(node_ids, month))
     events_by_node: dict[Any, list[NodeEvent]] = defaultdict(list)
     for event in NodeEvent.objects.filter(node_id__in=node_ids).order_by("at", "id"):
         events_by_node[event.node_id].append(event)

@@ -6,7 +6,7 @@ from rest_framework import serializers
 from apps.core.money import micros_to_usd, usd_to_micros
 from apps.core.serializers import StrictSerializer
 from apps.providers.addresses import normalise_details, payout_details_problems
-from apps.providers.models import Payout, PayoutMethod, Provider, ProviderKey
+from apps.providers.models import Payout, PayoutMethod, Provider, ProviderKey, tier_fee_percent
 
 
 def validated_details(method: str, details: Any) -> dict[str, Any]:
@@ -65,8 +65,6 @@ class ProviderOutput(serializers.ModelSerializer):
         )
 
     def get_fee_percent(self, provider: Provider) -> int:
-        from apps.providers.models import tier_fee_percent
-
         return tier_fee_percent(provider.tier)
 
 

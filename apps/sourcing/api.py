@@ -120,16 +120,3 @@ class ProviderResetView(APIView):
             raise exceptions.NotFound(f"No configured provider named {provider!r}.")
         registry.breaker_reset(provider)
         return Response(registry.breaker_for(provider).snapshot())
-
-
-class CostQuery(serializers.Serializer):
-    days = serializers.IntegerField(required=False, min_value=1, max_value=366, default=30)
-
-
-class CostAnalyticsView(APIView):
-    permission_classes = [IsAdminUser]
-
-    @extend_schema(tags=["dashboard"], parameters=[CostQuery], responses={200: OpenApiTypes.OBJECT})
-    def get(self, request: Request) -> Response:
-        params = _query(CostQuery, request)
-        return Response(selectors.cost_analytics(since=selectors.default_since(params["days"])))

@@ -5,6 +5,8 @@ import uuid
 
 from django.db import models
 
+from apps.core.models import StatusEvent
+
 
 class InstanceStatus(models.TextChoices):
     PENDING = "PENDING"
@@ -88,22 +90,14 @@ class ProvisionedInstance(models.Model):
         return f"{self.label} {self.provider}:{self.provider_instance_id or '?'} ({self.status})"
 
 
-class InstanceEvent(models.Model):
+class InstanceEvent(StatusEvent):
     """A status transition of a provisioned instance, with the reason."""
 
     instance = models.ForeignKey(
         ProvisionedInstance, on_delete=models.CASCADE, related_name="events"
     )
-    at = models.DateTimeField(auto_now_add=True)
     from_status = models.CharField(max_length=24, choices=InstanceStatus.choices)
     to_status = models.CharField(max_length=24, choices=InstanceStatus.choices)
-    reason = models.CharField(max_length=500)
-
-    class Meta:
-        ordering = ("at", "id")
-
-    def __str__(self) -> str:
-        return f"{self.from_status} → {self.to_status}: {self.reason}"
 
 
 class OfferBookEntry(models.Model):

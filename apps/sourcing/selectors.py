@@ -11,7 +11,6 @@ from django.conf import settings
 from django.db.models import Count, F, Max, Min, QuerySet, Sum
 from django.utils import timezone
 
-from apps.catalog.economics import deployments_margins
 from apps.pods.models import UsageRecord
 from apps.pods.selectors import Offer as PodOffer
 from apps.sourcing.adapters import ADAPTERS
@@ -192,7 +191,8 @@ def overview(*, staff: bool) -> dict[str, Any]:
 
 def cost_analytics(*, since: datetime) -> dict[str, Any]:
     """Upstream spend, revenue of sourced pods and margin, per provider and GPU model and in
-    total, since `since`."""
+    total, since `since`. (The operators' cost analytics endpoint adds the catalog's
+    per-deployment margins: apps.catalog.api.CostAnalyticsView.)"""
     charges = UpstreamCharge.objects.filter(period_start__gte=since)
     spend_by: dict[tuple[str, str], int] = {
         (r["provider"], r["gpu_model"]): r["s"]
@@ -240,8 +240,6 @@ def cost_analytics(*, since: datetime) -> dict[str, Any]:
         "totals": totals,
         "by_provider": by_provider,
         "by_provider_gpu": rows,
-        # Model deployments: GPU revenue, upstream cost, hosts' share and margin (issue 14).
-        "by_deployment": deployments_margins(since=since, until=timezone.now()),
     }
 
 

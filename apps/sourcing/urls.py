@@ -25,7 +25,4 @@ urlpatterns = [
         api.PriceComparisonView.as_view(),
         name="dashboard-price-comparison",
     ),
-    path(
-        "dashboard/cost-analytics", api.CostAnalyticsView.as_view(), name="dashboard-cost-analytics"
-    ),
 ]

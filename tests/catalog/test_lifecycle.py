@@ -14,7 +14,7 @@ from apps.catalog.models import (
     Replica,
     ReplicaStatus,
 )
-from apps.catalog.services import lifecycle
+from apps.catalog.services import health, provisioning
 from apps.catalog.services.deploy import deployment_create, deployment_stop
 from apps.nodes.models import CommandType, NodeCommand
 from apps.pods.models import Pod, PodStatus
@@ -79,21 +79,21 @@ def test_deployment_goes_ready_when_its_replica_answers_health(deployed, cpu_nod
     assert Pod.objects.get(pk=replica.pod_id).endpoints == {f"{port}/tcp": f"127.0.0.1:{port}"}
     assert Deployment.objects.get(pk=deployed.pk).status == D.LOADING
 
-    lifecycle.replicas_health_check()  # nothing listens yet
+    health.replicas_health_check()  # nothing listens yet
     assert Replica.objects.get(pk=replica.pk).status == R.LOADING
 
     server = _serve_on(port)
     try:
-        lifecycle.replicas_health_check()
+        health.replicas_health_check()
         assert Replica.objects.get(pk=replica.pk).status == R.READY
         assert Deployment.objects.get(pk=deployed.pk).status == D.READY
     finally:
         server.kill()
 
     # The backend died: after two failed checks the replica leaves service.
-    lifecycle.replicas_health_check()
+    health.replicas_health_check()
     assert Replica.objects.get(pk=replica.pk).status == R.READY
-    lifecycle.replicas_health_check()
+    health.replicas_health_check()
     assert Replica.objects.get(pk=replica.pk).status == R.UNHEALTHY
     assert Deployment.objects.get(pk=deployed.pk).status == D.DEGRADED
 
@@ -126,7 +126,7 @@ def test_a_failed_pod_is_replaced(deployed, cpu_node, settings):
 
 
 def test_replicas_that_keep_failing_fail_the_deployment(deployed, cpu_node, settings):
-    for _ in range(lifecycle.MIN_FAILURE_BUDGET):
+    for _ in range(provisioning.MIN_FAILURE_BUDGET):
         replica = deployed.replica_set.filter(status__in=(R.PENDING, R.LOADING)).get()
         spare = free_port()
         settings.CATALOG_HOST_PORT_RANGE = (spare, spare)
@@ -141,9 +141,9 @@ def test_replicas_that_keep_failing_fail_the_deployment(deployed, cpu_node, sett
 def test_periodic_passes_are_idempotent(deployed, cpu_node):
     before = list(Replica.objects.values_list("pk", "status"))
 
-    assert lifecycle.deployments_provision_pending().replicas_created == 0
-    lifecycle.deployments_sync_status()
-    lifecycle.deployments_sync_status()
+    assert provisioning.deployments_provision_pending().replicas_created == 0
+    provisioning.deployments_sync_status()
+    provisioning.deployments_sync_status()
 
     assert list(Replica.objects.values_list("pk", "status")) == before
 
@@ -170,7 +170,7 @@ def test_periodic_sync_catches_a_pod_change_whose_signal_was_missed(deployed, po
         status=PodStatus.RUNNING, endpoints={f"{port}/tcp": f"127.0.0.1:{port}"}
     )
 
-    lifecycle.deployments_sync_status()
+    provisioning.deployments_sync_status()
 
     replica.refresh_from_db()
     assert replica.status == R.LOADING and replica.base_url == f"http://127.0.0.1:{port}"

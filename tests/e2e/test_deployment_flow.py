@@ -13,7 +13,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from apps.catalog.models import Deployment, DeploymentStatus
-from apps.catalog.services import lifecycle
+from apps.catalog.services import health, provisioning
 from apps.catalog.services.templates import templates_seed
 from apps.nodes.models import Node, NodeStatus
 from apps.pods.models import Pod, PodStatus
@@ -100,8 +100,8 @@ def deploy_and_wait_ready(user, slug: str, settings, timeout: float = 120) -> tu
 
     def ready() -> bool:
         # What beat runs every 15-30 s, run as often as the test polls.
-        lifecycle.deployments_sync_status()
-        lifecycle.replicas_health_check()
+        provisioning.deployments_sync_status()
+        health.replicas_health_check()
         return Deployment.objects.get(pk=body["id"]).status == DeploymentStatus.READY
 
     wait_for(ready, f"{slug} READY", timeout=timeout)

@@ -18,7 +18,7 @@ from django.db import connection
 from playwright.sync_api import expect
 
 from apps.catalog.models import Deployment, DeploymentStatus
-from apps.catalog.services import lifecycle
+from apps.catalog.services import health, provisioning
 from apps.catalog.services.templates import templates_seed
 from tests.e2e.conftest import wait_for
 from tests.e2e.portal_conftest import screenshot
@@ -81,8 +81,8 @@ def test_deploy_from_the_catalog_and_chat_in_the_playground(
 
     def beat() -> None:
         try:
-            lifecycle.deployments_sync_status()
-            lifecycle.replicas_health_check()
+            provisioning.deployments_sync_status()
+            health.replicas_health_check()
         finally:
             connection.close()
 

@@ -29,7 +29,7 @@ from rest_framework.test import APIClient
 
 from apps.catalog.load import queue_length
 from apps.catalog.models import ColdStart, Deployment, DeploymentStatus, Replica, ReplicaStatus
-from apps.catalog.services import autoscale, lifecycle
+from apps.catalog.services import autoscale, health, provisioning
 from apps.catalog.services.templates import templates_seed
 from apps.proxy.hold import cold_starts
 from tests.e2e.conftest import wait_for
@@ -66,10 +66,10 @@ class Beat(threading.Thread):
     def run(self) -> None:
         while not self.halt.is_set():
             try:
-                lifecycle.deployments_sync_status()
-                lifecycle.deployments_provision_pending()
+                provisioning.deployments_sync_status()
+                provisioning.deployments_provision_pending()
                 autoscale.deployments_autoscale()
-                lifecycle.replicas_health_check()
+                health.replicas_health_check()
             except Exception as exc:  # noqa: BLE001 - reported by the test
                 self.errors.append(repr(exc))
             finally:

@@ -27,6 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.catalog.load import LoadSnapshot, load_snapshot
+from apps.catalog.locks import lock_deployment, lock_replica
 from apps.catalog.models import (
     DEPLOYMENT_FINAL,
     REPLICA_SERVING,
@@ -35,7 +36,7 @@ from apps.catalog.models import (
     Replica,
     ReplicaStatus,
 )
-from apps.catalog.services import lifecycle
+from apps.catalog.services import health, lifecycle, provisioning
 from apps.pods import services as pod_services
 from apps.pods.models import Pod
 
@@ -105,7 +106,7 @@ def deployment_autoscale(
     snapshot = snapshot if snapshot is not None else load_snapshot()
     decision: Decision | None = None
     with transaction.atomic():
-        deployment = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
+        deployment = lock_deployment(deployment_id)
         if deployment is None or deployment.status in DEPLOYMENT_FINAL:
             return None
         serving = [r for r in deployment.replica_set.all() if r.status in REPLICA_SERVING]
@@ -164,7 +165,7 @@ def deployment_autoscale(
             deployment.save(update_fields=[*fields, "updated_at"])
     if decision is not None:
         if decision.after > decision.before:
-            lifecycle.deployment_provision(deployment_id=deployment.pk)
+            provisioning.deployment_provision(deployment_id=deployment.pk)
         lifecycle.deployment_refresh_status(deployment_id=deployment.pk)
     return decision
 
@@ -184,12 +185,7 @@ def replicas_finish_draining(
             continue
         pod: Pod | None = None
         with transaction.atomic():
-            replica = (
-                Replica.objects.select_for_update(of=("self",))
-                .select_related("deployment", "pod")
-                .filter(pk=replica_id, status=R.DRAINING)
-                .first()
-            )
+            replica = lock_replica(replica_id, status=R.DRAINING)
             if replica is None:
                 continue
             served = replica.ready_at is not None
@@ -210,7 +206,7 @@ def replicas_finish_draining(
         # Its host port is free again: a deployment that wanted a replica it had no port for
         # (scaled down, then up again while this one drained) gets it now, not at the next
         # periodic provisioning pass.
-        lifecycle.deployment_provision(deployment_id=deployment_id)
+        provisioning.deployment_provision(deployment_id=deployment_id)
         lifecycle.deployment_refresh_status(deployment_id=deployment_id)
         stopped += 1
     return stopped
@@ -234,7 +230,7 @@ def deployments_autoscale() -> AutoscaleResult:
             result.decisions += 1
     result.drained = replicas_finish_draining(snapshot=snapshot, now=now)
     if Replica.objects.filter(status=R.LOADING, base_url__gt="").exists():
-        lifecycle.replicas_health_check(loading_only=True)
+        health.replicas_health_check(loading_only=True)
     return result
 
 
@@ -247,4 +243,4 @@ def deployment_wake(*, deployment_id: uuid.UUID | str) -> None:
         deployment_id=deployment_id, status=R.LOADING, base_url__gt=""
     ).exists()
     if loading:
-        lifecycle.replicas_health_check(loading_only=True)
+        health.replicas_health_check(loading_only=True)

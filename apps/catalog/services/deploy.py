@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.billing.spend import spend_refusal
+from apps.catalog.locks import lock_deployment, lock_deployment_key
 from apps.catalog.models import (
     DEPLOYMENT_FINAL,
     REPLICA_LIVE,
@@ -22,7 +23,7 @@ from apps.catalog.models import (
     Replica,
     ReplicaStatus,
 )
-from apps.catalog.services import lifecycle
+from apps.catalog.services import lifecycle, provisioning
 from apps.catalog.services.scaling import DEFAULT_SCALING, scaling_validate
 from apps.core.gpu_models import CPU_MODEL
 from apps.core.secrets import secret_issue
@@ -77,7 +78,7 @@ def deployment_key_update(
 ) -> DeploymentKey:
     """Change a key's budget or rate limit (None removes it). The proxy sees the change within
     PROXY_ROUTE_CACHE_S."""
-    locked = DeploymentKey.objects.select_for_update().get(pk=key.pk)
+    locked = lock_deployment_key(key.pk)
     fields = []
     if monthly_token_budget is not _UNSET:
         locked.monthly_token_budget = monthly_token_budget
@@ -93,7 +94,7 @@ def deployment_key_update(
 @transaction.atomic
 def deployment_key_revoke(*, key: DeploymentKey) -> DeploymentKey:
     """Revoke one key; the deployment's other keys go on working."""
-    locked = DeploymentKey.objects.select_for_update().get(pk=key.pk)
+    locked = lock_deployment_key(key.pk)
     if locked.revoked_at is None:
         locked.revoked_at = timezone.now()
         locked.save(update_fields=["revoked_at"])
@@ -103,7 +104,7 @@ def deployment_key_revoke(*, key: DeploymentKey) -> DeploymentKey:
 @transaction.atomic
 def deployment_key_rotate(*, deployment: Deployment, name: str = "default") -> IssuedKey:
     """Revoke every active key of `deployment` and issue a new one."""
-    Deployment.objects.select_for_update().filter(pk=deployment.pk).first()
+    lock_deployment(deployment.pk)
     DeploymentKey.objects.filter(deployment=deployment, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
@@ -181,7 +182,7 @@ def deployment_create(
             reason="deployed",
         )
         key = deployment_key_issue(deployment=deployment)
-    lifecycle.deployment_provision(deployment_id=deployment.pk)
+    provisioning.deployment_provision(deployment_id=deployment.pk)
     if replicas == 0:  # scaled to zero from the start: IDLE until its first request
         lifecycle.deployment_refresh_status(deployment_id=deployment.pk)
     deployment.refresh_from_db()
@@ -192,7 +193,7 @@ def deployment_stop(*, deployment: Deployment, reason: str = "deleted by its own
     """Stop serving: the deployment is STOPPED (its keys stop working), its replicas' pods are
     stopped (billing ends now)."""
     with transaction.atomic():
-        locked = Deployment.objects.select_for_update().filter(pk=deployment.pk).first()
+        locked = lock_deployment(deployment.pk)
         if locked is None or locked.status == DeploymentStatus.STOPPED:
             return locked or deployment
         lifecycle.deployment_transition(

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db import transaction
 
+from apps.catalog.locks import lock_deployment
 from apps.catalog.models import DEPLOYMENT_FINAL, Deployment, DeploymentEvent
 from apps.catalog.services import autoscale
 
@@ -108,7 +109,7 @@ def deployment_scaling_update(
     the new bounds at once (more replicas are provisioned, extra ones drained) by the
     autoscaler, which runs right after; the change is a deployment event."""
     with transaction.atomic():
-        deployment = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
+        deployment = lock_deployment(deployment_id)
         if deployment is None:
             raise Deployment.DoesNotExist(str(deployment_id))
         if deployment.status in DEPLOYMENT_FINAL:

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from apps.catalog.locks import lock_templates
 from apps.catalog.models import ModelTemplate
 from apps.catalog.seed import template_rows
 
@@ -20,7 +21,7 @@ def templates_seed() -> SeedResult:
     """Create or update every template of `apps/catalog/seed.py` by slug. Idempotent: a second
     run changes nothing. Templates not in the list are left as they are (an operator's own)."""
     created = updated = unchanged = 0
-    existing = {t.slug: t for t in ModelTemplate.objects.select_for_update()}
+    existing = lock_templates()
     for row in template_rows():
         template = existing.get(row["slug"])
         if template is None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from django import template
 
 from apps.pods.models import Pod
-from apps.pods.selectors import PROGRESS, pod_is_settled, pod_is_transitioning
+from apps.pods.selectors import PROGRESS, pod_is_settled, pod_is_transitioning, pod_offers
 from apps.pods.ssh import ssh_command
 
 register = template.Library()
@@ -56,8 +56,6 @@ OFFERS_CACHE_S = 15
 def public_offers() -> list[dict[str, object]]:
     """Free capacity and prices for the landing page (cached for OFFERS_CACHE_S)."""
     from django.core.cache import cache
-
-    from apps.pods.selectors import pod_offers
 
     offers = cache.get_or_set(
         "portal:public-offers", lambda: [o.as_dict() for o in pod_offers()], OFFERS_CACHE_S

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -28,7 +29,7 @@ from apps.billing.services import ledger_post, platform_account, provider_payabl
 from apps.core.money import micros_to_usd
 from apps.providers.addresses import AddressError, check_tx_hash
 from apps.providers.gateways import GatewayError, SettlementState, gateway_for
-from apps.providers.lifecycle import payout_transition
+from apps.providers.lifecycle import IllegalPayoutTransitionError, payout_transition
 from apps.providers.locks import lock_payout
 from apps.providers.models import Payout, PayoutMethod, PayoutStatus, Provider
 from apps.providers.selectors import Balances, provider_balances
@@ -207,10 +208,9 @@ def payout_approve(*, payout: Payout, operator: User) -> Payout:
 
 
 def _dispatch_send(payout_id: uuid.UUID) -> None:
-    from apps.providers.tasks import send_payout
-
+    # By name: providers.tasks imports these services, so they do not import it back.
     try:
-        send_payout.delay(str(payout_id))
+        current_app.signature("providers.send_payout").delay(str(payout_id))
     except Exception:  # the periodic sweep sends it anyway
         logger.exception("payout %s: could not queue the send; the sweep will", payout_id)
 
@@ -370,8 +370,6 @@ def payout_settle(*, payout_id: uuid.UUID | str) -> Payout:
 
 
 def _settled(payout: Payout, apply: Any) -> Payout:
-    from apps.providers.lifecycle import IllegalPayoutTransitionError
-
     try:
         return apply(payout)
     except IllegalPayoutTransitionError:  # settled meanwhile by a twin run or an operator

@@ -11,6 +11,7 @@ from apps.accounts.models import User
 from apps.core.gpu_models import CPU_MODEL
 from apps.nodes.locks import lock_node
 from apps.nodes.models import Node
+from apps.providers.locks import lock_provider
 from apps.providers.models import Provider, ProviderFee, Tier, Verification, tier_fee_percent
 from apps.providers.pricing import price_bands
 from apps.providers.services.keys import IssuedProviderKey, provider_key_create
@@ -92,7 +93,7 @@ def provider_set_tier(
         raise ValueError(f"unknown tier {tier!r}")
     if verification is not None and verification not in Verification.values:
         raise ValueError(f"unknown verification state {verification!r}")
-    locked = Provider.objects.select_for_update().get(pk=provider.pk)
+    locked = lock_provider(provider.pk)
     fields = []
     if verification is not None and locked.verification != verification:
         locked.verification = verification

@@ -32,10 +32,11 @@ from apps.sourcing.adapters.base import (
     ProviderError,
 )
 from apps.sourcing.lifecycle import instance_transition
+from apps.sourcing.locks import lock_instance
 from apps.sourcing.models import LIVE_STATUSES, ProvisionedInstance
 from apps.sourcing.multi import MultiProviderService
 from apps.sourcing.registry import make_service
-from apps.sourcing.services.common import WAITING, S, _bump_stats, _lock
+from apps.sourcing.services.common import WAITING, S, launch_stats_bump
 from apps.sourcing.services.terminate import instance_terminate
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def container_follow(instance: ProvisionedInstance, upstream: Instance | None) -
     state = upstream.state if upstream is not None else InstanceState.TERMINATED
     now = timezone.now()
     with transaction.atomic():
-        locked = _lock(instance.pk, skip_locked=True)
+        locked = lock_instance(instance.pk, skip_locked=True)
         if locked is None or locked.status not in (*WAITING, S.ACTIVE):
             return 0
         if upstream is not None:
@@ -92,7 +93,7 @@ def container_follow(instance: ProvisionedInstance, upstream: Instance | None) -
                 extra_fields=(*fields, "active_at"),
             )
             waited = (now - (locked.create_sent_at or now)).total_seconds()
-            _bump_stats(
+            launch_stats_bump(
                 locked.provider, locked.gpu_model, activations=1, seconds_to_active_total=waited
             )
             return 1
@@ -131,7 +132,7 @@ def container_follow(instance: ProvisionedInstance, upstream: Instance | None) -
                     reason=why[:500],
                 )
             if not clean and locked.status != S.ACTIVE:
-                _bump_stats(locked.provider, locked.gpu_model, failures=1)
+                launch_stats_bump(locked.provider, locked.gpu_model, failures=1)
             final = S.TERMINATED if clean else S.FAILED
         locked.save(update_fields=["upstream_status", "updated_at"])
         instance_transition(

@@ -7,19 +7,19 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from apps.billing.models import AccountKind, TransactionKind
 from apps.billing.services import ledger_post, platform_account
 from apps.core.money import micros_to_usd, prorate
-from apps.pods.models import ON_NODE_STATUSES, Pod
+from apps.pods.models import ON_NODE_STATUSES, Pod, UsageRecord
+from apps.sourcing.locks import lock_instance
 from apps.sourcing.models import (
     BILLED_STATUSES,
     ProvisionedInstance,
     UpstreamCharge,
 )
-from apps.sourcing.services.common import _lock
 
 
 def accrue_upstream_costs(
@@ -39,7 +39,7 @@ def accrue_upstream_costs(
     booked = 0
     for instance_id in query.values_list("pk", flat=True):
         with transaction.atomic():
-            instance = _lock(instance_id, skip_locked=True)
+            instance = lock_instance(instance_id, skip_locked=True)
             if instance is None or instance.cost_accrued_until is None:
                 continue
             if instance.status not in BILLED_STATUSES and instance.terminated_at is None:
@@ -94,10 +94,6 @@ def accrue_upstream_costs(
 
 def margins_by(*, key: str) -> dict[str, dict[str, int]]:
     """Revenue, upstream cost and margin per pod, provider or GPU model (micro-dollars)."""
-    from django.db.models import Sum
-
-    from apps.pods.models import UsageRecord
-
     assert key in ("pod", "provider", "gpu_model")  # noqa: S101 - a programming error
     cost: dict[str, int] = defaultdict(int)
     revenue: dict[str, int] = defaultdict(int)

@@ -9,6 +9,7 @@ import uuid
 from datetime import timedelta
 from functools import partial
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -17,7 +18,6 @@ from apps.core.money import micros_to_usd
 from apps.core.secrets import secret_issue
 from apps.nodes.models import Node
 from apps.pods import upstream as pod_upstream
-from apps.pods.lifecycle import pod_transition
 from apps.pods.models import Pod, PodStatus
 from apps.sourcing.adapters import ADAPTERS
 from apps.sourcing.adapters.base import (
@@ -27,6 +27,7 @@ from apps.sourcing.adapters.base import (
     WorkloadSpec,
 )
 from apps.sourcing.lifecycle import instance_transition
+from apps.sourcing.locks import lock_instance, lock_instance_of_machine
 from apps.sourcing.models import (
     ProvisionedInstance,
 )
@@ -38,9 +39,7 @@ from apps.sourcing.registry import make_service, publish_health
 from apps.sourcing.services.common import (
     WAITING,
     S,
-    _bump_stats,
-    _lock,
-    _pod_back_to_pending,
+    launch_stats_bump,
     sourcing_on,
 )
 
@@ -60,9 +59,8 @@ def instance_request(*, pod: Pod, expected_price_per_gpu_hour: int) -> Provision
         spot=pod.interruptible,
     )
     instance.events.create(from_status=S.PENDING, to_status=S.PENDING, reason=f"for pod {pod.pk}")
-    pod_transition(
+    pod_upstream.pod_rental_requested(
         pod=pod,
-        to=PodStatus.PROVISIONING,
         reason=(
             f"renting {pod.gpu_count}× {pod.gpu_model} from an upstream cloud "
             f"(about ${micros_to_usd(expected_price_per_gpu_hour)}/GPU-h)"
@@ -98,10 +96,11 @@ def workload_spec(pod: Pod) -> WorkloadSpec:
 def _dispatch_provision(instance_id: uuid.UUID) -> None:
     """Start the rent now rather than at the next tick. If the broker cannot take the task,
     the provisioning tick (every 10 s) does the same work."""
-    from apps.sourcing.tasks import provision_instance
-
+    # By name: sourcing.tasks imports these services, so they do not import it back.
     try:
-        provision_instance.apply_async(args=[str(instance_id)], expires=60)
+        current_app.signature("sourcing.provision_instance").apply_async(
+            args=[str(instance_id)], expires=60
+        )
     except Exception:  # noqa: BLE001 - the tick is the fallback
         logger.warning("could not dispatch provisioning of %s; the tick will", instance_id)
 
@@ -133,12 +132,14 @@ async def _failover(
 def instance_provision(*, instance_id: uuid.UUID) -> ProvisionedInstance | None:
     """Rent a machine for a PENDING instance: walk the offer book's offers with failover."""
     with transaction.atomic():
-        instance = _lock(instance_id, skip_locked=True)
+        instance = lock_instance(instance_id, skip_locked=True)
         if instance is None or instance.status != S.PENDING:
             return instance
         if not sourcing_on():
             instance_transition(instance=instance, to=S.FAILED, reason="sourcing is switched off")
-            _pod_back_to_pending(instance.pod_id, "upstream provisioning is switched off")
+            pod_upstream.pod_rental_failed(
+                pod_id=instance.pod_id, reason="upstream provisioning is switched off"
+            )
             return instance
         if (
             instance.pod_id is None
@@ -195,15 +196,17 @@ def instance_provision(*, instance_id: uuid.UUID) -> ProvisionedInstance | None:
     except NoOfferError as exc:
         publish_health()
         with transaction.atomic():
-            locked = _lock(instance.pk)
+            locked = lock_instance(instance.pk)
             assert locked is not None  # noqa: S101 - instances are never deleted
             locked.attempts = [a.__dict__ for a in exc.attempts]
             locked.save(update_fields=["attempts"])
             instance_transition(instance=locked, to=S.FAILED, reason=str(exc))
             for attempt in exc.attempts:
                 if attempt.outcome not in ("skipped",):
-                    _bump_stats(attempt.provider, locked.gpu_model, attempts=1, failures=1)
-            _pod_back_to_pending(locked.pod_id, f"no upstream capacity: {exc}")
+                    launch_stats_bump(attempt.provider, locked.gpu_model, attempts=1, failures=1)
+            pod_upstream.pod_rental_failed(
+                pod_id=locked.pod_id, reason=f"no upstream capacity: {exc}"
+            )
         return locked
     publish_health()
     return _record_created(instance.pk, result)
@@ -219,7 +222,7 @@ def _providers_for(pod: Pod) -> list[str] | None:
 def _record_created(instance_id: uuid.UUID, result: FailoverResult) -> ProvisionedInstance:
     offer = result.offer
     with transaction.atomic():
-        instance = _lock(instance_id)
+        instance = lock_instance(instance_id)
         assert instance is not None  # noqa: S101
         now = timezone.now()
         instance.provider = result.instance.provider
@@ -268,9 +271,9 @@ def _record_created(instance_id: uuid.UUID, result: FailoverResult) -> Provision
             )
         for attempt in result.attempts:
             if attempt.outcome in ("created", "adopted"):
-                _bump_stats(attempt.provider, instance.gpu_model, attempts=1, successes=1)
+                launch_stats_bump(attempt.provider, instance.gpu_model, attempts=1, successes=1)
             elif attempt.outcome not in ("skipped", "unresolved"):
-                _bump_stats(attempt.provider, instance.gpu_model, attempts=1, failures=1)
+                launch_stats_bump(attempt.provider, instance.gpu_model, attempts=1, failures=1)
     return instance
 
 
@@ -280,12 +283,7 @@ def instance_activate(*, node: Node) -> ProvisionedInstance | None:
     if not node.provider_instance_id:
         return None
     with transaction.atomic():
-        instance = (
-            ProvisionedInstance.objects.select_for_update()
-            .filter(provider_instance_id=node.provider_instance_id, status__in=[*WAITING, S.ACTIVE])
-            .order_by("-created_at")
-            .first()
-        )
+        instance = lock_instance_of_machine(node.provider_instance_id, [*WAITING, S.ACTIVE])
         if instance is None:
             return None
         Node.objects.filter(pk=node.pk).update(price_per_gpu_hour=instance.price_per_gpu_hour)
@@ -302,7 +300,7 @@ def instance_activate(*, node: Node) -> ProvisionedInstance | None:
             extra_fields=("node", "active_at"),
         )
         waited = (now - (instance.create_sent_at or now)).total_seconds()
-        _bump_stats(
+        launch_stats_bump(
             instance.provider, instance.gpu_model, activations=1, seconds_to_active_total=waited
         )
     return instance

@@ -23,7 +23,7 @@ from apps.sourcing.models import (
 from apps.sourcing.multi import MultiProviderService
 from apps.sourcing.registry import make_service, publish_health
 from apps.sourcing.services.common import S
-from apps.sourcing.services.tick import _close_out, _terminate
+from apps.sourcing.services.terminate import instance_close_out, terminate_upstream
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def reconcile(*, now: datetime | None = None) -> ReconcileResult:
                 logger.warning("orphan instance %s:%s (%s) flagged", provider, iid, inst.label)
             if now - orphan.first_seen_at >= grace and orphan.terminated_at is None:
                 try:
-                    asyncio.run(_terminate(make_service([provider]), provider, iid))
+                    asyncio.run(terminate_upstream(make_service([provider]), provider, iid))
                 except ProviderError as exc:
                     result.errors[f"{provider}:{iid}"] = str(exc)
                     continue
@@ -102,7 +102,9 @@ def reconcile(*, now: datetime | None = None) -> ReconcileResult:
             status__in=[S.STARTING, S.INSTALLING, S.WAITING_REGISTRATION, S.ACTIVE],
         ).exclude(provider_instance_id=""):
             if instance.provider_instance_id not in upstream:
-                _close_out(instance.pk, "no longer listed by the provider")
+                instance_close_out(
+                    instance_id=instance.pk, reason="no longer listed by the provider"
+                )
                 result.closed_out += 1
             else:
                 ProvisionedInstance.objects.filter(pk=instance.pk).update(last_seen_upstream_at=now)

@@ -10,32 +10,29 @@ import uuid
 from django.db import transaction
 from django.utils import timezone
 
-from apps.nodes.lifecycle import node_transition
-from apps.nodes.models import Node, NodeStatus
+from apps.nodes.operations import node_retire_if_live
 from apps.pods import upstream as pod_upstream
 from apps.pods.models import PodStatus
 from apps.sourcing.adapters.base import ProviderError
 from apps.sourcing.lifecycle import instance_transition
+from apps.sourcing.locks import lock_instance
 from apps.sourcing.models import ProvisionedInstance
 from apps.sourcing.multi import MultiProviderService
 from apps.sourcing.registry import configured_providers, make_service
-from apps.sourcing.services.common import S, _lock
+from apps.sourcing.services.common import S
 from apps.sourcing.services.costs import accrue_upstream_costs
 
 logger = logging.getLogger(__name__)
 
 
 def _retire_node(instance: ProvisionedInstance, reason: str) -> None:
-    if instance.node_id is None:
-        return
-    node = Node.objects.select_for_update().filter(pk=instance.node_id).first()
-    if node is not None and node.status != NodeStatus.RETIRED:
-        node_transition(
-            node=node, to=NodeStatus.RETIRED, reason=f"upstream instance ended: {reason}"[:255]
-        )
+    if instance.node_id is not None:
+        node_retire_if_live(node_id=instance.node_id, reason=f"upstream instance ended: {reason}")
 
 
-async def _terminate(service: MultiProviderService, provider: str, instance_id: str) -> None:
+async def terminate_upstream(
+    service: MultiProviderService, provider: str, instance_id: str
+) -> None:
     try:
         await service.adapters[provider].terminate_instance(instance_id)
     finally:
@@ -50,7 +47,7 @@ def instance_terminate(*, instance_id: uuid.UUID, reason: str, final: str = S.TE
         return False
     if instance.status != S.TERMINATING:
         with transaction.atomic():
-            locked = _lock(instance_id)
+            locked = lock_instance(instance_id)
             if locked is None or locked.status in (S.TERMINATED, S.FAILED, S.TERMINATING):
                 return False
             instance_transition(instance=locked, to=S.TERMINATING, reason=reason)
@@ -64,7 +61,7 @@ def instance_terminate(*, instance_id: uuid.UUID, reason: str, final: str = S.TE
             return False
         try:
             asyncio.run(
-                _terminate(
+                terminate_upstream(
                     make_service([instance.provider]),
                     instance.provider,
                     instance.provider_instance_id,
@@ -74,7 +71,7 @@ def instance_terminate(*, instance_id: uuid.UUID, reason: str, final: str = S.TE
             logger.warning("terminate %s failed: %s", instance.label, exc)
             return False
     with transaction.atomic():
-        locked = _lock(instance_id)
+        locked = lock_instance(instance_id)
         if locked is None or locked.status != S.TERMINATING:
             return False
         locked.terminated_at = timezone.now()
@@ -96,3 +93,22 @@ def instance_terminate(*, instance_id: uuid.UUID, reason: str, final: str = S.TE
                 )
     accrue_upstream_costs(instance_ids=[instance_id])
     return True
+
+
+def instance_close_out(*, instance_id: uuid.UUID, reason: str) -> None:
+    """The provider no longer has it: stop the cost where we last saw it."""
+    with transaction.atomic():
+        instance = lock_instance(instance_id)
+        if instance is None or instance.status in (S.TERMINATED, S.FAILED):
+            return
+        instance.terminated_at = instance.last_seen_upstream_at or timezone.now()
+        if instance.cost_accrued_until and instance.terminated_at < instance.cost_accrued_until:
+            instance.terminated_at = instance.cost_accrued_until
+        instance_transition(
+            instance=instance, to=S.TERMINATED, reason=reason, extra_fields=("terminated_at",)
+        )
+        pod_upstream.pod_rental_failed(
+            pod_id=instance.pod_id, reason=f"upstream machine gone: {reason}"
+        )
+        _retire_node(instance, reason)
+    accrue_upstream_costs(instance_ids=[instance_id])

@@ -15,8 +15,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.nodes.models import NodeStatus
-from apps.pods.lifecycle import pod_transition
+from apps.pods import upstream as pod_upstream
 from apps.pods.models import ON_NODE_STATUSES, Pod, PodStatus
+from apps.pods.scheduler import schedule_pending
 from apps.sourcing.adapters.base import (
     AlreadyGoneError,
     Instance,
@@ -24,6 +25,7 @@ from apps.sourcing.adapters.base import (
     ProviderError,
 )
 from apps.sourcing.lifecycle import instance_transition
+from apps.sourcing.locks import lock_instance
 from apps.sourcing.models import (
     ProvisionedInstance,
 )
@@ -33,20 +35,15 @@ from apps.sourcing.services.common import (
     LOST_CREATE_AFTER,
     WAITING,
     S,
-    _bump_stats,
-    _lock,
-    _pod_back_to_pending,
+    launch_stats_bump,
 )
 from apps.sourcing.services.containers import (
     CONTAINER,
     container_follow,
     container_instances_of_ended_pods,
 )
-from apps.sourcing.services.costs import accrue_upstream_costs
 from apps.sourcing.services.provisioning import instance_provision
-from apps.sourcing.services.terminate import _retire_node, _terminate, instance_terminate
-
-__all__ = ["_terminate", "instance_terminate"]  # re-exported for reconciliation
+from apps.sourcing.services.terminate import instance_close_out, instance_terminate
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +104,7 @@ def provisioning_tick(*, now: datetime | None = None) -> TickResult:
         elif isinstance(answer, Instance):
             result.advanced += _follow(instance, answer)
         elif isinstance(answer, AlreadyGoneError):
-            _close_out(instance.pk, "the provider no longer has it")
+            instance_close_out(instance_id=instance.pk, reason="the provider no longer has it")
             result.failed += 1
     for instance in ProvisionedInstance.objects.filter(
         status__in=WAITING, registration_deadline__lt=now
@@ -141,7 +138,7 @@ def provisioning_tick(*, now: datetime | None = None) -> TickResult:
 def _follow(instance: ProvisionedInstance, upstream: Instance) -> int:
     """Move a booting instance along what its provider reports."""
     with transaction.atomic():
-        locked = _lock(instance.pk, skip_locked=True)
+        locked = lock_instance(instance.pk, skip_locked=True)
         if locked is None or locked.status not in WAITING:
             return 0
         locked.upstream_status = upstream.provider_status[:64]
@@ -167,7 +164,7 @@ def _follow(instance: ProvisionedInstance, upstream: Instance) -> int:
         )
         return 1
     if upstream.state == InstanceState.TERMINATED:
-        _close_out(instance.pk, "terminated upstream")
+        instance_close_out(instance_id=instance.pk, reason="terminated upstream")
         return 1
     return 0
 
@@ -175,32 +172,17 @@ def _follow(instance: ProvisionedInstance, upstream: Instance) -> int:
 def instance_fail(*, instance_id: uuid.UUID, reason: str) -> None:
     """FAILED, the pod back to PENDING, and the machine terminated upstream."""
     with transaction.atomic():
-        instance = _lock(instance_id)
+        instance = lock_instance(instance_id)
         if instance is None or instance.status in (S.FAILED, S.TERMINATED):
             return
         if instance.status == S.TERMINATING:
             return
-        _bump_stats(instance.provider or "unknown", instance.gpu_model, failures=1)
+        launch_stats_bump(instance.provider or "unknown", instance.gpu_model, failures=1)
         instance_transition(instance=instance, to=S.TERMINATING, reason=f"failing: {reason}")
-        _pod_back_to_pending(instance.pod_id, f"upstream machine failed: {reason}")
-    instance_terminate(instance_id=instance_id, reason=reason, final=S.FAILED)
-
-
-def _close_out(instance_id: uuid.UUID, reason: str) -> None:
-    """The provider no longer has it: stop the cost where we last saw it."""
-    with transaction.atomic():
-        instance = _lock(instance_id)
-        if instance is None or instance.status in (S.TERMINATED, S.FAILED):
-            return
-        instance.terminated_at = instance.last_seen_upstream_at or timezone.now()
-        if instance.cost_accrued_until and instance.terminated_at < instance.cost_accrued_until:
-            instance.terminated_at = instance.cost_accrued_until
-        instance_transition(
-            instance=instance, to=S.TERMINATED, reason=reason, extra_fields=("terminated_at",)
+        pod_upstream.pod_rental_failed(
+            pod_id=instance.pod_id, reason=f"upstream machine failed: {reason}"
         )
-        _pod_back_to_pending(instance.pod_id, f"upstream machine gone: {reason}")
-        _retire_node(instance, reason)
-    accrue_upstream_costs(instance_ids=[instance_id])
+    instance_terminate(instance_id=instance_id, reason=reason, final=S.FAILED)
 
 
 def _abandon_unwanted(now: datetime) -> int:
@@ -221,8 +203,6 @@ def _abandon_unwanted(now: datetime) -> int:
 def _release_pods() -> int:
     """Pods waiting on an ACTIVE instance whose node is ONLINE go back to PENDING and are
     scheduled at once (onto that node, the cheapest fit for them)."""
-    from apps.pods.scheduler import schedule_pending
-
     released = []
     for instance in ProvisionedInstance.objects.filter(
         status=S.ACTIVE, node__status=NodeStatus.ONLINE, pod__status=PodStatus.PROVISIONING
@@ -230,10 +210,10 @@ def _release_pods() -> int:
         if instance.pod_id is None:
             continue
         with transaction.atomic():
-            pod = Pod.objects.select_for_update().filter(pk=instance.pod_id).first()
-            if pod is not None and pod.status == PodStatus.PROVISIONING:
-                pod_transition(pod=pod, to=PodStatus.PENDING, reason="upstream machine ready")
-                released.append(pod.pk)
+            if pod_upstream.pod_rental_ready(
+                pod_id=instance.pod_id, reason="upstream machine ready"
+            ):
+                released.append(instance.pod_id)
     if released:
         schedule_pending(pod_ids=released)
     return len(released)
@@ -263,7 +243,7 @@ def _retire_idle(now: datetime) -> int:
             instance.idle_since = now
         if now - instance.idle_since >= keep:
             with transaction.atomic():
-                locked = _lock(instance.pk, skip_locked=True)
+                locked = lock_instance(instance.pk, skip_locked=True)
                 if locked is None or locked.status != S.ACTIVE:
                     continue
                 instance_transition(
@@ -286,7 +266,7 @@ def _resolve_lost_creates(now: datetime) -> None:
             instance_fail(instance_id=instance.pk, reason="create lost and nothing found by label")
             continue
         with transaction.atomic():
-            locked = _lock(instance.pk)
+            locked = lock_instance(instance.pk)
             if locked is None or locked.status != S.CREATING or locked.provider_instance_id:
                 continue
             locked.provider = found.provider

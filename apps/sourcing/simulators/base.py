@@ -1,150 +1,28 @@
-"""The machinery every provider simulator shares: a real threaded HTTP server, a route table,
-fault injection and call statistics behind a control API (`/_sim/...`), and simulated
-machines that boot over time and then really run their startup script as a local process
-(with a fake `nvidia-smi` on PATH that reports the rented GPUs).
+"""The machinery every provider simulator shares: a route table, fault injection and call
+statistics behind a control API (`/_sim/...`), and simulated machines that boot over time and
+then really run their startup script as a local process (with a fake `nvidia-smi` on PATH that
+reports the rented GPUs). The pieces: `wire` (requests, responses, faults), `machines` (the
+simulated instances), `serving` (the HTTP server, the control client, RunningSimulator).
 
 No Django here: `python -m apps.sourcing.simulators` runs them standalone for the demo."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import httpx
-
-from apps.sourcing.adapters.gpu_names import BY_CANONICAL
-from apps.sourcing.simulators.containers import ContainerMachines, ContainerState, SimWorkload
-
-# --- requests and responses ------------------------------------------------------------------
-
-
-@dataclass
-class SimRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        if not self.body:
-            return None
-        return json.loads(self.body)
-
-
-@dataclass
-class SimResponse:
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    drop: bool = False  # close the connection without answering (a lost answer)
-
-    @classmethod
-    def json(cls, payload: Any, status: int = 200, **headers: str) -> SimResponse:
-        return cls(
-            status=status,
-            body=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json", **headers},
-        )
-
-    @classmethod
-    def text(cls, text: str, status: int, **headers: str) -> SimResponse:
-        return cls(
-            status=status, body=text.encode(), headers={"Content-Type": "text/plain", **headers}
-        )
-
-
-@dataclass
-class Fault:
-    """`kind`: status (answer `status`), rate_limit, timeout (sleep `seconds`, then answer),
-    capacity, auth, account, invalid, malformed, lost_answer (act, then drop the connection),
-    stale_offer (searches list an offer that is already gone), graphql_error (RunPod: 200 with
-    errors).
-    `op`: offers, create, get, list, terminate, or * for any. `count` < 0: until cleared."""
-
-    op: str
-    kind: str
-    count: int = 1
-    status: int = 503
-    seconds: float = 30.0
-
-
-Handler = Callable[[SimRequest, re.Match[str]], SimResponse]
-
-
-# --- simulated machines ----------------------------------------------------------------------
-
-
-@dataclass
-class SimInstance:
-    id: str
-    label: str
-    gpu_model: str
-    gpu_count: int
-    price_per_hour: float  # dollars, whole instance, as the wire carries it
-    created_at: float
-    boot_seconds: float
-    env: dict[str, str] = field(default_factory=dict)
-    startup_script: str = ""
-    region: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    terminated: bool = False
-    terminated_at: float | None = None
-    running_since: float | None = None
-    process: subprocess.Popen[bytes] | None = None
-    sandbox: str = ""
-    workload: SimWorkload | None = None  # container clouds: what the container runs
-    preempted: str = ""  # "outbid" or "host_lost": the cloud took it back
-
-    def phase(self, now: float) -> str:
-        """creating → booting → running (→ terminated)."""
-        if self.terminated:
-            return "terminated"
-        age = now - self.created_at
-        if self.running_since is not None or age >= self.boot_seconds:
-            return "running"
-        return "creating" if age < self.boot_seconds / 2 else "booting"
-
-
-def fake_nvidia_smi(bin_dir: Path, gpu_model: str, gpu_count: int) -> None:
-    """An `nvidia-smi` that answers the agent's CSV query with `gpu_count` GPUs of
-    `gpu_model`, in the format of the real captures (shared/fixtures/gpu)."""
-    row = BY_CANONICAL.get(gpu_model)
-    name = row.driver if row and row.driver else f"NVIDIA {gpu_model}"
-    memory = (row.vram_gb if row else 24) * 1024 - 400
-    lines = [
-        f"{i}, GPU-{uuid.uuid4()}, {name}, 00000000:{i + 6:02X}:00.0, 580.159.04, {memory}, 0, "
-        f"{memory}, 0, 0, 35, 60.00, 700.00, 405, 1980, 9.0, Enabled, Disabled"
-        for i in range(gpu_count)
-    ]
-    (bin_dir / "gpus.csv").write_text("\n".join(lines) + "\n")
-    (bin_dir / "banner.txt").write_text(
-        "| NVIDIA-SMI 580.159.04             Driver Version: 580.159.04     CUDA Version: 13.0 |\n"
-    )
-    script = bin_dir / "nvidia-smi"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'case "$1" in\n  --query-gpu=*) cat "{bin_dir}/gpus.csv" ;;\n'
-        f'  -q) exit 9 ;;\n  *) cat "{bin_dir}/banner.txt" ;;\nesac\n'
-    )
-    script.chmod(0o755)
-
+from apps.sourcing.simulators.containers import ContainerMachines, ContainerState
+from apps.sourcing.simulators.machines import SimInstance, fake_nvidia_smi, group_alive
+from apps.sourcing.simulators.wire import Fault, Handler, SimRequest, SimResponse
 
 # --- the simulator base ----------------------------------------------------------------------
 
@@ -250,7 +128,7 @@ class Simulator:
             "phase": instance.phase(time.monotonic()),
             "terminated": instance.terminated,
             "process_alive": instance.process is not None
-            and (instance.process.poll() is None or _group_alive(instance.process.pid)),
+            and (instance.process.poll() is None or group_alive(instance.process.pid)),
             "startup_script": instance.startup_script,
             "env": instance.env,
             "image": instance.workload.image if instance.workload else None,
@@ -483,7 +361,7 @@ class Simulator:
         """The machine is gone: every process it started goes with it, including ones its
         startup script left running in the background after it exited (the agent)."""
         process = instance.process
-        if process is None or not _group_alive(process.pid):
+        if process is None or not group_alive(process.pid):
             return
 
         def reap() -> None:
@@ -492,7 +370,7 @@ class Simulator:
             except ProcessLookupError:
                 return
             deadline = time.monotonic() + 10
-            while _group_alive(process.pid) and time.monotonic() < deadline:
+            while group_alive(process.pid) and time.monotonic() < deadline:
                 if process.poll() is None:
                     try:
                         process.wait(timeout=0.1)
@@ -519,135 +397,3 @@ class Simulator:
                 if instance.sandbox:
                     shutil.rmtree(instance.sandbox, ignore_errors=True)
         self.containers.remove_all()
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any live (non-zombie) process is left in the group: an orphaned zombie whose
-    new parent never reaps it still answers `killpg(pgid, 0)`."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False
-
-
-# --- the HTTP server -------------------------------------------------------------------------
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: SimServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-        return
-
-    def _serve(self) -> None:
-        parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        request = SimRequest(
-            method=self.command,
-            path=parts.path,
-            query={k: v[-1] for k, v in parse_qs(parts.query).items()},
-            headers={k.lower(): v for k, v in self.headers.items()},
-            body=body,
-        )
-        try:
-            response = self.server.simulator.dispatch(request)
-        except Exception as exc:  # a simulator bug must show as a 500, not a hang
-            response = SimResponse.text(f"simulator error: {exc!r}", 500)
-        if response.drop:
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
-        try:
-            self.send_response(response.status)
-            for key, value in response.headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(response.body)))
-            self.end_headers()
-            if response.body:
-                self.wfile.write(response.body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client gave up (its timeout)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve  # noqa: N815
-
-
-class SimServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256  # bursts of concurrent clients (the stdlib default is 5)
-
-    def __init__(self, simulator: Simulator, port: int = 0, host: str = "127.0.0.1") -> None:
-        self.simulator = simulator
-        super().__init__((host, port), _Handler)
-
-
-class SimControl:
-    """The control API, over HTTP, as tests and the bench use it."""
-
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30)
-
-    def fault(self, op: str, kind: str, **kwargs: Any) -> None:
-        self.http.post("/_sim/faults", json={"op": op, "kind": kind, **kwargs}).raise_for_status()
-
-    def clear_faults(self) -> None:
-        self.http.delete("/_sim/faults").raise_for_status()
-
-    def stats(self) -> dict[str, int]:
-        return self.http.get("/_sim/stats").json()["calls"]
-
-    def reset(self, **kwargs: Any) -> None:
-        self.http.post("/_sim/reset", json=kwargs).raise_for_status()
-
-    def configure(self, **kwargs: Any) -> None:
-        self.http.post("/_sim/config", json=kwargs).raise_for_status()
-
-    def instances(self) -> list[dict[str, Any]]:
-        return self.http.get("/_sim/instances").json()["instances"]
-
-    def plant(self, *, gpu_model: str, label: str = "") -> str:
-        answer = self.http.post("/_sim/instances", json={"gpu_model": gpu_model, "label": label})
-        answer.raise_for_status()
-        return str(answer.json()["id"])
-
-    def exhaust(self, gpu_model: str | None = None) -> None:
-        self.http.post("/_sim/exhaust", json={"gpu_model": gpu_model}).raise_for_status()
-
-    def preempt(self, instance_id: str, how: str = "outbid") -> None:
-        """Spot preemption ("outbid") or host loss ("host_lost"): the container is killed."""
-        self.http.post("/_sim/preempt", json={"id": instance_id, "how": how}).raise_for_status()
-
-
-class RunningSimulator:
-    """A simulator serving on 127.0.0.1 in a background thread."""
-
-    def __init__(self, simulator: Simulator, port: int = 0) -> None:
-        self.simulator = simulator
-        self.server = SimServer(simulator, port=port)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.api_key = simulator.api_key
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.control = SimControl(self.url)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.simulator.shutdown()
-        self.control.http.close()

@@ -10,7 +10,7 @@ from apps.accounts.models import User
 from apps.billing.services import wallet_for
 from apps.billing.services.operator import wallet_credit
 from apps.catalog.models import DeploymentStatus, ModelTemplate
-from apps.catalog.services import lifecycle
+from apps.catalog.services import health, provisioning
 from apps.catalog.services.deploy import deployment_create
 from apps.catalog.services.templates import templates_seed
 from apps.core.money import usd_to_micros
@@ -67,8 +67,8 @@ class Command(BaseCommand):
         deadline = time.monotonic() + options["wait"]
         while time.monotonic() < deadline:
             # What beat does every 15-30 s, done here every second for a quick start.
-            lifecycle.deployments_sync_status()
-            lifecycle.replicas_health_check()
+            provisioning.deployments_sync_status()
+            health.replicas_health_check()
             deployment.refresh_from_db()
             if deployment.status == DeploymentStatus.READY:
                 break

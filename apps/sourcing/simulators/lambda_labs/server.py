@@ -13,9 +13,16 @@ import time
 import uuid
 from typing import Any
 
-from apps.sourcing.adapters.gpu_names import BY_CANONICAL, GPU_TABLE, lambda_description
-from apps.sourcing.simulators.base import SimInstance, SimRequest, SimResponse, Simulator
+from apps.sourcing.adapters.gpu_names import (
+    BY_CANONICAL,
+    GPU_TABLE,
+    from_lambda,
+    lambda_description,
+)
+from apps.sourcing.simulators.base import Simulator
+from apps.sourcing.simulators.machines import SimInstance
 from apps.sourcing.simulators.markets import BASE_PRICE
+from apps.sourcing.simulators.wire import SimRequest, SimResponse
 
 REGIONS = {
     "us-west-1": "California, USA",
@@ -93,8 +100,6 @@ class LambdaSimulator(Simulator):
                 self.capacity[(name, region)] = 0
 
     def _canonical(self, type_name: str) -> str:
-        from apps.sourcing.adapters.gpu_names import from_lambda
-
         parsed = from_lambda(self.types[type_name]["description"])
         return parsed[0] if parsed else type_name
 

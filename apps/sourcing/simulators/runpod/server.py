@@ -1,3 +1,4 @@
+# Over 450 lines: one upstream API over one pod table; splitting would scatter its quirks.
 """A RunPod look-alike (fact sheet §2, quirks of §6): a real GraphQL endpoint (documents with
 inline literals or variables) that answers resolver errors inside HTTP 200 with
 `data.<field>: null`, 400 for invalid documents and 401 for a bad key; REST v2 pods with
@@ -18,9 +19,11 @@ from graphql.language import FieldNode, OperationDefinitionNode, SelectionSetNod
 from graphql.utilities import value_from_ast_untyped
 
 from apps.sourcing.adapters.gpu_names import BY_CANONICAL, GPU_TABLE, from_runpod
-from apps.sourcing.simulators.base import SimInstance, SimRequest, SimResponse, Simulator
+from apps.sourcing.simulators.base import Simulator
 from apps.sourcing.simulators.containers import SimPort, SimWorkload
+from apps.sourcing.simulators.machines import SimInstance
 from apps.sourcing.simulators.markets import BASE_PRICE
+from apps.sourcing.simulators.wire import SimRequest, SimResponse
 
 CAPACITY = (
     "There are no longer any instances available with the requested specifications. "

@@ -1,3 +1,4 @@
+# Over 450 lines: one upstream protocol over one offer table; splitting would scatter it.
 """A Vast.ai look-alike (fact sheet §1, quirks of §6): offers consumed on rent, the plural
 `instances` key on get-one, 25-per-page v1 listing with `next_token`, `actual_status`
 null → loading → running with `ports` (HostPort strings) only when running, a trailing
@@ -13,10 +14,12 @@ import time
 import uuid
 from typing import Any
 
-from apps.sourcing.adapters.gpu_names import BY_CANONICAL, GPU_TABLE
-from apps.sourcing.simulators.base import SimInstance, SimRequest, SimResponse, Simulator
+from apps.sourcing.adapters.gpu_names import BY_CANONICAL, GPU_TABLE, from_vast
+from apps.sourcing.simulators.base import Simulator
 from apps.sourcing.simulators.containers import SimPort, SimWorkload
+from apps.sourcing.simulators.machines import SimInstance
 from apps.sourcing.simulators.markets import BASE_PRICE
+from apps.sourcing.simulators.wire import SimRequest, SimResponse
 
 PAGE = 25
 LOCATIONS = ("Ohio, US", "California, US", "Quebec, CA", "Bavaria, DE", "Texas, US", "Oslo, NO")
@@ -266,8 +269,6 @@ class VastSimulator(Simulator):
         return SimResponse.json({"success": True, "new_contract": int(instance.id)})
 
     def _canonical(self, offer: dict[str, Any]) -> str:
-        from apps.sourcing.adapters.gpu_names import from_vast
-
         return from_vast(offer["gpu_name"], offer["gpu_ram"]) or offer["gpu_name"]
 
     def _container_status(self, instance: SimInstance) -> tuple[str | None, str, str, bool]:
