@@ -168,19 +168,34 @@ class LeanHeartbeat:
             return await self.telemetry.flush(conn)
 
     async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(settings.NODE_TELEMETRY_FLUSH_MS / 1000)
-            try:
-                await self.flush_telemetry()
-            except Exception:  # a lost batch is only older readings; the next beat has new ones
-                logger.exception("GPU telemetry flush failed")
-            self.rates.forget_old(time.time())
+        # Its own connection: beats waiting for the pool's must not hold the readings back.
+        conn: AsyncConnection[Any] | None = None
+        forgot = time.monotonic()
+        try:
+            while True:
+                await asyncio.sleep(settings.NODE_TELEMETRY_FLUSH_MS / 1000)
+                try:
+                    if conn is None or conn.closed:
+                        conn = await AsyncConnection.connect(_conninfo(), autocommit=True)
+                    await self.telemetry.flush(conn)
+                except Exception:  # a lost batch is only older readings; the next has new ones
+                    logger.exception("GPU telemetry flush failed")
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+                if time.monotonic() - forgot > 60:
+                    self.rates.forget_old(time.time())
+                    forgot = time.monotonic()
+        finally:
+            if conn is not None:
+                await conn.close()
 
     async def aclose(self) -> None:
         """Flush and close this loop's pool (tests; a server process just exits)."""
         if self._pool is not None and self._loop is asyncio.get_running_loop():
             if self._flusher is not None:
                 self._flusher.cancel()
+                await asyncio.gather(self._flusher, return_exceptions=True)
             await self.flush_telemetry()
             await self._pool.close()
         self._pool = self._opened = self._flusher = None
