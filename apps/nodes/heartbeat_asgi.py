@@ -104,14 +104,28 @@ class RateCounter:
         }
 
 
+# OPTIONS that Django reads itself; the rest (sslmode, sslrootcert, …) are libpq's.
+DJANGO_ONLY_OPTIONS = frozenset(
+    {"pool", "cursor_factory", "isolation_level", "server_side_binding", "assume_role"}
+)
+
+
 def _conninfo() -> str:
+    """Django's default database, as a libpq connection string (read when a pool opens, so a
+    test run's test database is the one used)."""
     db = settings.DATABASES["default"]
+    options: dict[str, Any] = {
+        name: value
+        for name, value in (db.get("OPTIONS") or {}).items()
+        if name not in DJANGO_ONLY_OPTIONS and isinstance(value, str | int)
+    }
     return make_conninfo(
         dbname=db["NAME"],
         user=db.get("USER") or None,
         password=db.get("PASSWORD") or None,
         host=db.get("HOST") or None,
         port=str(db["PORT"]) if db.get("PORT") else None,
+        **options,
     )
 
 
