@@ -16,27 +16,33 @@ from apps.core.asgi import (  # noqa: E402
     BrowserOriginValidator,
     BufferedChunkedBody,
 )
+from apps.nodes.heartbeat_asgi import LeanHeartbeat  # noqa: E402
 from apps.podconnect.portproxy import PortProxyRouter  # noqa: E402
 from apps.proxy.asgi import ProxyRouter  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
+
+# The agents' heartbeats are served on the event loop, one statement each, ahead of everything
+# below; a beat that path does not serve goes on to Django as before (apps/nodes/heartbeat_asgi.py).
+heartbeats = LeanHeartbeat(
+    # /v1 (the model proxy) bypasses the bound and the sync middleware: apps/proxy/asgi.py.
+    # A chunked body is read (and capped) before the request takes one of the bound's slots.
+    ProxyRouter(
+        BufferedChunkedBody(
+            BoundedConcurrency(
+                django_asgi_app,
+                settings.WEB_MAX_CONCURRENT_REQUESTS,
+                queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+            )
+        )
+    )
+)
 
 # /pods/{id}/ports/{port}/… (the pod port proxy, HTTP and WebSocket) is served ahead of all
 # of it, like /v1: no bound, no sync middleware, no site headers (apps/podconnect/portproxy.py).
 application = PortProxyRouter(
     ProtocolTypeRouter(
         {
-            # /v1 (the model proxy) bypasses the bound and the sync middleware:
-            # apps/proxy/asgi.py. A chunked body is read (and capped) before the request takes
-            # one of the bound's slots.
-            "http": ProxyRouter(
-                BufferedChunkedBody(
-                    BoundedConcurrency(
-                        django_asgi_app,
-                        settings.WEB_MAX_CONCURRENT_REQUESTS,
-                        queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
-                    )
-                )
-            ),
+            "http": heartbeats,
             "websocket": BrowserOriginValidator(URLRouter(websocket_urlpatterns)),
         }
     )

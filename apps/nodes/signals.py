@@ -1,5 +1,7 @@
 """What other apps (pods, billing) listen to. Sent after the database transaction commits."""
 
+from typing import Any
+
 from django.dispatch import Signal
 
 # sender=Node; kwargs: node, last_heartbeat_at, reason
@@ -12,3 +14,11 @@ command_finished = Signal()
 node_registered = Signal()
 # sender=Node; kwargs: node, volumes ([{"name", "used_bytes"}] measured by its agent), at
 volumes_measured = Signal()
+
+
+def announce_observed(changed: list[tuple[Any, str]]) -> None:
+    """`workload_observed` for each (workload, previous state) whose observation was just saved."""
+    from apps.nodes.models import Workload
+
+    for workload, previous in changed:
+        workload_observed.send(sender=Workload, workload=workload, previous_state=previous)

@@ -55,6 +55,7 @@ from apps.billing.models import (
 from apps.billing.services import ledger_check, topup_from_checkout_event
 from apps.core.gpu_models import CPU_MODEL
 from apps.core.money import prorate_increment, split_with_carry
+from apps.nodes import heartbeats as node_heartbeats
 from apps.nodes import services as node_services
 from apps.nodes.models import CommandStatus, CommandType, Node, NodeCommand, NodeStatus
 from apps.pods import metering
@@ -461,13 +462,13 @@ class MoneyMachine(RuleBasedStateMachine):
         finished = finished if reports_finish and state != "missing" else None
         exit_code = code if state == "exited" else None
         if tick_lands_mid_heartbeat:
-            record_containers = node_services._record_containers
+            record_containers = node_heartbeats._record_containers
 
             def tick_then_record(**kwargs):
                 meter_tick(now=self.now)
                 return record_containers(**kwargs)
 
-            with mock.patch.object(node_services, "_record_containers", tick_then_record):
+            with mock.patch.object(node_heartbeats, "_record_containers", tick_then_record):
                 report_container(node, pod.pk, state, exit_code=exit_code, finished_at=finished)
         else:
             report_container(node, pod.pk, state, exit_code=exit_code, finished_at=finished)
