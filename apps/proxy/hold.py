@@ -38,9 +38,9 @@ from apps.proxy.routing import (
     KeyIdentity,
     NoReadyReplicaError,
     ProxyError,
-    _db,
-    _load_owner_routes,
-    _TtlCache,
+    TtlCache,
+    db_call,
+    load_owner_routes,
     router,
 )
 
@@ -109,14 +109,14 @@ class Holder:
     """Held requests of this process. Use the module's `holder`."""
 
     def __init__(self) -> None:
-        self._settings = _TtlCache()
+        self._settings = TtlCache()
         self._watchers: dict[tuple[int, uuid.UUID], _Watcher] = {}
 
     async def hold_settings(self, deployment_id: uuid.UUID) -> HoldSettings | None:
         return await self._settings.get(
             ("hold", deployment_id),
             SETTINGS_TTL_S,
-            lambda: _db(_load_hold_settings)(deployment_id),
+            lambda: db_call(_load_hold_settings)(deployment_id),
         )
 
     async def resolve(
@@ -197,7 +197,7 @@ class Holder:
                     last_wake = now
                     waking = asyncio.get_running_loop().create_task(wake(deployment_id=route.id))
                     waking.add_done_callback(_log_wake_failure)
-                routes = await _db(_load_owner_routes)(route.owner_id)
+                routes = await db_call(load_owner_routes)(route.owner_id)
                 fresh = next((r for r in routes if r.id == route.id), None)
                 if fresh is None:
                     watcher.done.set_exception(
@@ -281,7 +281,7 @@ class ColdStartLog:
         entries, self._entries = self._entries, []
         if entries:
             try:
-                await _db(_write_cold_starts)(entries)
+                await db_call(_write_cold_starts)(entries)
             except Exception:
                 logger.exception("proxy: could not write %d cold starts", len(entries))
                 return 0
