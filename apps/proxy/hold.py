@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
-from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from apps.catalog.models import ColdStart, Deployment
@@ -305,26 +304,3 @@ def record_cold_start(held: Held, *, endpoint: str) -> None:
             first_byte_ms=round((time.perf_counter() - held.arrived) * 1000, 2),
         )
     )
-
-
-def timed_response(
-    held: Held | None, response: HttpResponse | StreamingHttpResponse, *, endpoint: str
-) -> HttpResponse | StreamingHttpResponse:
-    """Record a held request's cold start when its answer's first byte goes out."""
-    if held is None:
-        return response
-    if not isinstance(response, StreamingHttpResponse):
-        record_cold_start(held, endpoint=endpoint)
-        return response
-    inner = response.streaming_content
-
-    async def first_byte_timed() -> AsyncIterator[bytes]:
-        first = True
-        async for chunk in inner:  # type: ignore[union-attr]
-            if first:
-                first = False
-                record_cold_start(held, endpoint=endpoint)
-            yield chunk
-
-    response.streaming_content = first_byte_timed()
-    return response

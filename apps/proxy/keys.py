@@ -14,16 +14,12 @@ per-minute rate limit of its own, checked besides the deployment's limit.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.http import HttpResponse, StreamingHttpResponse
 from redis.exceptions import RedisError
 
 from apps.catalog.load import month_key
@@ -158,78 +154,6 @@ class KeyGuard:
                     f"{retry_after} s.",
                     retry_after=retry_after,
                 )
-
-    def metered(
-        self, identity: KeyIdentity, response: HttpResponse | StreamingHttpResponse
-    ) -> HttpResponse | StreamingHttpResponse:
-        """Count the tokens of `response` against the key's month (streams as they pass)."""
-        name = month_key(identity.key_id)
-        if response.status_code >= 400:
-            return response
-        if not isinstance(response, StreamingHttpResponse):
-            self.tokens.add(name, sum(tokens_in_body(response.content)))
-            return response
-        inner = response.streaming_content
-        tokens = self.tokens
-
-        async def counted() -> AsyncIterator[bytes]:
-            usage = StreamTokens()
-            try:
-                async for chunk in inner:  # type: ignore[union-attr]
-                    usage.feed(chunk)
-                    yield chunk
-            finally:
-                tokens.add(name, usage.total())
-
-        response.streaming_content = counted()
-        return response
-
-
-_PROMPT = re.compile(rb'"(?:prompt|input)_tokens"\s*:\s*(\d+)')
-_COMPLETION = re.compile(rb'"(?:completion|output)_tokens"\s*:\s*(\d+)')
-
-
-def tokens_in_body(body: bytes) -> tuple[int, int]:
-    """Prompt and completion tokens of the `usage` object at the end of an OpenAI body."""
-    at = body.rfind(b'"usage"')
-    if at < 0:
-        return 0, 0
-    tail = body[at : at + 1000]
-    prompt, completion = _PROMPT.search(tail), _COMPLETION.search(tail)
-    return (int(prompt.group(1)) if prompt else 0, int(completion.group(1)) if completion else 0)
-
-
-class StreamTokens:
-    """Tokens of an SSE answer: its `usage` event when the server sends one, else one per
-    content event (the proxy's usage log counts the same way)."""
-
-    def __init__(self) -> None:
-        self.usage: tuple[int, int] | None = None
-        self.events = 0
-        self._pending = b""
-
-    def feed(self, chunk: bytes) -> None:
-        data = self._pending + chunk
-        lines = data.split(b"\n")
-        self._pending = lines.pop()
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue
-            self.events += 1
-            if b'"usage"' in line:
-                try:
-                    usage = json.loads(line[5:]).get("usage") or {}
-                except (ValueError, AttributeError):
-                    continue
-                prompt = usage.get("prompt_tokens") or 0
-                completion = usage.get("completion_tokens") or 0
-                if prompt or completion:
-                    self.usage = (int(prompt), int(completion))
-
-    def total(self) -> int:
-        if self.usage is not None:
-            return sum(self.usage)
-        return max(0, self.events - 2)  # the role/finish events and [DONE] carry no text
 
 
 guard = KeyGuard()
