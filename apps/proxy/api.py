@@ -11,34 +11,27 @@ to the database on the request path. Every refusal has OpenAI's error body and s
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import re
-import time
-from collections.abc import AsyncIterator
 from io import BytesIO
 from typing import Any
 
-import httpx
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from ninja import NinjaAPI, Router
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from apps.core.apidocs import LocalSwagger
-from apps.proxy import admission, schemas
+from apps.proxy import schemas
+from apps.proxy.admission import admit
+from apps.proxy.forward import SECURITY_HEADERS, Proxied, forward, usage_in
 from apps.proxy.routing import (
     DeploymentRoute,
     InvalidRequestError,
-    KeyIdentity,
     ModelNotFoundError,
     ProxyError,
-    UsageEntry,
     router,
-    usage_buffer,
 )
-from apps.proxy.upstream import UpstreamCall, open_upstream
+from apps.proxy.schemas import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +44,7 @@ api = NinjaAPI(
 )
 v1 = Router(tags=["openai"])
 
-PASS_HEADERS = ("content-type", "x-sample-rate", "content-disposition")
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+__all__ = ["api", "parse_json", "usage_in"]  # where callers knew them
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -95,214 +87,35 @@ def credential(request: HttpRequest) -> str | None:
     return request.headers.get("X-API-Key") or None
 
 
-def parse_json(raw: bytes, schema: type[BaseModel]) -> BaseModel:
-    """The body checked against `schema`; a 400 naming the first bad field otherwise."""
-    try:
-        return schema.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        param = ".".join(str(p) for p in error.get("loc", ())) or None
-        if error.get("type") == "json_invalid":
-            raise InvalidRequestError(f"The body is not valid JSON: {error['msg']}.") from exc
-        raise InvalidRequestError(
-            f"{param}: {error['msg']}" if param else str(error["msg"]), param=param
-        ) from exc
+def django_response(proxied: Proxied) -> HttpResponse | StreamingHttpResponse:
+    if proxied.chunks is None:
+        return HttpResponse(proxied.body, status=proxied.status, headers=proxied.headers)
+    return StreamingHttpResponse(proxied.chunks, status=proxied.status, headers=proxied.headers)
 
 
-async def authorize(request: HttpRequest, *, capability: str, model: str | None) -> DeploymentRoute:
-    identity: KeyIdentity = await router.authenticate(credential(request))
-    # The key's own limits; a deployment with no READY replica holds the request until it has
-    # one (scale from zero).
-    route = await admission.admit(request, identity, capability=capability, model=model)
-    await router.check_rate(route)
-    return route
-
-
-_PROMPT_TOKENS = re.compile(rb'"(?:prompt|input)_tokens"\s*:\s*(\d+)')
-_COMPLETION_TOKENS = re.compile(rb'"(?:completion|output)_tokens"\s*:\s*(\d+)')
-
-
-def usage_in(body: bytes) -> tuple[int, int]:
-    """Token counts of the `usage` object at the end of an OpenAI response body, found without
-    parsing the whole body (an embeddings answer can be megabytes of floats)."""
-    at = body.rfind(b'"usage"')
-    if at < 0:
-        return 0, 0
-    tail = body[at : at + 1000]
-    prompt = _PROMPT_TOKENS.search(tail)
-    completion = _COMPLETION_TOKENS.search(tail)
-    return (
-        int(prompt.group(1)) if prompt else 0,
-        int(completion.group(1)) if completion else 0,
-    )
-
-
-def _usage_of(data: Any) -> tuple[int, int]:
-    usage = data.get("usage") if isinstance(data, dict) else None
-    if not isinstance(usage, dict):
-        return 0, 0
-    prompt = usage.get("prompt_tokens") or usage.get("input_tokens") or 0
-    completion = usage.get("completion_tokens") or usage.get("output_tokens") or 0
-    return (
-        prompt if isinstance(prompt, int) else 0,
-        completion if isinstance(completion, int) else 0,
-    )
-
-
-def _headers_of(call: UpstreamCall) -> dict[str, str]:
-    out = {
-        name: call.response.headers[name] for name in PASS_HEADERS if name in call.response.headers
-    }
-    out["X-Replica-Id"] = str(call.replica.replica_id)
-    out.update(SECURITY_HEADERS)
-    return out
-
-
-def sse_error(message: str, code: str) -> bytes:
-    body = {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
-
-
-# A streamed piece of generated text: a chat delta's or a completion choice's non-empty
-# `content` / `text` (`"reasoning_content"` and empty or null values do not match).
-_CONTENT_PIECE = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
-
-
-class _Usage:
-    """Token counts found in an SSE stream: the `usage` object when the server sends one
-    (OpenAI's `stream_options.include_usage`), else the number of pieces of generated text
-    (one token each, as vLLM and llama.cpp stream them; a role-only first chunk, the final
-    `finish_reason` chunk and `[DONE]` carry none)."""
-
-    def __init__(self) -> None:
-        self.prompt = 0
-        self.completion = 0
-        self.pieces = 0
-        self._partial = b""
-
-    def feed(self, chunk: bytes) -> None:
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()
-        if len(self._partial) > 1 << 20:  # no newline in a megabyte: not SSE worth reading
-            self._partial = b""
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue
-            if b'"usage"' in line:
-                try:
-                    prompt, completion = _usage_of(json.loads(line[5:]))
-                except ValueError:
-                    prompt = completion = 0
-                if prompt or completion:
-                    self.prompt, self.completion = prompt, completion
-            self.pieces += len(_CONTENT_PIECE.findall(line))
-
-
-async def forward(
+async def relay(
     request: HttpRequest,
     *,
-    route: DeploymentRoute,
+    capability: str,
+    model: str | None,
     endpoint: str,
     raw: bytes,
     content_type: str,
     stream: bool,
 ) -> HttpResponse | StreamingHttpResponse:
-    """Send the body to a replica and answer with what it answers: whole, or chunk by chunk."""
-    started = time.perf_counter()
-    headers = {"content-type": content_type, "accept": request.headers.get("Accept", "*/*")}
-    try:
-        call = await open_upstream(
-            route, method="POST", path="/v1/" + endpoint, content=raw, headers=headers
-        )
-    except ProxyError as exc:
-        usage_buffer.record(
-            UsageEntry(
-                deployment_id=route.id,
-                endpoint=endpoint,
-                status_code=exc.status,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                streamed=stream,
-                error=exc.code,
-            )
-        )
-        raise
-    upstream = call.response
-    if not stream or upstream.status_code >= 400:
-        try:
-            body = await upstream.aread()
-        finally:
-            await call.aclose()
-        prompt = completion = 0
-        if upstream.status_code < 400:
-            prompt, completion = usage_in(body)
-        latency = (time.perf_counter() - started) * 1000
-        usage_buffer.record(
-            UsageEntry(
-                deployment_id=route.id,
-                replica_id=call.replica.replica_id,
-                endpoint=endpoint,
-                status_code=upstream.status_code,
-                latency_ms=latency,
-                first_byte_ms=latency,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                error="" if upstream.status_code < 400 else f"upstream_{upstream.status_code}",
-            )
-        )
-        return HttpResponse(body, status=upstream.status_code, headers=_headers_of(call))
-
-    is_sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
-    # Replicas are asked for identity (upstream.py); one that compresses anyway is decoded here,
-    # since the client is sent the body without the replica's Content-Encoding.
-    encoded = upstream.headers.get("content-encoding", "identity").lower() != "identity"
-    chunks = upstream.aiter_bytes() if encoded else upstream.aiter_raw()
-
-    async def relay() -> AsyncIterator[bytes]:
-        usage = _Usage()
-        first_byte_ms: float | None = None
-        error = ""
-        try:
-            async for chunk in chunks:
-                if first_byte_ms is None:
-                    first_byte_ms = (time.perf_counter() - started) * 1000
-                if is_sse:
-                    usage.feed(chunk)
-                yield chunk
-        except httpx.HTTPError as exc:
-            # The replica died mid-stream. What was sent cannot be taken back, so no retry: end
-            # with an error event (the openai SDK raises APIError on it) rather than a stream
-            # that just stops and looks complete.
-            error = "upstream_disconnected"
-            logger.warning("proxy: stream from replica %s broke: %s", call.replica.replica_id, exc)
-            if is_sse:
-                yield sse_error(
-                    "The model server stopped in the middle of the answer; retry.", error
-                )
-        except (GeneratorExit, asyncio.CancelledError):
-            error = "client_cancelled"  # the client hung up mid-stream (ProxyASGIHandler)
-            raise
-        finally:
-            await call.aclose()
-            usage_buffer.record(
-                UsageEntry(
-                    deployment_id=route.id,
-                    replica_id=call.replica.replica_id,
-                    endpoint=endpoint,
-                    status_code=upstream.status_code,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                    first_byte_ms=first_byte_ms,
-                    prompt_tokens=usage.prompt,
-                    completion_tokens=usage.completion or usage.pieces,
-                    streamed=True,
-                    error=error,
-                )
-            )
-
-    response = StreamingHttpResponse(
-        relay(), status=upstream.status_code, headers=_headers_of(call)
+    """Authorize the request's key for `model` and `capability`, and forward it."""
+    identity = await router.authenticate(credential(request))
+    route, admission = await admit(identity, capability=capability, model=model)
+    proxied = await forward(
+        admission,
+        route,
+        endpoint=endpoint,
+        raw=raw,
+        content_type=content_type,
+        accept=request.headers.get("Accept", "*/*"),
+        stream=stream,
     )
-    response["X-Accel-Buffering"] = "no"
-    return response
+    return django_response(proxied)
 
 
 # --- what the schema says (the views read their bodies themselves) -----------------------------
@@ -380,16 +193,15 @@ async def _forward_json(
     it. `stream` None: as the body's own `stream` field asks."""
     raw = request.read()
     body: Any = parse_json(raw, schema)
-    route = await authorize(request, capability=capability, model=body.model)
-    response = await forward(
+    return await relay(
         request,
-        route=route,
+        capability=capability,
+        model=body.model,
         endpoint=endpoint,
         raw=raw,
         content_type="application/json",
         stream=bool(body.stream) if stream is None else stream,
     )
-    return admission.finish(request, response, endpoint=endpoint)
 
 
 @v1.post("/chat/completions", openapi_extra=documented(schemas.ChatCompletionIn))
@@ -444,16 +256,15 @@ async def audio_transcriptions(request: HttpRequest) -> HttpResponse | Streaming
         raise InvalidRequestError("model: Field required", param="model")
     if "file" not in files:
         raise InvalidRequestError("file: Field required", param="file")
-    route = await authorize(request, capability="transcription", model=model)
-    response = await forward(
+    return await relay(
         request,
-        route=route,
+        capability="transcription",
+        model=model,
         endpoint="audio/transcriptions",
         raw=raw,
         content_type=content_type,
         stream=False,
     )
-    return admission.finish(request, response, endpoint="audio/transcriptions")
 
 
 @v1.post("/images/generations", openapi_extra=documented(schemas.ImageGenerationIn))

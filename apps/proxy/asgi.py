@@ -31,7 +31,15 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.urls import Resolver404, resolve, set_script_prefix
 
-from apps.core.asgi import SecureEdge, header, send_json
+from apps.core.asgi import SecureEdge
+from apps.proxy.fastpath import (
+    BodyTooLargeError,
+    FastPath,
+    declared_too_large,
+    scope_credential,
+    send_proxy_error,
+    too_large,
+)
 from apps.proxy.routing import InvalidRequestError, ProxyError, router
 
 PREFIX = "/v1/"
@@ -39,35 +47,6 @@ URLCONF = "apps.proxy.urls"
 # Served without a deployment key: the API's own documentation.
 PUBLIC_PATHS = ("/v1/docs", "/v1/openapi.json")
 DOCS_PREFIX = "/v1/docs"
-
-
-class BodyTooLargeError(InvalidRequestError):
-    status = 413
-    code = "body_too_large"
-
-
-def scope_credential(scope: dict[str, Any]) -> str | None:
-    """The deployment key in `Authorization: Bearer` or `X-API-Key` (api.credential's rule)."""
-    auth = header(scope, b"authorization") or ""
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip() or None
-    return header(scope, b"x-api-key") or None
-
-
-def declared_too_large(scope: dict[str, Any]) -> int | None:
-    """The declared Content-Length when it is over the cap."""
-    value = header(scope, b"content-length")
-    if value is None or not value.strip().isdigit():
-        return None
-    length = int(value)
-    return length if length > settings.PROXY_MAX_BODY_BYTES else None
-
-
-async def send_proxy_error(send: Any, exc: ProxyError) -> None:
-    headers = [(b"cache-control", b"no-store")]
-    if exc.retry_after is not None:
-        headers.append((b"retry-after", str(exc.retry_after).encode()))
-    await send_json(send, exc.status, exc.body(), headers)
 
 
 class ProxyASGIHandler(ASGIHandler):
@@ -87,7 +66,7 @@ class ProxyASGIHandler(ASGIHandler):
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         length = declared_too_large(scope)
         if length is not None:
-            await send_proxy_error(send, _too_large(f"Request body is {length} bytes"))
+            await send_proxy_error(send, too_large(f"Request body is {length} bytes"))
             return
         if not _is_endpoint(scope["path"]):
             # Unknown path: a 404 (api.not_found's answer) whatever it carries, body unread.
@@ -162,7 +141,7 @@ class ProxyASGIHandler(ASGIHandler):
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    raise _too_large("Request body is over that")
+                    raise too_large("Request body is over that")
                 if chunk:
                     if getattr(body_file, "_rolled", False):
                         await sync_to_async(body_file.write, thread_sensitive=False)(chunk)
@@ -193,19 +172,13 @@ def _is_endpoint(path: str) -> bool:
     return True
 
 
-def _too_large(what: str) -> BodyTooLargeError:
-    return BodyTooLargeError(
-        f"{what}; the limit is {settings.PROXY_MAX_BODY_BYTES} bytes.", param=None
-    )
-
-
 class ProxyRouter:
-    """`/v1/*` to the proxy handler (behind `SecureEdge`), everything else to `site` (the
-    bounded Django app)."""
+    """`/v1/*` to the proxy (behind `SecureEdge`): its hot endpoints to the raw ASGI fast path,
+    the rest to the Django handler; everything else to `site` (the bounded Django app)."""
 
     def __init__(self, site: Any, proxy: Any | None = None) -> None:
         self.site = site
-        self.proxy = SecureEdge(proxy or ProxyASGIHandler(), docs_prefix=DOCS_PREFIX)
+        self.proxy = SecureEdge(proxy or FastPath(ProxyASGIHandler()), docs_prefix=DOCS_PREFIX)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"].startswith(PREFIX):

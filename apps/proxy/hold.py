@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
-from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from apps.catalog.models import ColdStart, Deployment
@@ -38,9 +37,9 @@ from apps.proxy.routing import (
     KeyIdentity,
     NoReadyReplicaError,
     ProxyError,
-    _db,
-    _load_owner_routes,
-    _TtlCache,
+    TtlCache,
+    db_call,
+    load_owner_routes,
     router,
 )
 
@@ -109,14 +108,14 @@ class Holder:
     """Held requests of this process. Use the module's `holder`."""
 
     def __init__(self) -> None:
-        self._settings = _TtlCache()
+        self._settings = TtlCache()
         self._watchers: dict[tuple[int, uuid.UUID], _Watcher] = {}
 
     async def hold_settings(self, deployment_id: uuid.UUID) -> HoldSettings | None:
         return await self._settings.get(
             ("hold", deployment_id),
             SETTINGS_TTL_S,
-            lambda: _db(_load_hold_settings)(deployment_id),
+            lambda: db_call(_load_hold_settings)(deployment_id),
         )
 
     async def resolve(
@@ -197,7 +196,7 @@ class Holder:
                     last_wake = now
                     waking = asyncio.get_running_loop().create_task(wake(deployment_id=route.id))
                     waking.add_done_callback(_log_wake_failure)
-                routes = await _db(_load_owner_routes)(route.owner_id)
+                routes = await db_call(load_owner_routes)(route.owner_id)
                 fresh = next((r for r in routes if r.id == route.id), None)
                 if fresh is None:
                     watcher.done.set_exception(
@@ -281,7 +280,7 @@ class ColdStartLog:
         entries, self._entries = self._entries, []
         if entries:
             try:
-                await _db(_write_cold_starts)(entries)
+                await db_call(_write_cold_starts)(entries)
             except Exception:
                 logger.exception("proxy: could not write %d cold starts", len(entries))
                 return 0
@@ -305,26 +304,3 @@ def record_cold_start(held: Held, *, endpoint: str) -> None:
             first_byte_ms=round((time.perf_counter() - held.arrived) * 1000, 2),
         )
     )
-
-
-def timed_response(
-    held: Held | None, response: HttpResponse | StreamingHttpResponse, *, endpoint: str
-) -> HttpResponse | StreamingHttpResponse:
-    """Record a held request's cold start when its answer's first byte goes out."""
-    if held is None:
-        return response
-    if not isinstance(response, StreamingHttpResponse):
-        record_cold_start(held, endpoint=endpoint)
-        return response
-    inner = response.streaming_content
-
-    async def first_byte_timed() -> AsyncIterator[bytes]:
-        first = True
-        async for chunk in inner:  # type: ignore[union-attr]
-            if first:
-                first = False
-                record_cold_start(held, endpoint=endpoint)
-            yield chunk
-
-    response.streaming_content = first_byte_timed()
-    return response

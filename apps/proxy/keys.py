@@ -14,30 +14,24 @@ per-minute rate limit of its own, checked besides the deployment's limit.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
-import redis.asyncio as aioredis
 from django.conf import settings
-from django.http import HttpResponse, StreamingHttpResponse
 from redis.exceptions import RedisError
 
 from apps.catalog.load import month_key
 from apps.catalog.models import DeploymentKey
 from apps.proxy.routing import (
     KeyIdentity,
+    LoopSync,
     ProxyError,
     RateLimitedError,
     SharedCounters,
-    _db,
-    _TtlCache,
+    TtlCache,
+    db_call,
 )
 
 logger = logging.getLogger(__name__)
@@ -73,49 +67,24 @@ class TokenTotals:
         self._unsynced: dict[str, int] = {}
         self._known: dict[str, int] = {}
         self._watched: dict[str, float] = {}
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._clients: dict[int, Any] = {}
-
-    def _client(self) -> Any:
-        loop_id = id(asyncio.get_running_loop())
-        client = self._clients.get(loop_id)
-        if client is None:
-            client = self._clients[loop_id] = aioredis.Redis.from_url(
-                settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1
-            )
-        return client
+        self._sync = LoopSync("proxy key budgets", lambda: settings.PROXY_RATE_SYNC_S, self.sync)
 
     def add(self, name: str, tokens: int) -> None:
         if tokens <= 0:
             return
         self._unsynced[name] = self._unsynced.get(name, 0) + tokens
-        self._ensure_syncing()
+        self._sync.ensure_running()
 
     async def used(self, name: str) -> int:
         """The month's total as this process knows it (one Redis read the first time)."""
         self._watched[name] = time.monotonic()
-        self._ensure_syncing()
+        self._sync.ensure_running()
         if name not in self._known and settings.REDIS_URL:
             try:
-                self._known[name] = int(await self._client().get(name) or 0)
+                self._known[name] = int(await self._sync.client().get(name) or 0)
             except (RedisError, OSError) as exc:
                 logger.error("proxy key budgets: Redis unavailable: %s", exc)
         return self._known.get(name, 0) + self._unsynced.get(name, 0)
-
-    def _ensure_syncing(self) -> None:
-        loop = asyncio.get_running_loop()
-        task = self._tasks.get(id(loop))
-        if task is None or task.done():
-            self._tasks[id(loop)] = loop.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(settings.PROXY_RATE_SYNC_S)
-            try:
-                await self.sync()
-            except (RedisError, OSError) as exc:
-                logger.error("proxy key budgets: Redis unavailable: %s", exc)
-                self._clients.pop(id(asyncio.get_running_loop()), None)
 
     async def sync(self) -> None:
         """Add this process's new counts to Redis and re-read the watched totals."""
@@ -129,7 +98,7 @@ class TokenTotals:
         names = sorted(set(pending) | set(self._watched))
         if not names:
             return
-        pipe = self._client().pipeline(transaction=False)
+        pipe = self._sync.client().pipeline(transaction=False)
         for name in names:
             if name in pending:
                 pipe.incrby(name, pending[name])
@@ -153,13 +122,15 @@ class KeyGuard:
     """Checks a key's own limits before a request and meters its tokens after."""
 
     def __init__(self) -> None:
-        self._limits = _TtlCache()
+        self._limits = TtlCache()
         self.rates = SharedCounters()
         self.tokens = TokenTotals()
 
     async def limits(self, key_id: uuid.UUID) -> KeyLimits:
         return await self._limits.get(
-            ("key", key_id), float(settings.PROXY_ROUTE_CACHE_S), lambda: _db(_load_limits)(key_id)
+            ("key", key_id),
+            float(settings.PROXY_ROUTE_CACHE_S),
+            lambda: db_call(_load_limits)(key_id),
         )
 
     async def check(self, identity: KeyIdentity) -> None:
@@ -183,78 +154,6 @@ class KeyGuard:
                     f"{retry_after} s.",
                     retry_after=retry_after,
                 )
-
-    def metered(
-        self, identity: KeyIdentity, response: HttpResponse | StreamingHttpResponse
-    ) -> HttpResponse | StreamingHttpResponse:
-        """Count the tokens of `response` against the key's month (streams as they pass)."""
-        name = month_key(identity.key_id)
-        if response.status_code >= 400:
-            return response
-        if not isinstance(response, StreamingHttpResponse):
-            self.tokens.add(name, sum(tokens_in_body(response.content)))
-            return response
-        inner = response.streaming_content
-        tokens = self.tokens
-
-        async def counted() -> AsyncIterator[bytes]:
-            usage = StreamTokens()
-            try:
-                async for chunk in inner:  # type: ignore[union-attr]
-                    usage.feed(chunk)
-                    yield chunk
-            finally:
-                tokens.add(name, usage.total())
-
-        response.streaming_content = counted()
-        return response
-
-
-_PROMPT = re.compile(rb'"(?:prompt|input)_tokens"\s*:\s*(\d+)')
-_COMPLETION = re.compile(rb'"(?:completion|output)_tokens"\s*:\s*(\d+)')
-
-
-def tokens_in_body(body: bytes) -> tuple[int, int]:
-    """Prompt and completion tokens of the `usage` object at the end of an OpenAI body."""
-    at = body.rfind(b'"usage"')
-    if at < 0:
-        return 0, 0
-    tail = body[at : at + 1000]
-    prompt, completion = _PROMPT.search(tail), _COMPLETION.search(tail)
-    return (int(prompt.group(1)) if prompt else 0, int(completion.group(1)) if completion else 0)
-
-
-class StreamTokens:
-    """Tokens of an SSE answer: its `usage` event when the server sends one, else one per
-    content event (the proxy's usage log counts the same way)."""
-
-    def __init__(self) -> None:
-        self.usage: tuple[int, int] | None = None
-        self.events = 0
-        self._pending = b""
-
-    def feed(self, chunk: bytes) -> None:
-        data = self._pending + chunk
-        lines = data.split(b"\n")
-        self._pending = lines.pop()
-        for line in lines:
-            if not line.startswith(b"data:"):
-                continue
-            self.events += 1
-            if b'"usage"' in line:
-                try:
-                    usage = json.loads(line[5:]).get("usage") or {}
-                except (ValueError, AttributeError):
-                    continue
-                prompt = usage.get("prompt_tokens") or 0
-                completion = usage.get("completion_tokens") or 0
-                if prompt or completion:
-                    self.usage = (int(prompt), int(completion))
-
-    def total(self) -> int:
-        if self.usage is not None:
-            return sum(self.usage)
-        return max(0, self.events - 2)  # the role/finish events and [DONE] carry no text
 
 
 guard = KeyGuard()

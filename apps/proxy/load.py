@@ -10,7 +10,6 @@ No Redis round trip on a served request's path; one INCR and one DECR per held r
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -18,9 +17,7 @@ import time
 import uuid
 from typing import Any
 
-import redis.asyncio as aioredis
 from django.conf import settings
-from redis.exceptions import RedisError
 
 from apps.catalog.load import (
     LOAD_TTL_S,
@@ -31,7 +28,7 @@ from apps.catalog.load import (
     proc_key,
     queue_key,
 )
-from apps.proxy.routing import router
+from apps.proxy.routing import LoopSync, router
 
 logger = logging.getLogger(__name__)
 
@@ -45,35 +42,18 @@ class LoadPublisher:
     def __init__(self) -> None:
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.held: dict[str, int] = {}
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._clients: dict[int, Any] = {}
+        self._sync = LoopSync(
+            "proxy load: could not publish", lambda: settings.PROXY_LOAD_SYNC_S, self.publish
+        )
         self._last: dict[str, int] | None = None
         self._last_at = 0.0
 
     def ensure_running(self) -> None:
         """Start publishing from the running event loop (once per loop)."""
-        loop = asyncio.get_running_loop()
-        task = self._tasks.get(id(loop))
-        if task is None or task.done():
-            self._tasks[id(loop)] = loop.create_task(self._run())
+        self._sync.ensure_running()
 
     def _client(self) -> Any:
-        loop_id = id(asyncio.get_running_loop())
-        client = self._clients.get(loop_id)
-        if client is None:
-            client = self._clients[loop_id] = aioredis.Redis.from_url(
-                settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1
-            )
-        return client
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(settings.PROXY_LOAD_SYNC_S)
-            try:
-                await self.publish()
-            except (RedisError, OSError) as exc:
-                logger.error("proxy load: could not publish to Redis: %s", exc)
-                self._clients.pop(id(asyncio.get_running_loop()), None)
+        return self._sync.client()
 
     async def publish(self, *, force: bool = False) -> None:
         """Write this process's counts now (skipped when unchanged and recently written)."""

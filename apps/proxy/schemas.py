@@ -3,7 +3,9 @@ declared; everything else passes through to the model server untouched (extra="a
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from apps.proxy.routing import InvalidRequestError
 
 
 class _Open(BaseModel):
@@ -49,3 +51,17 @@ class ModelOut(BaseModel):
 class ModelListOut(BaseModel):
     object: str = "list"
     data: list[ModelOut]
+
+
+def parse_json(raw: bytes, schema: type[BaseModel]) -> BaseModel:
+    """The body checked against `schema`; a 400 naming the first bad field otherwise."""
+    try:
+        return schema.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        param = ".".join(str(p) for p in error.get("loc", ())) or None
+        if error.get("type") == "json_invalid":
+            raise InvalidRequestError(f"The body is not valid JSON: {error['msg']}.") from exc
+        raise InvalidRequestError(
+            f"{param}: {error['msg']}" if param else str(error["msg"]), param=param
+        ) from exc
