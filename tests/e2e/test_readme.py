@@ -122,3 +122,16 @@ def test_the_readme_session_runs_as_written(
             for m in mismatches(json_values(shown), got)
         ]
     assert not problems, "\n".join([*problems, "printed:", run.stdout])
+
+
+def test_the_comparison_catches_what_differs():
+    shown = json_values('{"id": "0b7a44f4-8f3c-4c52-9d36-5a8f0e2d6c11", "key": "gco_…", "n": 1}')[0]
+    same = {"id": "5d0f3c2e-6b1a-4f7e-8c9d-2a3b4c5d6e7f", "key": "gco_abc", "n": 1}
+    assert mismatches(shown, same) == []
+    assert mismatches(shown, {**same, "extra": 1})  # a key more
+    assert mismatches(shown, {**same, "key": "sk_abc"})  # the shown prefix differs
+    assert mismatches(shown, {**same, "id": "not-a-uuid"})
+    assert mismatches(shown, {**same, "n": "1"})  # a type differs
+    assert mismatches({"status": "RUNNING"}, {"status": "FAILED"})  # a status differs
+    error = {"error": {"status": 402, "code": "payment_required", "message": "m"}}
+    assert mismatches({"status": "STOPPING"}, error)
