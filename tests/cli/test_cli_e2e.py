@@ -189,6 +189,21 @@ def test_keys_login_with_a_key_and_exit_codes(gco, gco_env, live_server, user):
     assert isinstance(json.loads(ok(gco("models", "deployments", "--json")).stdout), list)
     usage = gco("pods", "create", "--name", "x")
     assert usage.returncode == 2 and "--image" in usage.stderr
+    # The SDK is the same calls as a library.
+    from gco import ApiError, Client, NetworkError
+
+    with Client(api_key=key, api_url=url) as client:
+        assert client.balance().balance_micros == 0
+        assert {k.name for k in client.keys.list()} == {"first", "ci"}
+        with pytest.raises(ApiError) as refused:
+            client.pods.get(uuid.uuid4())
+        assert (refused.value.status, refused.value.is_client_error) == (404, True)
+        with pytest.raises(ApiError) as invalid:
+            client.pods.create(name="x", image="busybox", gpu_model="CPU", gpu_count=-1)
+        assert invalid.value.status == 400 and "gpu_count" in invalid.value.fields
+    with pytest.raises(NetworkError), Client(api_key=key, api_url="http://127.0.0.1:9") as down:
+        down.balance()
+
     # An unreachable server: exit 5.
     down = gco("balance", GCO_API_URL="http://127.0.0.1:9")
     assert down.returncode == 5 and "cannot reach" in down.stderr

@@ -125,7 +125,7 @@ def login(ctx: click.Context, email: str | None, key_name: str | None) -> None:
     url = config.resolve(api_url=ctx.obj.get("api_url")).api_url
     if email:
         password = _read_secret("Password")
-        with Client(api_key="-", api_url=url) as anonymous:
+        with Client(api_url=url, anonymous=True) as anonymous:
             token = anonymous.login(email, password)
         with Client(api_key=token.access_token, api_url=url) as session:
             created = session.keys.create(key_name or f"gco-cli on {socket.gethostname()}"[:100])

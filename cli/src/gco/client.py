@@ -197,10 +197,12 @@ class Client:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        anonymous: bool = False,
     ) -> None:
+        """`anonymous`: send no key at all (only `login` works then)."""
         settings = config.resolve(api_key=api_key, api_url=api_url)
         self.api_url = settings.api_url
-        self.api_key = settings.api_key
+        self.api_key = None if anonymous else settings.api_key
         headers = {"User-Agent": "gco-cli", "Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
