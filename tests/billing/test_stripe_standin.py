@@ -55,8 +55,15 @@ def test_paying_on_the_standin_page_credits_the_wallet_through_the_signed_webhoo
     assert "$25.00" in page.text and "4242 4242 4242 4242" in page.text
 
     declined = httpx.post(url, data={"card_number": "4000 0000 0000 0002", "cvc": "123"})
-    assert declined.status_code == 402
+    assert declined.status_code == 200  # the page again, saying why
     assert "Your card was declined." in declined.text
+    declined = httpx.post(
+        url, data={"card_number": "4000000000000002"}, headers={"Accept": "application/json"}
+    )
+    assert declined.status_code == 402
+    assert declined.json()["error"]["decline_code"] == "generic_decline"
+    wrong = httpx.post(url, data={"card_number": "1234"}, headers={"Accept": "application/json"})
+    assert wrong.status_code == 402 and wrong.json()["error"]["code"] == "incorrect_number"
     assert standin.standin.deliveries == []
     assert api.get("/api/v1/users/balance").json()["balance_micros"] == 0
     retrieved = stripe_client().v1.checkout.sessions.retrieve(session_id)

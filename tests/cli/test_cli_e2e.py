@@ -90,8 +90,10 @@ def test_the_customer_path_through_the_cli(
     # topup prints the Checkout page; paying it with the test card credits the wallet.
     checkout = ok(gco("topup", "25.00")).stdout.strip()
     assert checkout.startswith(f"{standin.url}/c/pay/cs_test_")
-    declined = httpx.post(checkout, data={"card_number": "4000000000000002"})
-    assert declined.status_code == 402
+    declined = httpx.post(
+        checkout, data={"card_number": "4000000000000002"}, headers={"Accept": "application/json"}
+    )
+    assert declined.status_code == 402 and declined.json()["error"]["code"] == "card_declined"
     paid = httpx.post(checkout, data={"card_number": "4242 4242 4242 4242"})
     assert paid.status_code == 303
     assert json.loads(ok(gco("balance", "--json")).stdout) == {

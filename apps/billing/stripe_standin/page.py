@@ -19,6 +19,8 @@ def _layout(title: str, body: str) -> str:
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        # No favicon request (the stand-in serves none).
+        "<link rel='icon' href='data:,'>"
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>{body}</body></html>"
     )
 

@@ -415,7 +415,8 @@ def _handler_for(standin: StripeStandin) -> type[BaseHTTPRequestHandler]:
                         standin.item_names.get(session_id, []),
                         error=(result.error or {})["error"]["message"],
                     )
-                    self._send(402, html.encode(), "text/html; charset=utf-8")
+                    # The page itself loads fine and says why (as Stripe's page does).
+                    self._send(200, html.encode(), "text/html; charset=utf-8")
                 return
             if wants_json:
                 self._json(200, session)
