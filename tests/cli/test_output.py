@@ -2,6 +2,7 @@
 
 import stat
 
+import pytest
 from click.testing import CliRunner
 from gco import config
 from gco.cli import _new_lines, cli, emit_table
@@ -39,3 +40,17 @@ def test_tables_align_and_an_empty_one_says_so():
     finally:
         cli.commands.pop("t-table")
     assert out == ["NAME       OK   N", "a          -    1", "long name  yes  22"]
+
+
+def test_a_broken_config_file_is_a_usage_error_unless_the_environment_says_all(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("GCO_API_KEY", raising=False)
+    (tmp_path / "gco").mkdir()
+    (tmp_path / "gco" / "config.toml").write_text("api_key = ")
+    with pytest.raises(config.ConfigError, match="config.toml is not valid TOML"):
+        config.resolve()
+    monkeypatch.setenv("GCO_API_KEY", "gco_env")
+    monkeypatch.setenv("GCO_API_URL", "http://env.test")
+    assert config.resolve().api_key == "gco_env"

@@ -57,7 +57,11 @@ def save(*, api_url: str, api_key: str) -> Path:
 
 def resolve(*, api_key: str | None = None, api_url: str | None = None) -> Settings:
     """Explicit arguments, then GCO_API_KEY / GCO_API_URL, then the config file."""
-    stored = load()
-    url = api_url or os.environ.get("GCO_API_URL") or stored.get("api_url") or DEFAULT_API_URL
-    key = api_key or os.environ.get("GCO_API_KEY") or stored.get("api_key") or None
-    return Settings(api_url=url.rstrip("/"), api_key=key)
+    url = api_url or os.environ.get("GCO_API_URL")
+    key = api_key or os.environ.get("GCO_API_KEY")
+    if not (url and key):  # the file only when it is needed (it may not exist, or be broken)
+        stored = load()
+        url = url or stored.get("api_url")
+        key = key or stored.get("api_key")
+    url = url or DEFAULT_API_URL
+    return Settings(api_url=url.rstrip("/"), api_key=key or None)
