@@ -1,5 +1,6 @@
 # `make run`: the whole platform on this machine (embedded default: SQLite, in-memory layers,
-# file-system Celery broker; upstream clouds answered by the local simulators, sourcing on).
+# file-system Celery broker; upstream clouds answered by the local simulators, sourcing on;
+# Stripe Checkout answered by a local stand-in that takes test cards).
 # `make test`: the test suite (Postgres when DATABASE_URL is set).
 PYTHON ?= python3
 VENV   := .venv
@@ -37,6 +38,14 @@ var/dev.env:
 	  printf 'NODE_BOOTSTRAP_TOKEN=%s\nGPU_AGENT_BOOTSTRAP_TOKEN=%s\n' "$$token" "$$token" > $@
 	chmod 600 $@
 
+# The demo's Stripe Checkout stand-in: its own test key and webhook secret, generated once.
+var/stripe-standin.env:
+	mkdir -p var
+	printf 'STRIPE_STANDIN_SECRET_KEY=sk_test_standin_%s\nSTRIPE_STANDIN_WEBHOOK_SECRET=whsec_%s\n' \
+	  "$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(16))')" \
+	  "$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(24))')" > $@
+	chmod 600 $@
+
 # The CPU model backends for local deployments (chat, embeddings, speech-to-text; speech is
 # Debian's espeak-ng) in a venv of their own: ~1.5 GB, ~5 min (llama.cpp compiles, without
 # -march=native, which dies with "Illegal instruction" on some CPUs).
@@ -52,7 +61,7 @@ models: $(MODELS_VENV)/.installed
 
 # The local agent runs local-* deployments in an imported image with this machine's Python
 # mounted read-only (backends/localimage.py): the models venv when `make models` made one.
-run: migrate var/dev.env
+run: migrate var/dev.env var/stripe-standin.env
 	$(MANAGE) create_demo_operator
 	@$(BIN)/python -m backends.localimage build || echo "no Docker engine: local model deployments will not start"
 	@test -x $(MODELS_VENV)/bin/python || echo "local-* models other than local-echo-test need \`make models\` first"
@@ -61,7 +70,8 @@ run: migrate var/dev.env
 	PATH="$(CURDIR)/$(BIN):$$PATH" \
 	  SOURCING_SIMULATORS=$${SOURCING_SIMULATORS:-true} SOURCING_ENABLED=$${SOURCING_ENABLED:-true} \
 	  AUTO_PROVISIONING_ENABLED=$${AUTO_PROVISIONING_ENABLED:-true} \
-	  $(BIN)/honcho -e var/dev.env -f Procfile.dev start
+	  STRIPE_STANDIN=$${STRIPE_STANDIN:-true} \
+	  $(BIN)/honcho -e var/dev.env,var/stripe-standin.env -f Procfile.dev start
 
 test: install-dev
 	$(BIN)/python -m pytest

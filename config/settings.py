@@ -306,6 +306,21 @@ STRIPE_CHECKOUT_SUCCESS_URL = env.str(
 STRIPE_CHECKOUT_CANCEL_URL = env.str(
     "STRIPE_CHECKOUT_CANCEL_URL", default=SITE_URL + "/billing/topup/?cancelled=1"
 )
+# The demo's local Checkout stand-in (apps/billing/stripe_standin, served by `make run`): the SDK
+# talks to it with its own generated test key and webhook secret. Never on unless set; refused
+# in production and with anything but a test key.
+STRIPE_STANDIN = env.bool("STRIPE_STANDIN", default=False)
+if STRIPE_STANDIN:
+    if PRODUCTION:
+        raise ImproperlyConfigured("STRIPE_STANDIN is for the local demo, not production.")
+    STRIPE_SECRET_KEY = env.str("STRIPE_STANDIN_SECRET_KEY", default="")
+    STRIPE_WEBHOOK_SECRET = env.str("STRIPE_STANDIN_WEBHOOK_SECRET", default="")
+    STRIPE_API_BASE = env.str("STRIPE_STANDIN_URL", default="http://127.0.0.1:7810")
+    if not STRIPE_SECRET_KEY.startswith("sk_test_") or not STRIPE_WEBHOOK_SECRET:
+        raise ImproperlyConfigured(
+            "STRIPE_STANDIN needs STRIPE_STANDIN_SECRET_KEY (sk_test_…) and "
+            "STRIPE_STANDIN_WEBHOOK_SECRET (make run generates them into var/stripe-standin.env)."
+        )
 if STRIPE_SECRET_KEY and not STRIPE_WEBHOOK_SECRET:
     # Checkout without the webhook would take money and never credit it.
     raise ImproperlyConfigured("STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not.")

@@ -1,0 +1,3 @@
+from gco.cli import main
+
+main()
