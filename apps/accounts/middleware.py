@@ -1,14 +1,19 @@
-"""MFA_REQUIRED_FOR_STAFF: a staff member's browser session reaches nothing but the account
-pages (where the authenticator app is set up, and log out) until they have one.
+"""Second factor for staff.
 
-The Django admin's own login form would skip the second factor, so it is replaced: /admin/login/
-sends everyone to the portal's login (allauth), which asks for the TOTP code of users who have
-one. Requests with API keys or JWTs are not sessions and are not affected."""
+- MFA_REQUIRED_FOR_STAFF: a staff member's browser session reaches nothing but the account
+  pages (where the authenticator app is set up, and log out) until they have one; API calls
+  made with that session get 403 `mfa_required`. Requests with API keys or JWTs are not
+  sessions and are not affected.
+- Always: the Django admin's own login form checks only the password, so a user with an
+  authenticator who signs in there is signed out again and sent to the portal's login
+  (allauth), which asks for the code."""
 
 from collections.abc import Callable
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
@@ -29,9 +34,8 @@ class StaffMfaMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path
-        if path == reverse("admin:login"):
-            query = urlencode({"next": request.GET.get("next") or reverse("admin:index")})
-            return HttpResponseRedirect(f"{reverse('account_login')}?{query}")
+        if path == reverse("admin:login") and request.method == "POST":
+            return self._admin_login(request)
         if not settings.MFA_REQUIRED_FOR_STAFF or path.startswith(EXEMPT_PREFIXES):
             return self.get_response(request)
         user = getattr(request, "user", None)
@@ -44,5 +48,15 @@ class StaffMfaMiddleware:
                 message="Staff accounts must set up two-factor authentication first: "
                 f"{settings.SITE_URL}{reverse('mfa_activate_totp')}",
             )
-        query = urlencode({"next": request.get_full_path()})
-        return HttpResponseRedirect(f"{reverse('mfa_activate_totp')}?{query}")
+        messages.info(request, "Staff accounts need two-factor authentication: set it up first.")
+        return HttpResponseRedirect(reverse("mfa_activate_totp"))
+
+    def _admin_login(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and has_mfa(user):
+            logout(request)
+            messages.info(request, "Your account has two-factor authentication: sign in here.")
+            query = urlencode({"next": request.GET.get("next") or reverse("admin:index")})
+            return HttpResponseRedirect(f"{reverse('account_login')}?{query}")
+        return response
