@@ -87,8 +87,9 @@ def deployment_status_changed(event: Any) -> None:
 
 
 def payout_status_changed(event: Any) -> None:
-    """A PayoutEvent was recorded: a webhook for the provider's owner; at SENT, one email."""
-    from apps.providers.models import PayoutStatus
+    """A PayoutEvent was recorded: a webhook for the provider's owner; one email when the money
+    has left."""
+    from apps.providers.models import PayoutMethod, PayoutStatus
 
     payout = event.payout
     owner = payout.provider.owner
@@ -107,7 +108,10 @@ def payout_status_changed(event: Any) -> None:
         dedupe_key=f"payout-event:{event.pk}",
         data=data,
     )
-    if event.to_status == PayoutStatus.SENT:
+    # The money has left when PayPal accepted the batch (SENT), or, for crypto, when the
+    # operator's signed transfer is recorded (PAID; SENT there means "ready to sign").
+    left_at = PayoutStatus.PAID if payout.method == PayoutMethod.CRYPTO else PayoutStatus.SENT
+    if event.to_status == left_at:
         email_once(
             key=f"payout-sent:{payout.pk}",
             user=owner,

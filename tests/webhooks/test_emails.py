@@ -13,13 +13,23 @@ from apps.nodes.models import Node, NodeStatus
 from apps.pods.metering import meter_tick
 from apps.pods.models import PodStatus
 from apps.providers.models import PayoutEvent, PayoutStatus
-from apps.providers.services import payout_approve, payout_request, payout_send, provider_register
+from apps.providers.services import (
+    payout_approve,
+    payout_mark_paid,
+    payout_request,
+    payout_send,
+    provider_register,
+)
 from apps.webhooks import notify
 from apps.webhooks.models import WebhookEvent
 from apps.webhooks.services import endpoint_create
+from tests.fakes.paypal_server import running_paypal
 from tests.nodes.test_liveness_sweep import beat, running_pod, silent_since, sweep
 from tests.pods.conftest import fund, make_node
-from tests.providers.conftest import CRYPTO, earn
+from tests.providers.conftest import (
+    CRYPTO,
+    earn,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -39,6 +49,15 @@ def provider(django_user_model):
     return provider_register(
         owner=owner, display_name="GPU farm", payout_method="CRYPTO", payout_details=dict(CRYPTO)
     ).provider
+
+
+@pytest.fixture
+def paypal(settings):
+    with running_paypal() as fake:
+        settings.PAYPAL_CLIENT_ID = fake.client_id
+        settings.PAYPAL_CLIENT_SECRET = fake.client_secret
+        settings.PAYPAL_API_BASE = fake.base_url
+        yield fake
 
 
 def tick(now):
@@ -95,16 +114,44 @@ def test_payout_sent_mails_the_provider_once(provider, django_user_model):
         payout_approve(payout=payout, operator=operator)
     with TestCase.captureOnCommitCallbacks(execute=True):
         sent = payout_send(payout_id=payout.pk)
-    assert sent.status == PayoutStatus.SENT
+    assert sent.status == PayoutStatus.SENT  # a crypto transfer waiting for its signature
+    assert not [m for m in mail.outbox if "payout" in m.subject.lower()]
 
     with TestCase.captureOnCommitCallbacks(execute=True):
+        paid = payout_mark_paid(payout=sent, reference="0x" + "ab" * 32, operator=operator)
+    with TestCase.captureOnCommitCallbacks(execute=True):
         payout_send(payout_id=payout.pk)  # a second run of the send task
-        notify.payout_status_changed(PayoutEvent.objects.get(to_status=PayoutStatus.SENT))
+        notify.payout_status_changed(PayoutEvent.objects.get(to_status=PayoutStatus.PAID))
 
+    assert paid.status == PayoutStatus.PAID
     sent_mails = [m for m in mail.outbox if "payout" in m.subject.lower()]
     assert len(sent_mails) == 1
     assert sent_mails[0].subject == "Your payout of $12.34 was sent"
     assert sent_mails[0].to == ["farm@example.com"]
+    statuses = [e.data["status"] for e in WebhookEvent.objects.filter(type="payout.status_changed")]
+    assert statuses == []  # no endpoint: events are not recorded
+
+
+def test_paypal_payout_mails_when_sent(provider, django_user_model, paypal):
+    operator = django_user_model.objects.create_user(
+        email="ops@example.com", password="pw-1234567", is_staff=True
+    )
+    endpoint_create(user=provider.owner, url="http://127.0.0.1:9/h")
+    earn(provider, 30_000_000)
+    details = {"email": "farm@example.com"}
+    payout = payout_request(
+        provider=provider, amount=20_000_000, method="PAYPAL", details=details
+    ).payout
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        payout_approve(payout=payout, operator=operator)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        sent = payout_send(payout_id=payout.pk)
+
+    assert sent.status == PayoutStatus.SENT
+    sent_mails = [m for m in mail.outbox if "payout" in m.subject.lower()]
+    assert [m.subject for m in sent_mails] == ["Your payout of $20.00 was sent"]
+    events = WebhookEvent.objects.filter(type="payout.status_changed").order_by("created_at")
+    assert [e.data["status"] for e in events][-2:] == ["PROCESSING", "SENT"]
 
 
 def test_low_balance_mail_goes_once_a_day_and_a_webhook_once(user, api_client):
