@@ -153,3 +153,15 @@ def test_every_api_view_has_an_area():
     assert areas["DeploymentListView"] == "models"
     assert areas["ApiKeyListView"] == "*"
     assert areas["LoginView"] is None
+
+
+def test_views_with_their_own_permission_classes_are_scoped_too(api_client, user):
+    """Providers' views replace the default permission classes; the scope still applies."""
+    raw = api_key_create(user=user, name="pods", scopes=["pods"]).raw_key
+    response = api_client.get("/api/v1/providers/me", **bearer(raw))
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "insufficient_scope"
+    register = api_client.post(
+        "/api/v1/providers/register", {"display_name": "x"}, format="json", **bearer(raw)
+    )
+    assert register.json()["error"]["message"] == "this API key lacks the 'billing' scope"
