@@ -51,3 +51,23 @@ def test_api_keys_of_staff_are_not_sessions(api_client, staff, required):
 def test_off_by_default(client, staff):
     client.force_login(staff)
     assert client.get("/admin/").status_code == 200
+
+
+def test_a_recovery_code_signs_in_once(client, staff):
+    from allauth.account.models import EmailAddress
+    from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
+
+    EmailAddress.objects.create(user=staff, email=staff.email, primary=True, verified=True)
+    TOTP.activate(staff, generate_totp_secret())
+    code = RecoveryCodes.activate(staff).get_unused_codes()[0]
+
+    def sign_in(second_factor: str):
+        client.logout()
+        step = client.post("/accounts/login/", {"login": staff.email, "password": "ops-pass-12345"})
+        assert step["Location"] == "/accounts/2fa/authenticate/"
+        return client.post("/accounts/2fa/authenticate/", {"code": second_factor})
+
+    first = sign_in(code)
+    assert first.status_code == 302 and first["Location"] == "/dashboard/"
+    again = sign_in(code)
+    assert again.status_code == 200 and "Incorrect code" in again.content.decode()
