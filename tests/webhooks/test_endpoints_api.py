@@ -124,3 +124,40 @@ def test_portal_page_creates_an_endpoint_and_shows_the_secret_once(client, user,
     assert again.content.count(b"whsec_") == 1 and endpoint.secret_prefix.encode() in again.content
     bad = client.post("/settings/webhooks/", {"url": "not a url", "event_types": ["balance.low"]})
     assert bad.status_code == 400
+
+
+def test_an_address_that_turned_private_is_not_called_and_retried_later(user, webhook_settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.webhooks.services import deliveries_due, delivery_attempt
+
+    endpoint_create(user=user, url="http://127.0.0.1:9/h")
+    event_emit(user_id=user.pk, type="balance.low", data={}, dedupe_key="k")
+    delivery = WebhookDelivery.objects.get()
+    webhook_settings.WEBHOOK_ALLOW_PRIVATE_URLS = False
+    webhook_settings.WEBHOOK_RETRY_BASE_S = 600  # the retry is not due during the test
+
+    delay = delivery_attempt(delivery_id=delivery.pk)
+
+    assert delay == webhook_settings.WEBHOOK_RETRY_BASE_S
+    attempt = delivery.log.get()
+    assert attempt.status_code is None and "private, loopback or reserved" in attempt.error
+    assert delivery_attempt(delivery_id=delivery.pk) is None  # not due yet: nothing sent
+    assert deliveries_due() == []
+    later = timezone.now() + timedelta(seconds=601)
+    assert deliveries_due(now=later) == [delivery.pk]  # the sweep would queue it again
+
+
+def test_deliveries_of_a_disabled_endpoint_are_dropped(user, webhook_settings):
+    from apps.webhooks.models import DeliveryStatus
+    from apps.webhooks.services import delivery_attempt, endpoint_disable
+
+    endpoint = endpoint_create(user=user, url="http://127.0.0.1:9/h").endpoint
+    event_emit(user_id=user.pk, type="balance.low", data={}, dedupe_key="k")
+    endpoint_disable(endpoint=endpoint)
+
+    assert delivery_attempt(delivery_id=WebhookDelivery.objects.get().pk) is None
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.status == DeliveryStatus.FAILED and not delivery.log.exists()
