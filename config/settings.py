@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "channels",
     "allauth",
     "allauth.account",
+    "allauth.mfa",
     "apps.core",
     "apps.accounts",
     "apps.nodes",
@@ -63,6 +64,7 @@ INSTALLED_APPS = [
     "apps.catalog",
     "apps.portal",
     "apps.proxy",
+    "apps.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -78,6 +80,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "apps.accounts.middleware.StaffMfaMiddleware",
     "apps.core.middleware.SyncBoundaryMiddleware",
 ]
 
@@ -195,6 +198,15 @@ ACCOUNT_RATE_LIMITS = {
     "reset_password": "20/m/ip,5/m/key",
     "reset_password_from_key": "20/m/ip",
 }
+
+# Second factor (allauth.mfa): TOTP apps and one-time recovery codes. With
+# MFA_REQUIRED_FOR_STAFF=true (recommended in production), a staff session without an
+# authenticator app is sent to set one up before any other page (the admin included); see
+# docs/security.md. A code is accepted one 30 s step early or late (clock drift).
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = env.str("MFA_TOTP_ISSUER", default="GPU Cloud")
+MFA_TOTP_TOLERANCE = 1
+MFA_REQUIRED_FOR_STAFF = env.bool("MFA_REQUIRED_FOR_STAFF", default=False)
 
 JWT_ALGORITHM = "HS256"
 JWT_LIFETIME = timedelta(hours=env.int("JWT_LIFETIME_HOURS", default=24))
@@ -349,6 +361,17 @@ VOLUME_DEFAULT_MOUNT_PATH = "/workspace"
 # providers' own fees come from their tier (PROVIDER_TIER_FEE_PERCENT, below).
 PROVIDER_DEFAULT_FEE_PERCENT = 20
 LOW_BALANCE_WARNING_MINUTES = env.int("LOW_BALANCE_WARNING_MINUTES", default=60)
+
+# --- Outgoing webhooks (apps.webhooks; docs/webhooks.md) ----------------------------------------
+# Endpoint secrets are derived from this key (rotating it changes every endpoint's secret).
+WEBHOOK_SIGNING_KEY = env.str("WEBHOOK_SIGNING_KEY", default="")
+# Private, loopback and reserved addresses are refused unless this is set (development, tests).
+WEBHOOK_ALLOW_PRIVATE_URLS = env.bool("WEBHOOK_ALLOW_PRIVATE_URLS", default=False)
+WEBHOOK_TIMEOUT_S = env.float("WEBHOOK_TIMEOUT_S", default=10.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+# Attempt n+1 waits BASE x 2^(n-1) seconds after attempt n (30 s, 1 min, 2 min, ... <= MAX).
+WEBHOOK_RETRY_BASE_S = env.float("WEBHOOK_RETRY_BASE_S", default=30.0)
+WEBHOOK_RETRY_MAX_S = env.float("WEBHOOK_RETRY_MAX_S", default=3600.0)
 
 # --- Community providers (owned by the providers app; keep its settings in this block) ---------
 # `pk_…` provider keys register nodes under their provider.

@@ -19,6 +19,7 @@ api_v1 = [
     path("", include("apps.providers.urls")),
     path("", include("apps.sourcing.urls")),
     path("", include("apps.catalog.urls")),
+    path("", include("apps.webhooks.urls")),
 ]
 
 
@@ -60,6 +61,7 @@ urlpatterns = [
     path("pods/", include("apps.podconnect.web_urls")),
     path("models/", include("apps.catalog.web_urls")),
     path("provider/", include("apps.providers.web_urls")),
+    path("settings/webhooks/", include("apps.webhooks.web_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
 ]

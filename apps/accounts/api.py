@@ -16,7 +16,13 @@ from apps.accounts import serializers as s
 from apps.accounts import throttles
 from apps.accounts.jwt import jwt_issue
 from apps.accounts.models import ApiKey
-from apps.accounts.services import EmailTakenError, api_key_create, api_key_revoke, user_register
+from apps.accounts.services import (
+    ApiKeyInputError,
+    EmailTakenError,
+    api_key_create,
+    api_key_revoke,
+    user_register,
+)
 from apps.accounts.ssh_keys import SshKeyError, keys_of, ssh_key_add, ssh_key_delete
 
 
@@ -88,7 +94,10 @@ class ApiKeyListView(APIView):
     def post(self, request: Request) -> Response:
         data = s.ApiKeyCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        created = api_key_create(user=request.user, name=data.validated_data["name"])  # type: ignore[arg-type]
+        try:
+            created = api_key_create(user=request.user, **data.validated_data)  # type: ignore[arg-type]
+        except ApiKeyInputError as exc:
+            raise exceptions.ValidationError({exc.field: str(exc)}) from exc
         body = {**s.ApiKeyOutput(created.api_key).data, "key": created.raw_key}
         return Response(body, status=status.HTTP_201_CREATED)
 

@@ -10,14 +10,20 @@ from rest_framework.request import Request
 
 from apps.accounts.jwt import jwt_decode
 from apps.accounts.models import ApiKey, User
-from apps.accounts.services import API_KEY_PREFIX, api_key_authenticate
+from apps.accounts.scopes import check_api_key_scope
+from apps.accounts.services import API_KEY_PREFIX, ApiKeyExpiredError, api_key_authenticate
 from apps.core.secrets import secret_digest
 
 
-def _user_for_key(raw: str) -> tuple[User, Any]:
-    api_key = api_key_authenticate(raw_key=raw)
+def _user_for_key(raw: str, request: Request) -> tuple[User, Any]:
+    """The key's owner, or 401 (unknown, revoked, expired), or 403 (outside its scopes)."""
+    try:
+        api_key = api_key_authenticate(raw_key=raw)
+    except ApiKeyExpiredError as exc:
+        raise exceptions.AuthenticationFailed(str(exc), code="api_key_expired") from exc
     if api_key is None:
         raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+    check_api_key_scope(api_key, request)
     return api_key.user, api_key
 
 
@@ -31,7 +37,7 @@ class BearerAuthentication(authentication.BaseAuthentication):
         if not token:
             raise exceptions.AuthenticationFailed("Empty bearer token.")
         if token.startswith(API_KEY_PREFIX):
-            return _user_for_key(token)
+            return _user_for_key(token, request)
         if token.count(".") != 2:
             return None  # not ours (e.g. a deployment key on a /v1 route)
         try:
@@ -54,7 +60,7 @@ class ApiKeyHeaderAuthentication(authentication.BaseAuthentication):
         raw = request.META.get("HTTP_X_API_KEY", "").strip()
         if not raw.startswith(API_KEY_PREFIX):
             return None
-        return _user_for_key(raw)
+        return _user_for_key(raw, request)
 
 
 def rate_limit_identity(request: HttpRequest) -> str | None:

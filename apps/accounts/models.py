@@ -51,6 +51,21 @@ class User(AbstractBaseUser, PermissionsMixin):
         return self.email
 
 
+class ApiKeyScope(models.TextChoices):
+    """What a personal API key may do. `read` allows every safe (GET/HEAD/OPTIONS) request;
+    each other scope allows reads and writes of its own area of the API."""
+
+    READ = "read", "Read anything"
+    PODS = "pods", "Pods, volumes, nodes"
+    MODELS = "models", "Model deployments"
+    BILLING = "billing", "Billing and payouts"
+
+
+def all_scopes() -> list[str]:
+    """A new key's scopes unless asked otherwise, and every key's from before scopes existed."""
+    return [scope.value for scope in ApiKeyScope]
+
+
 class ApiKeyQuerySet(models.QuerySet):
     def active(self) -> "ApiKeyQuerySet":
         return self.filter(revoked_at__isnull=True)
@@ -71,6 +86,10 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    scopes = models.JSONField(default=all_scopes, help_text="Subset of ApiKeyScope values.")
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Requests after this get 401; empty: never expires."
+    )
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -83,7 +102,15 @@ class ApiKey(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.is_expired
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
+    def has_full_access(self) -> bool:
+        return set(all_scopes()) <= set(self.scopes)
 
 
 class SshKey(models.Model):

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from apps.accounts.models import ApiKey, SshKey, User
+from apps.accounts.models import ApiKey, ApiKeyScope, SshKey, User
 from apps.accounts.ssh_keys import MAX_KEY_CHARS
 from apps.core.serializers import StrictSerializer
 
@@ -39,6 +39,15 @@ class RegisterOutput(TokenOutput):
 
 class ApiKeyCreateInput(StrictSerializer):
     name = serializers.CharField(max_length=100)
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=ApiKeyScope.choices),
+        required=False,
+        allow_empty=False,
+        help_text="What the key may do; default: every scope.",
+    )
+    expires_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="When the key stops working; default never."
+    )
 
 
 class ApiKeyOutput(serializers.ModelSerializer):
@@ -48,6 +57,8 @@ class ApiKeyOutput(serializers.ModelSerializer):
             "id",
             "name",
             "prefix",
+            "scopes",
+            "expires_at",
             "created_at",
             "last_used_at",
             "revoked_at",

@@ -8,13 +8,24 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from apps.accounts.models import ApiKey
-from apps.accounts.services import api_key_create, api_key_revoke
+from apps.accounts.models import ApiKey, ApiKeyScope, all_scopes
+from apps.accounts.services import ApiKeyInputError, api_key_create, api_key_revoke
 from apps.accounts.ssh_keys import MAX_KEY_CHARS, SshKeyError, keys_of, ssh_key_add, ssh_key_delete
 
 
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What uses this key, e.g. “laptop”.")
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKeyScope.choices,
+        initial=all_scopes,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="“Read anything” allows every GET; each other scope reads and writes its area.",
+    )
+    expires_at = forms.DateTimeField(
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="Optional (UTC). After this, requests with the key get 401.",
+    )
 
 
 @login_required
@@ -24,8 +35,12 @@ def api_keys(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = ApiKeyForm(request.POST)
         if form.is_valid():
-            created = api_key_create(user=request.user, name=form.cleaned_data["name"])  # type: ignore[arg-type]
-            form = ApiKeyForm()
+            try:
+                created = api_key_create(user=request.user, **form.cleaned_data)  # type: ignore[arg-type]
+            except ApiKeyInputError as exc:
+                form.add_error(exc.field, str(exc))
+            else:
+                form = ApiKeyForm()
     else:
         form = ApiKeyForm()
     keys = ApiKey.objects.for_user(request.user)  # type: ignore[arg-type]

@@ -36,6 +36,8 @@ SCHEDULE: tuple[PeriodicEntry, ...] = (
     PeriodicEntry("check deployment health", "catalog.health_check", 30),
     PeriodicEntry("sync deployment status from pods", "catalog.sync_status", 15),
     PeriodicEntry("autoscale deployments", "catalog.autoscale", 2),
+    PeriodicEntry("retry due webhook deliveries", "webhooks.retry_due", 60),
+    PeriodicEntry("low-balance webhooks", "webhooks.check_low_balances", 300),
 )
 
 NAME_PREFIX = "gco: "

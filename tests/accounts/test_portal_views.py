@@ -14,6 +14,9 @@ from apps.billing.services import ledger_post, platform_account, wallet_for
 pytestmark = pytest.mark.django_db
 
 
+ALL = ["read", "pods", "models", "billing"]
+
+
 @pytest.fixture
 def owner(client, user):
     client.force_login(user)
@@ -21,7 +24,7 @@ def owner(client, user):
 
 
 def test_key_is_shown_once_and_authenticates(owner, user):
-    response = owner.post("/api-keys/", {"name": "laptop"})
+    response = owner.post("/api-keys/", {"name": "laptop", "scopes": ALL})
 
     key = ApiKey.objects.get(user=user)
     raw = response.context["created"].raw_key
@@ -33,7 +36,7 @@ def test_key_is_shown_once_and_authenticates(owner, user):
 
 
 def test_revoke_by_owner_only(owner, user, other_user):
-    raw = owner.post("/api-keys/", {"name": "ci"}).context["created"].raw_key
+    raw = owner.post("/api-keys/", {"name": "ci", "scopes": ALL}).context["created"].raw_key
     key = ApiKey.objects.get(user=user)
     stranger = Client()
     stranger.force_login(other_user)
@@ -132,3 +135,27 @@ def test_dashboard_chart_by_week_and_month(owner, period, bars):
         assert page.context["period"] == "day" and len(points) >= 1
     else:
         assert len(points) == bars and page.context["period"] == period
+
+
+def test_portal_key_with_scopes_and_expiry(owner, user):
+    response = owner.post(
+        "/api-keys/", {"name": "ro", "scopes": ["read"], "expires_at": "2099-01-01T00:00"}
+    )
+    assert response.status_code == 200
+    key = ApiKey.objects.get(user=user)
+    assert key.scopes == ["read"] and key.expires_at.year == 2099
+    page = owner.get("/api-keys/").content.decode()
+    assert "2099-01-01" in page and "<td>read</td>" in page
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"name": "none"}, "This field is required."),
+        ({"name": "old", "scopes": ["read"], "expires_at": "2001-01-01T00:00"}, "future"),
+    ],
+)
+def test_portal_key_without_scopes_or_with_a_past_expiry_is_400(owner, user, data, problem):
+    response = owner.post("/api-keys/", data)
+    assert response.status_code == 400 and problem in response.content.decode()
+    assert not ApiKey.objects.filter(user=user).exists()
