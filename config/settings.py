@@ -269,9 +269,10 @@ NODE_REGISTRATION_TOKEN_TTL_S = env.int("NODE_REGISTRATION_TOKEN_TTL_S", default
 NODE_HEARTBEAT_REPLAY_WINDOW_S = env.int("NODE_HEARTBEAT_REPLAY_WINDOW_S", default=300)
 # The heartbeat's lean path (apps/nodes/heartbeat_asgi.py): database connections per web process
 # (its own async pool; beats beyond them wait up to WEB_QUEUE_TIMEOUT_S, then are shed), how
-# many beats may wait for one at most, and how often buffered GPU readings are written.
+# many beats one process takes on at once (more are shed at once: at ~1 ms of CPU each, 64
+# queued beats are ~64 ms of wait), and how often buffered GPU readings are written.
 NODE_HEARTBEAT_DB_CONNECTIONS = env.int("NODE_HEARTBEAT_DB_CONNECTIONS", default=4)
-NODE_HEARTBEAT_MAX_WAITING = env.int("NODE_HEARTBEAT_MAX_WAITING", default=2000)
+NODE_HEARTBEAT_MAX_WAITING = env.int("NODE_HEARTBEAT_MAX_WAITING", default=64)
 NODE_TELEMETRY_FLUSH_MS = env.int("NODE_TELEMETRY_FLUSH_MS", default=500)
 # Liveness (apps/nodes/liveness.py): SUSPECT after this many missed intervals (an event, no
 # action); OFFLINE (pods rescheduled or failed) only after the grace, counted from the last beat.

@@ -138,6 +138,7 @@ class LeanHeartbeat:
         self.telemetry = TelemetryBuffer()
         self.rates = RateCounter()
         self.served = self.handed_on = self.shed = 0  # since start, for logs and benches
+        self.in_flight = 0  # beats this process is working on or waiting to
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: AsyncConnectionPool[Any] | None = None
         self._opened: asyncio.Task[None] | None = None
@@ -150,7 +151,14 @@ class LeanHeartbeat:
             and scope.get("method") == "POST"
             and settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
         ):
-            await self.edge(scope, receive, send)
+            if self.in_flight >= settings.NODE_HEARTBEAT_MAX_WAITING:
+                await self._shed(send)  # before the body is even read: shedding stays cheap
+                return
+            self.in_flight += 1
+            try:
+                await self.edge(scope, receive, send)
+            finally:
+                self.in_flight -= 1
         else:
             await self.app(scope, receive, send)
 
@@ -263,14 +271,7 @@ class LeanHeartbeat:
                 cursor = await conn.execute(BEAT_SQL, params)
                 node_id, interval, commands, wanted = await cursor.fetchone()
         except (PoolTimeout, TooManyRequests):
-            self.shed += 1
-            await _send_error(
-                send,
-                503,
-                "overloaded",
-                "The server is overloaded; retry after the Retry-After delay.",
-                random.randint(1, max(1, settings.NODE_HEARTBEAT_INTERVAL)),  # noqa: S311
-            )
+            await self._shed(send)
             return
         if node_id is None:  # nothing written: the full path decides (and says why)
             await self._hand_on(scope, receive, send, body)
@@ -291,6 +292,17 @@ class LeanHeartbeat:
             }
         )
         await send({"type": "http.response.body", "body": raw})
+
+    async def _shed(self, send: Any) -> None:
+        """503, with a Retry-After spread over the heartbeat interval."""
+        self.shed += 1
+        await _send_error(
+            send,
+            503,
+            "overloaded",
+            "The server is overloaded; retry after the Retry-After delay.",
+            random.randint(1, max(1, settings.NODE_HEARTBEAT_INTERVAL)),  # noqa: S311
+        )
 
     async def _hand_on(self, scope: dict[str, Any], receive: Any, send: Any, body: Any) -> None:
         """To the full stack; a body already read is given to it as if it had just arrived."""

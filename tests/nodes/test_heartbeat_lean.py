@@ -240,3 +240,16 @@ def test_a_beat_with_no_free_connection_is_shed_with_a_jittered_retry_after(agen
     assert response.status_code == 503 and response.json()["error"]["code"] == "overloaded"
     assert 1 <= int(response.headers["retry-after"]) <= node.heartbeat_interval
     assert Node.objects.get(pk=node.pk).last_heartbeat_seq == before
+
+
+def test_beats_beyond_the_processs_bound_are_shed_before_anything_is_read(agent, settings):
+    node, beats = agent
+    post(beats.token, beats.body())
+    settings.NODE_HEARTBEAT_MAX_WAITING = 0  # as if the process already had its fill in flight
+    before = Node.objects.get(pk=node.pk).last_heartbeat_seq
+
+    response = post(beats.token, beats.body())
+
+    assert response.status_code == 503 and response.json()["error"]["code"] == "overloaded"
+    assert 1 <= int(response.headers["retry-after"]) <= node.heartbeat_interval
+    assert Node.objects.get(pk=node.pk).last_heartbeat_seq == before
