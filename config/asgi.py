@@ -18,6 +18,7 @@ from apps.core.asgi import (  # noqa: E402
 )
 from apps.nodes.heartbeat_asgi import LeanHeartbeat  # noqa: E402
 from apps.podconnect.portproxy import PortProxyRouter  # noqa: E402
+from apps.pods.logs_wait import PodLogsWaiter  # noqa: E402
 from apps.proxy.asgi import ProxyRouter  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
 
@@ -25,13 +26,17 @@ from config.routing import websocket_urlpatterns  # noqa: E402
 # below; a beat that path does not serve goes on to Django as before (apps/nodes/heartbeat_asgi.py).
 heartbeats = LeanHeartbeat(
     # /v1 (the model proxy) bypasses the bound and the sync middleware: apps/proxy/asgi.py.
-    # A chunked body is read (and capped) before the request takes one of the bound's slots.
+    # GET /api/v1/pods/{id}/logs waits for the agent outside the bound, in the event loop:
+    # apps/pods/logs_wait.py. A chunked body is read (and capped) before the request takes one
+    # of the bound's slots.
     ProxyRouter(
-        BufferedChunkedBody(
-            BoundedConcurrency(
-                django_asgi_app,
-                settings.WEB_MAX_CONCURRENT_REQUESTS,
-                queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+        PodLogsWaiter(
+            BufferedChunkedBody(
+                BoundedConcurrency(
+                    django_asgi_app,
+                    settings.WEB_MAX_CONCURRENT_REQUESTS,
+                    queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+                )
             )
         )
     )

@@ -27,6 +27,17 @@ LOCAL_IMPORTS_ALLOWED = {
 }
 
 
+# Row locks outside an app's locks.py, each with its reason (docs/architecture.md, "Lock order").
+LOCKS_ELSEWHERE_ALLOWED = {
+    # The scheduler's and the meter's batch claims (SKIP LOCKED over a queryset they build);
+    # their owner (the scheduling work) is to move them into apps/pods/locks.py.
+    "apps/pods/scheduler.py",
+    "apps/pods/metering.py",
+    # The idempotency record is the shared request machinery's own, locked in one place.
+    "apps/core/idempotency.py",
+}
+
+
 @dataclass(frozen=True)
 class Import:
     path: str  # relative to the repository root
@@ -159,6 +170,19 @@ def test_no_app_moves_another_apps_state_machine():
         if name.endswith("_transition")
     ]
     assert not wrong, "call the owning app's service instead:\n" + "\n".join(wrong)
+
+
+def test_rows_are_locked_only_in_locks_modules():
+    stray = [
+        f"{path.relative_to(ROOT).as_posix()}:{node.lineno}"
+        for path in sorted(APPS.rglob("*.py"))
+        if "migrations" not in path.parts
+        and path.name != "locks.py"
+        and path.relative_to(ROOT).as_posix() not in LOCKS_ELSEWHERE_ALLOWED
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "select_for_update"
+    ]
+    assert not stray, "take row locks through the app's locks.py:\n" + "\n".join(stray)
 
 
 def test_the_walker_sees_local_relative_and_type_checking_imports(tmp_path):

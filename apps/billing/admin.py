@@ -43,12 +43,13 @@ class UserWalletAdmin(UserAdmin):
     """The accounts app's user admin plus the wallet: its balance and the credit and refund
     forms below."""
 
-    fieldsets = (
-        *UserAdmin.fieldsets[:2],
-        ("Wallet", {"fields": ("wallet",)}),
-        *UserAdmin.fieldsets[2:],
-    )
     readonly_fields = ("wallet",)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is None:  # the add form: no wallet yet
+            return fieldsets
+        return [*fieldsets[:2], ("Wallet", {"fields": ("wallet",)}), *fieldsets[2:]]
 
     @admin.display(description="Balance")
     def wallet(self, user: User) -> str:

@@ -1,8 +1,5 @@
 """`/api/v1/pods/*`: one view per operation, every query scoped to the owner."""
 
-import time
-
-from django.conf import settings
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,9 +11,9 @@ from rest_framework.views import APIView
 
 from apps.core.errors import Conflict
 from apps.core.idempotency import idempotent
-from apps.nodes.models import CommandStatus, NodeCommand
 from apps.pods import pod_templates, services, upstream, volumes
 from apps.pods import serializers as s
+from apps.pods.logs_wait import COMMAND_HEADER, WAITER_SCOPE_KEY, logs_wait_blocking
 from apps.pods.models import Pod, PodTemplate, UsageRecord, Volume, VolumeStatus
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -98,6 +95,9 @@ class PodEventsView(APIView):
 
 
 class PodLogsView(APIView):
+    """The pod's container log (`tail` lines). The agent is asked and answers on its next
+    heartbeat; the wait for it runs in the event loop under ASGI (apps/pods/logs_wait.py)."""
+
     @extend_schema(
         parameters=[OpenApiParameter("tail", int, description="Lines (1–5000, default 200).")],
         responses={200: None},
@@ -123,27 +123,14 @@ class PodLogsView(APIView):
             raise exceptions.ValidationError(
                 {"non_field_errors": f"Pod is {pod.status}: it has no container to read."}
             )
-        # The agent answers on its next heartbeat; wait for it a bounded time.
-        deadline = time.monotonic() + settings.POD_LOGS_WAIT_S
-        while time.monotonic() < deadline:
-            done = NodeCommand.objects.filter(
-                pk=command.pk, status__in=(CommandStatus.ACKED, CommandStatus.FAILED)
-            ).first()
-            if done is not None:
-                if done.status == CommandStatus.FAILED:
-                    raise exceptions.APIException(f"The node could not read logs: {done.error}")
-                return Response({"pod_id": str(pod.pk), "logs": done.result.get("logs", "")})
-            time.sleep(0.25)
-        return Response(
-            {
-                "error": {
-                    "status": 504,
-                    "code": "logs_timeout",
-                    "message": "The node did not answer in time; try again.",
-                }
-            },
-            status=status.HTTP_504_GATEWAY_TIMEOUT,
-        )
+        # The agent answers on its next heartbeat. Under ASGI the waiter in front of Django
+        # waits for it in the event loop (apps/pods/logs_wait.py); otherwise wait here.
+        if getattr(request._request, "scope", {}).get(WAITER_SCOPE_KEY):
+            return Response(
+                status=status.HTTP_202_ACCEPTED, headers={COMMAND_HEADER: str(command.pk)}
+            )
+        code, body = logs_wait_blocking(command.pk)
+        return Response(body, status=code)
 
 
 class UsageView(APIView):

@@ -29,6 +29,7 @@ from apps.billing.services import (
     wallet_for,
 )
 from apps.core.money import micros_to_usd
+from apps.pods.locks import lock_volume_for_billing
 from apps.pods.models import Volume
 from apps.providers.fees import fee_percent_at, fee_schedules
 
@@ -61,12 +62,7 @@ def volume_bill(*, volume_id: uuid.UUID, now: datetime) -> int:
     """Charge one volume up to the last whole minute before `now` (or its deletion); returns
     the micro-dollars charged."""
     with transaction.atomic():
-        volume = (
-            Volume.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("owner", "node")
-            .filter(pk=volume_id)
-            .first()
-        )
+        volume = lock_volume_for_billing(volume_id)
         if volume is None:
             return 0  # another tick holds it
         end = min(now, volume.deleted_at) if volume.deleted_at else now
