@@ -18,7 +18,5 @@ volumes_measured = Signal()
 
 def announce_observed(changed: list[tuple[Any, str]]) -> None:
     """`workload_observed` for each (workload, previous state) whose observation was just saved."""
-    from apps.nodes.models import Workload
-
     for workload, previous in changed:
-        workload_observed.send(sender=Workload, workload=workload, previous_state=previous)
+        workload_observed.send(sender=type(workload), workload=workload, previous_state=previous)

@@ -17,7 +17,11 @@ from django.db.models.functions import Coalesce, Greatest
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from apps.billing.models import AccountKind, LedgerAccount
+from apps.billing.services import wallet_floor
 from apps.core.money import micros_to_usd
+from apps.pods.models import Pod, PodStatus
+from apps.providers.models import PayoutMethod, PayoutStatus, Provider
 from apps.webhooks.models import EventType, SentNotification
 from apps.webhooks.services import event_emit
 
@@ -89,8 +93,6 @@ def deployment_status_changed(event: Any) -> None:
 def payout_status_changed(event: Any) -> None:
     """A PayoutEvent was recorded: a webhook for the provider's owner; one email when the money
     has left."""
-    from apps.providers.models import PayoutMethod, PayoutStatus
-
     payout = event.payout
     owner = payout.provider.owner
     data = {
@@ -125,8 +127,6 @@ def node_went_offline(*, node: Any, last_heartbeat_at: datetime | None, reason: 
     provider's owner, once per outage (keyed by the last heartbeat before it)."""
     if node.provider_id is None:
         return  # a platform node: the operators' dashboards show it
-    from apps.providers.models import Provider
-
     provider = Provider.objects.select_related("owner").filter(pk=node.provider_id).first()
     if provider is None:
         return
@@ -151,10 +151,6 @@ def balances_low_notify(*, now: datetime | None = None) -> int:
     """A `balance.low` webhook for each user whose balance covers less than
     LOW_BALANCE_WARNING_MINUTES of their running pods, at most once a day (the same rule as
     the metering tick's warning mail). Returns how many events were recorded."""
-    from apps.billing.models import AccountKind, LedgerAccount
-    from apps.billing.services import wallet_floor
-    from apps.pods.models import Pod, PodStatus
-
     now = now or timezone.now()
     minutes = settings.LOW_BALANCE_WARNING_MINUTES
     burn: dict[Any, int] = dict(

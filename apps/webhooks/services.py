@@ -17,11 +17,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.webhooks.addresses import UnsafeUrlError, check_url
+from apps.webhooks.locks import lock_pending_delivery
 from apps.webhooks.models import (
     DeliveryStatus,
     WebhookAttempt,
@@ -112,8 +114,8 @@ def event_emit(*, user_id: Any, type: str, data: dict[str, Any], dedupe_key: str
 
 
 def _dispatch(delivery_ids: list[uuid.UUID], countdown: float = 0) -> None:
-    from apps.webhooks.tasks import deliver
-
+    # By name: tasks.py imports this module (docs/architecture.md).
+    deliver = current_app.signature("webhooks.deliver")
     for delivery_id in delivery_ids:
         try:
             deliver.apply_async((str(delivery_id),), countdown=countdown)
@@ -144,12 +146,7 @@ def _claim(delivery_id: Any, now: datetime) -> WebhookDelivery | None:
     """Take the delivery's next attempt: only one worker gets it, even when a task and the
     sweep run at once (the row lock, then `next_attempt_at` pushed past the attempt)."""
     with transaction.atomic():
-        delivery = (
-            WebhookDelivery.objects.select_for_update(skip_locked=True)
-            .select_related("endpoint", "event")
-            .filter(pk=delivery_id, status=DeliveryStatus.PENDING)
-            .first()
-        )
+        delivery = lock_pending_delivery(delivery_id)
         if delivery is None or (delivery.next_attempt_at and delivery.next_attempt_at > now):
             return None
         if not delivery.endpoint.is_active:

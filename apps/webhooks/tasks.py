@@ -5,7 +5,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from apps.webhooks import services
+from apps.webhooks import notify, services
 
 
 @shared_task(name="webhooks.deliver", ignore_result=True)
@@ -29,6 +29,4 @@ def retry_due() -> int:
 
 @shared_task(name="webhooks.check_low_balances", ignore_result=True)
 def check_low_balances() -> int:
-    from apps.webhooks.notify import balances_low_notify
-
-    return balances_low_notify()
+    return notify.balances_low_notify()
