@@ -16,6 +16,7 @@ from apps.core.asgi import (  # noqa: E402
     BrowserOriginValidator,
     BufferedChunkedBody,
 )
+from apps.core.observability import RequestContextASGI  # noqa: E402
 from apps.podconnect.portproxy import PortProxyRouter  # noqa: E402
 from apps.proxy.asgi import ProxyRouter  # noqa: E402
 from config.routing import websocket_urlpatterns  # noqa: E402
@@ -28,12 +29,15 @@ application = PortProxyRouter(
             # /v1 (the model proxy) bypasses the bound and the sync middleware:
             # apps/proxy/asgi.py. A chunked body is read (and capped) before the request takes
             # one of the bound's slots.
-            "http": ProxyRouter(
-                BufferedChunkedBody(
-                    BoundedConcurrency(
-                        django_asgi_app,
-                        settings.WEB_MAX_CONCURRENT_REQUESTS,
-                        queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+            # RequestContextASGI: /v1's request id and arrival time (docs/observability.md).
+            "http": RequestContextASGI(
+                ProxyRouter(
+                    BufferedChunkedBody(
+                        BoundedConcurrency(
+                            django_asgi_app,
+                            settings.WEB_MAX_CONCURRENT_REQUESTS,
+                            queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+                        )
                     )
                 )
             ),

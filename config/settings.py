@@ -65,6 +65,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # The request id, request metrics and the access log (docs/observability.md): first, so
+    # everything after it runs under the id and its timing covers the whole chain.
+    "apps.core.observability.RequestContextMiddleware",
     "apps.core.middleware.SecurityHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -429,7 +432,7 @@ NODE_REGISTRATION_RESOLVERS = [
 RATE_LIMITS = env.list("RATE_LIMITS", default=["60/m", "1000/h"])
 RATE_LIMIT_ENABLED = env.bool("RATE_LIMIT_ENABLED", default=True)
 # Stripe retries webhooks from shared IPs; they are authenticated by signature instead.
-RATE_LIMIT_EXEMPT_PATHS = ["/healthz", "/readyz", "/static/", "/webhooks/"]
+RATE_LIMIT_EXEMPT_PATHS = ["/healthz", "/readyz", "/static/", "/webhooks/", "/metrics"]
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 # Number of proxies in front of us whose X-Forwarded-For entries we trust (0: use REMOTE_ADDR).
@@ -492,11 +495,35 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# --- Logs and metrics (docs/observability.md) ---------------------------------------------------
+# text: one readable line per record (development); json: one JSON object per line, with the
+# request id that follows a request through Celery tasks and agent commands.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
+# One line per site/API request (method, route, status, duration, request id). Daphne and
+# uvicorn write their own access lines without the id; this is the one to keep in production.
+LOG_ACCESS = env.bool("LOG_ACCESS", default=LOG_FORMAT == "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "apps.core.request_context.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "ts", "levelname": "level", "name": "logger"},
+            "timestamp": False,
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
@@ -506,6 +533,17 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
     },
 }
+if LOG_FORMAT == "json":
+    # Celery would replace the root handler with its own text format.
+    CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# /metrics is off (404) unless one of these is set; a scrape must then pass each one set.
+# The token's SHA-256 hex digest: `printf %s "$TOKEN" | sha256sum`.
+METRICS_TOKEN_SHA256 = env.str("METRICS_TOKEN_SHA256", default="")
+# Client networks allowed to scrape (CIDR; the client address honours TRUSTED_PROXY_COUNT).
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+# The ledger zero-sum check scans every entry: each process redoes it at most this often.
+METRICS_LEDGER_CHECK_S = env.float("METRICS_LEDGER_CHECK_S", default=60.0)
 
 # --- Model catalog and the OpenAI-compatible proxy (apps.catalog, apps.proxy) -------------------
 # How long the proxy trusts what it read of keys and READY replicas (revocations and health

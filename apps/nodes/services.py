@@ -14,6 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.core.gpu_models import canonical_gpu_model
+from apps.core.request_context import with_request_id
 from apps.core.secrets import secret_issue
 from apps.nodes import signals
 from apps.nodes.lifecycle import node_transition
@@ -362,7 +363,7 @@ def _deliver_commands(*, node: Node, now: datetime) -> list[NodeCommand]:
 
 @transaction.atomic(savepoint=False)
 def command_enqueue(*, node: Node, type: str, payload: dict[str, Any]) -> NodeCommand:
-    return NodeCommand.objects.create(node=node, type=type, payload=payload)
+    return NodeCommand.objects.create(node=node, type=type, payload=with_request_id(payload))
 
 
 @transaction.atomic(savepoint=False)
@@ -400,7 +401,11 @@ def workloads_start(*, starts: list[tuple[Node, uuid.UUID, dict[str, Any]]]) -> 
         update_fields=["wanted", "gpu_indices", *FRESH_START],
     )
     NodeCommand.objects.bulk_create(
-        NodeCommand(node=node, type=CommandType.START_POD, payload={**spec, "pod_id": str(pod_id)})
+        NodeCommand(
+            node=node,
+            type=CommandType.START_POD,
+            payload=with_request_id({**spec, "pod_id": str(pod_id)}),
+        )
         for node, pod_id, spec in starts
     )
 

@@ -26,6 +26,7 @@ from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from ninja import NinjaAPI, Router
 from pydantic import BaseModel, ValidationError
 
+from apps.core import metrics
 from apps.core.apidocs import LocalSwagger
 from apps.proxy import admission, schemas
 from apps.proxy.routing import (
@@ -209,6 +210,7 @@ async def forward(
 ) -> HttpResponse | StreamingHttpResponse:
     """Send the body to a replica and answer with what it answers: whole, or chunk by chunk."""
     started = time.perf_counter()
+    metrics.observe_proxy_overhead(started)
     headers = {"content-type": content_type, "accept": request.headers.get("Accept", "*/*")}
     try:
         call = await open_upstream(

@@ -45,6 +45,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
+from apps.core import metrics
 from apps.core.secrets import secret_digest
 
 logger = logging.getLogger(__name__)
@@ -607,6 +608,7 @@ class UsageBuffer:
         self._wake: dict[int, asyncio.Event] = {}
 
     def record(self, entry: UsageEntry) -> None:
+        metrics.observe_proxy(entry)
         self._entries.append(entry)
         try:
             loop = asyncio.get_running_loop()
