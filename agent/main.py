@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from agent import __version__
+from agent import __version__, metrics
 from agent.client import (
     RequestRejectedError,
     ServerClient,
@@ -171,16 +171,20 @@ class Agent:
 
     def run_cycle(self) -> None:
         """One tick: (register), ack finished work, heartbeat, dispatch, reconcile, ack."""
+        started = self.clock()
+        outcome = "ok"
         try:
             if self.client.node_token is None:
                 self.register()
             self.flush_acks()
             answer = self.client.heartbeat(self.heartbeat_payload())
+            metrics.HEARTBEATS.inc()
             self.handle_answer(answer)
             # Quick commands (stop, logs) finish within the tick and are acked right away.
             self.runner.wait_finished(min(2.0, self.interval / 4))
             self.flush_acks()
         except Unauthorized as exc:
+            outcome = "unauthorized"
             log(logger, logging.WARNING, "agent.token_rejected", error=str(exc))
             self.state.forget_node()
             self.client.node_token = None
@@ -191,8 +195,10 @@ class Agent:
                     "register again: set GPU_AGENT_PROVIDER_KEY or GPU_AGENT_BOOTSTRAP_TOKEN"
                 ) from exc
         except ServerUnavailableError as exc:
+            outcome = "server_unavailable"
             log(logger, logging.WARNING, "agent.server_unavailable", error=str(exc))
         except RequestRejectedError as exc:
+            outcome = "rejected"
             error = exc.data.get("error")
             last_seq = error.get("last_seq") if isinstance(error, dict) else None
             if exc.status_code == 409 and isinstance(last_seq, int) and last_seq >= self.seq:
@@ -202,9 +208,14 @@ class Agent:
             else:
                 log(logger, logging.ERROR, "agent.request_rejected", error=str(exc))
         except RegistrationRejectedError:
+            outcome = "registration_rejected"
             raise
         except Exception:  # one bad cycle must not end the agent
+            outcome = "error"
             logger.exception("agent.cycle_failed")
+        finally:
+            metrics.CYCLES.labels(outcome).inc()
+            metrics.CYCLE_DURATION.observe(max(0.0, self.clock() - started))
 
     # --- register ---
 
@@ -264,6 +275,7 @@ class Agent:
                     "error": "",
                 }
             )
+        metrics.containers_reported([str(c["state"]) for c in containers])
         now = self.wall_clock()
         self.seq = max(self.seq + 1, int(now * 1_000_000))
         payload: dict[str, Any] = {
