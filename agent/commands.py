@@ -69,6 +69,10 @@ class Command:
         value = self.payload.get("request_id")
         return value if isinstance(value, str) and value else None
 
+    def request_fields(self) -> dict[str, str]:
+        """``{"request_id": …}`` when the command has one (kept with its pending ack)."""
+        return {"request_id": self.request_id} if self.request_id else {}
+
 
 def parse_command(raw: object) -> Command | None:
     """A ``commands[]`` item, or None (logged) when it has no usable id."""

@@ -345,9 +345,16 @@ class Agent:
             body = self.state.acked[command.id]
             if body is not None or command.type != FETCH_LOGS:
                 # Seen and acked before: answer the same again, never act twice.
-                log(logger, logging.INFO, "command.replayed", command_id=command.id)
+                log(
+                    logger,
+                    logging.INFO,
+                    "command.replayed",
+                    command_id=command.id,
+                    request_id=command.request_id,
+                )
                 self.state.pending[command.id] = {
                     "type": command.type,
+                    **command.request_fields(),
                     "body": body or {"status": "succeeded", "result": {}, "error": ""},
                 }
                 return
@@ -373,7 +380,11 @@ class Agent:
         """Ack every finished command; what cannot be acked now stays queued for next cycle."""
         finished = self.runner.take_finished()
         for command, body in finished:
-            self.state.pending[command.id] = {"type": command.type, "body": body}
+            self.state.pending[command.id] = {
+                "type": command.type,
+                "body": body,
+                **command.request_fields(),
+            }
         if finished:
             self.save_state()
         if not self.state.pending or self.client.node_token is None:
@@ -392,6 +403,7 @@ class Agent:
                         logging.ERROR,
                         "ack.rejected",
                         command_id=command_id,
+                        request_id=item.get("request_id"),
                         error=str(exc),
                     )
                 else:
@@ -400,6 +412,7 @@ class Agent:
                         logging.INFO,
                         "ack.sent",
                         command_id=command_id,
+                        request_id=item.get("request_id"),
                         status=body.get("status"),
                     )
                 keep_body = None if item.get("type") == FETCH_LOGS else body
