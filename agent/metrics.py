@@ -4,6 +4,8 @@ host scrapes them; nothing off the host can."""
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 CYCLES = Counter(
@@ -23,9 +25,10 @@ CONTAINERS = Gauge(
 METRICS_HOST = "127.0.0.1"
 
 
-def serve(port: int) -> None:
-    """Serve /metrics on 127.0.0.1:``port`` from a daemon thread."""
-    start_http_server(port, addr=METRICS_HOST)
+def serve(port: int) -> WSGIServer:
+    """Serve /metrics on 127.0.0.1:``port`` from a daemon thread; the server (to shut down)."""
+    server, _thread = start_http_server(port, addr=METRICS_HOST)
+    return server
 
 
 def containers_reported(states: list[str]) -> None:

@@ -21,7 +21,7 @@ from prometheus_client import Counter, Histogram, values
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _HOST = socket.gethostname()
-    values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]
+    values.ValueClass = values.MultiProcessValue(
         process_identifier=lambda: f"{_HOST}-{os.getpid()}"
     )
 

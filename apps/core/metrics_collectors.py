@@ -71,8 +71,8 @@ class StateCollector(Collector):
         amount = GaugeMetricFamily(
             "gco_payouts_microdollars", "Provider payout amounts by state.", labels=["status"]
         )
-        rows = {
-            row["status"]: row
+        rows: dict[str, dict[str, Any]] = {
+            row["status"]: dict(row)
             for row in Payout.objects.order_by()
             .values("status")
             .annotate(n=Count("pk"), total=Sum("amount"))

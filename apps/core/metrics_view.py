@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+from collections.abc import Iterable
 from functools import cache
 
 from django.conf import settings
@@ -20,6 +21,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from apps.core.errors import json_error
 from apps.core.metrics_collectors import StateCollector
@@ -34,7 +37,7 @@ def _state_collector() -> StateCollector:
 def _registry() -> CollectorRegistry:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry)
     else:
         registry = CollectorRegistry()
         registry.register(_InProcess())
@@ -42,10 +45,10 @@ def _registry() -> CollectorRegistry:
     return registry
 
 
-class _InProcess:
+class _InProcess(Collector):
     """This process's own metrics (the default registry), without the state collector."""
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterable[Metric]:
         return REGISTRY.collect()
 
 
