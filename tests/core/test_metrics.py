@@ -4,9 +4,12 @@ it, a model request is proxied to a real echo backend. Each series must move by 
 the run did; without the scrape token the endpoint answers 403, unconfigured it answers 404."""
 
 import hashlib
+import json
+import re
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +30,7 @@ from tests.proxy.conftest import echo_backends, make_deployment, proxy_server  #
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKEN = "metrics-scrape-token-0123456789"
+ROOT = Path(__file__).resolve().parents[2]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -198,3 +202,19 @@ def test_scripted_run_moves_every_series(
     assert delta("gco_proxy_tokens_total", kind="completion", **chat) == log.completion_tokens > 0
     assert delta("gco_proxy_added_latency_seconds_count") == 1
     assert delta("gco_proxy_added_latency_seconds_sum") > 0
+
+
+def test_dashboard_names_only_exported_series(client, scrape_token):
+    """Every series docs/grafana-dashboard.json queries is one /metrics exports."""
+    dashboard = (ROOT / "docs" / "grafana-dashboard.json").read_text()
+    text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {scrape_token}").content.decode()
+    exported = set()
+    for family in text_string_to_metric_families(text):
+        suffixes = {
+            "counter": ("_total",),
+            "histogram": ("_bucket", "_count", "_sum"),
+        }.get(family.type, ("",))
+        exported |= {family.name + suffix for suffix in suffixes}
+    json.loads(dashboard)  # valid JSON
+    queried = set(re.findall(r"gco_[a-z_]+", dashboard))
+    assert queried and queried <= exported, queried - exported
