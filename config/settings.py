@@ -468,7 +468,7 @@ SESSION_COOKIE_HTTPONLY = True
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]  # probes, scrapers
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
@@ -537,6 +537,15 @@ if LOG_FORMAT == "json":
     # Celery would replace the root handler with its own text format.
     CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# Set (production): every process writes its metrics to files in this directory, which must
+# exist and be writable; /metrics sums them (prometheus_client's multi-process mode).
+if "PROMETHEUS_MULTIPROC_DIR" in env.ENVIRON:
+    _metrics_dir = env.str("PROMETHEUS_MULTIPROC_DIR")
+    if not _metrics_dir or not Path(_metrics_dir).is_dir():
+        raise ImproperlyConfigured(
+            "PROMETHEUS_MULTIPROC_DIR must name an existing directory (unset it to keep "
+            f"metrics in memory); got {_metrics_dir!r}."
+        )
 # /metrics is off (404) unless one of these is set; a scrape must then pass each one set.
 # The token's SHA-256 hex digest: `printf %s "$TOKEN" | sha256sum`.
 METRICS_TOKEN_SHA256 = env.str("METRICS_TOKEN_SHA256", default="")

@@ -3,27 +3,39 @@ per instrument point. Docs: docs/observability.md.
 
 With `PROMETHEUS_MULTIPROC_DIR` set (production: web processes and Celery workers share the
 directory), each process writes its values to files there and `/metrics` sums them
-(apps/core/metrics_view.py). Files are named by host name and pid, so containers sharing the
-directory through a volume never write to one another's files. Without it, each process keeps
-its values in memory (development, tests). Gauges that describe the database (nodes by state,
-pending pods, payouts, the ledger) are not kept here: they are read when `/metrics` is scraped
-(apps/core/metrics_collectors.py)."""
+(apps/core/metrics_view.py). Files are named by host name, pid and a random part, so
+containers sharing the directory through a volume never write to one another's files.
+Without it, each process keeps its values in memory (development, tests). Gauges that describe
+the database (nodes by state, pending pods, payouts, the ledger) are not kept here: they are
+read when `/metrics` is scraped (apps/core/metrics_collectors.py)."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
+import uuid
 from contextvars import ContextVar
 from typing import Any
 
 from prometheus_client import Counter, Histogram, values
 
+_HOST = socket.gethostname()
+_process_ids: dict[int, str] = {}
+
+
+def _process_id() -> str:
+    """Unique to this process, stable while it lives: containers on the host's network share
+    the host's name and may reuse one another's pids, so a random part separates them."""
+    pid = os.getpid()
+    ident = _process_ids.get(pid)
+    if ident is None:
+        ident = _process_ids[pid] = f"{_HOST}-{pid}-{uuid.uuid4().hex[:8]}"
+    return ident
+
+
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    _HOST = socket.gethostname()
-    values.ValueClass = values.MultiProcessValue(
-        process_identifier=lambda: f"{_HOST}-{os.getpid()}"
-    )
+    values.ValueClass = values.MultiProcessValue(process_identifier=_process_id)
 
 # Seconds: most site requests take milliseconds; model answers take seconds to minutes.
 _WEB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

@@ -42,6 +42,7 @@ class RequestContextMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         rid = request_context.accept(request.headers.get(request_context.HEADER))
         token = request_context.bind(rid)
+        request.request_id = rid  # type: ignore[attr-defined]  # for django.request's lines
         started = time.perf_counter()
         try:
             response = self.get_response(request)

@@ -62,11 +62,16 @@ def with_request_id(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 class RequestIdFilter(logging.Filter):
-    """Puts `request_id` on every record (None outside a request or task)."""
+    """Puts `request_id` on every record (None outside a request or task). Django logs a
+    request's 4xx/5xx (`django.request`) after the middleware has finished: the id is then
+    read from the request the record carries."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            record.request_id = _request_id.get()
+            rid = _request_id.get()
+            if rid is None:
+                rid = getattr(getattr(record, "request", None), "request_id", None)
+            record.request_id = rid
         return True
 
 
