@@ -20,6 +20,8 @@ from apps.core import metrics, request_context
 
 access_logger = logging.getLogger("gco.access")
 UNMATCHED = "<unmatched>"
+# A client may send any method name: others are counted as one, so no client can mint series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def route_of(request: HttpRequest) -> str:
@@ -49,7 +51,7 @@ class RequestContextMiddleware:
             seconds = time.perf_counter() - started
             route = route_of(request)
             metrics.observe_http(
-                method=request.method or "",
+                method=request.method if request.method in METHODS else "OTHER",
                 route=route,
                 status=response.status_code,
                 seconds=seconds,

@@ -156,6 +156,7 @@ def test_scripted_run_moves_every_series(
         headers={"Authorization": f"Bearer {deployment_key}"},
     ) as streamed:
         assert streamed.status_code == 200
+        assert len(streamed.headers["X-Request-ID"]) == 32  # /v1 answers with its id too
         "".join(streamed.iter_text())
 
     # Then every series moved by what the run did
@@ -218,3 +219,22 @@ def test_dashboard_names_only_exported_series(client, scrape_token):
     json.loads(dashboard)  # valid JSON
     queried = set(re.findall(r"gco_[a-z_]+", dashboard))
     assert queried and queried <= exported, queried - exported
+
+
+def test_unknown_methods_share_one_series(client, scrape_token):
+    """A client cannot mint series with made-up method names."""
+
+    def count() -> float:
+        text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {scrape_token}").content
+        return value(
+            parse(text.decode()),
+            "gco_http_requests_total",
+            method="OTHER",
+            route="/healthz",
+            status="200",
+        )
+
+    before = count()
+    for method in ("BREW", "WHEN", "XYZZY"):
+        client.generic(method, "/healthz")
+    assert count() - before == 3
