@@ -73,6 +73,26 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         log(logger, logging.ERROR, "config.invalid", error=str(exc))
         return EXIT_CONFIG
     agent.install_signal_handlers()
+    if config.metrics_port is not None:
+        from agent import metrics
+
+        try:
+            metrics.serve(config.metrics_port)
+        except OSError as exc:
+            log(
+                logger,
+                logging.ERROR,
+                "metrics.unavailable",
+                port=config.metrics_port,
+                error=str(exc),
+            )
+            return EXIT_CONFIG
+        log(
+            logger,
+            logging.INFO,
+            "metrics.serving",
+            address=f"{metrics.METRICS_HOST}:{config.metrics_port}",
+        )
     return agent.run()
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from agent import metrics
 from agent.log import log
 from agent.runtime import (
     RESTART_POLICIES,
@@ -60,6 +61,17 @@ class Command:
     def pod_id(self) -> str:
         value = self.payload.get("pod_id")
         return value if isinstance(value, str) else ""
+
+    @property
+    def request_id(self) -> str | None:
+        """The id of the server request that queued this command (servers before 0.3 send
+        none); logged with the command so one request can be followed to this host."""
+        value = self.payload.get("request_id")
+        return value if isinstance(value, str) and value else None
+
+    def request_fields(self) -> dict[str, str]:
+        """``{"request_id": …}`` when the command has one (kept with its pending ack)."""
+        return {"request_id": self.request_id} if self.request_id else {}
 
 
 def parse_command(raw: object) -> Command | None:
@@ -311,7 +323,15 @@ class CommandRunner:
         try:
             work = prepare(command, self.runtime, node_id, self.terminals)
         except PayloadError as exc:
-            log(logger, logging.ERROR, "command.rejected", command_id=command.id, error=str(exc))
+            log(
+                logger,
+                logging.ERROR,
+                "command.rejected",
+                command_id=command.id,
+                request_id=command.request_id,
+                error=str(exc),
+            )
+            metrics.COMMANDS.labels(command.type or "?", "rejected").inc()
             with self._lock:
                 self._done.append((command, ack_body("failed", error=f"invalid payload: {exc}")))
             return
@@ -322,6 +342,7 @@ class CommandRunner:
             command_id=command.id,
             type=command.type,
             pod_id=command.pod_id,
+            request_id=command.request_id,
         )
         with self._lock:
             self._in_flight[command.id] = command
@@ -379,9 +400,11 @@ class CommandRunner:
             command_id=command.id,
             type=command.type,
             pod_id=command.pod_id,
+            request_id=command.request_id,
             status=body["status"],
             error=body["error"],
         )
+        metrics.COMMANDS.labels(command.type, body["status"]).inc()
         with self._lock:
             self._in_flight.pop(command.id, None)
             self._done.append((command, body))

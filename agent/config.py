@@ -50,6 +50,8 @@ class AgentConfig:
     # How often (seconds) volumes and container writable layers are measured for their
     # quotas; a measurement walks the files, so not on every heartbeat.
     measure_interval: float = 30.0
+    # Serve Prometheus metrics on 127.0.0.1 at this port (None: not served).
+    metrics_port: int | None = None
 
     def require_server(self) -> str:
         """The server URL, or a ``ConfigError`` naming the variable when it is missing."""
@@ -113,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 30) [GPU_AGENT_MEASURE_INTERVAL]",
     )
     parser.add_argument("--log-level", help="debug|info|warning|error [GPU_AGENT_LOG_LEVEL]")
+    parser.add_argument(
+        "--metrics-port",
+        help="serve Prometheus metrics on 127.0.0.1 at this port, 1024-65535 (default: off) "
+        "[GPU_AGENT_METRICS_PORT]",
+    )
     return parser
 
 
@@ -218,6 +225,16 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
                 f"between 1 and 86400, got {raw_measure!r}"
             )
 
+    raw_metrics_port = _pick(args.metrics_port, env, "GPU_AGENT_METRICS_PORT")
+    metrics_port = None
+    if raw_metrics_port:
+        metrics_port = int(raw_metrics_port) if raw_metrics_port.isdigit() else -1
+        if not 1024 <= metrics_port <= 65535:
+            raise ConfigError(
+                "GPU_AGENT_METRICS_PORT / --metrics-port must be a port between 1024 and 65535, "
+                f"got {raw_metrics_port!r}"
+            )
+
     return AgentConfig(
         command=args.command,
         server_url=server_url,
@@ -234,4 +251,5 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> AgentConfig:
         gpu_devices=gpu_devices_raw == "on",
         mounts=mounts,
         measure_interval=measure_interval,
+        metrics_port=metrics_port,
     )

@@ -1,32 +1,38 @@
-"""Structured logging: one JSON object per line on stderr (ts, level, event, fields)."""
+"""Structured logging: one JSON object per line on stderr (ts, level, event, fields), rendered
+by python-json-logger. A command's log lines carry the `request_id` of the server request that
+queued it, so one id can be followed from the web request to the agent (docs/observability.md)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-from datetime import UTC, datetime
 from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 
 _FIELDS_ATTR = "agent_fields"
 
 
-class JsonFormatter(logging.Formatter):
-    """Renders a record as ``{"ts", "level", "event", ...fields}`` on one line."""
+class JsonFormatter(_LibraryJsonFormatter):
+    """``{"ts", "level", "event", ...fields}`` on one line. The fields travel in one record
+    attribute (so a field may be called ``name`` or ``args`` without clashing with the
+    record's own attributes) and are spread into the object here."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "event": record.getMessage(),
-        }
-        fields = getattr(record, _FIELDS_ATTR, None)
+    def __init__(self) -> None:
+        super().__init__(
+            "%(levelname)s %(message)s",
+            rename_fields={"levelname": "level", "message": "event", "exc_info": "exception"},
+            timestamp="ts",
+            reserved_attrs=[*logging.LogRecord("", 0, "", 0, "", (), None).__dict__, "message"],
+        )
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        log_data["level"] = str(log_data.get("level", "")).lower()
+        fields = log_data.pop(_FIELDS_ATTR, None)
         if isinstance(fields, dict):
             for key, value in fields.items():
-                entry.setdefault(key, value)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, separators=(",", ":"))
+                log_data.setdefault(key, value)
+        return log_data
 
 
 def setup_logging(level: str = "info") -> None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from agent import __version__
+from agent import __version__, metrics
 from agent.client import (
     RequestRejectedError,
     ServerClient,
@@ -171,16 +171,20 @@ class Agent:
 
     def run_cycle(self) -> None:
         """One tick: (register), ack finished work, heartbeat, dispatch, reconcile, ack."""
+        started = self.clock()
+        outcome = "ok"
         try:
             if self.client.node_token is None:
                 self.register()
             self.flush_acks()
             answer = self.client.heartbeat(self.heartbeat_payload())
+            metrics.HEARTBEATS.inc()
             self.handle_answer(answer)
             # Quick commands (stop, logs) finish within the tick and are acked right away.
             self.runner.wait_finished(min(2.0, self.interval / 4))
             self.flush_acks()
         except Unauthorized as exc:
+            outcome = "unauthorized"
             log(logger, logging.WARNING, "agent.token_rejected", error=str(exc))
             self.state.forget_node()
             self.client.node_token = None
@@ -191,8 +195,10 @@ class Agent:
                     "register again: set GPU_AGENT_PROVIDER_KEY or GPU_AGENT_BOOTSTRAP_TOKEN"
                 ) from exc
         except ServerUnavailableError as exc:
+            outcome = "server_unavailable"
             log(logger, logging.WARNING, "agent.server_unavailable", error=str(exc))
         except RequestRejectedError as exc:
+            outcome = "rejected"
             error = exc.data.get("error")
             last_seq = error.get("last_seq") if isinstance(error, dict) else None
             if exc.status_code == 409 and isinstance(last_seq, int) and last_seq >= self.seq:
@@ -202,9 +208,14 @@ class Agent:
             else:
                 log(logger, logging.ERROR, "agent.request_rejected", error=str(exc))
         except RegistrationRejectedError:
+            outcome = "registration_rejected"
             raise
         except Exception:  # one bad cycle must not end the agent
+            outcome = "error"
             logger.exception("agent.cycle_failed")
+        finally:
+            metrics.CYCLES.labels(outcome).inc()
+            metrics.CYCLE_DURATION.observe(max(0.0, self.clock() - started))
 
     # --- register ---
 
@@ -264,6 +275,7 @@ class Agent:
                     "error": "",
                 }
             )
+        metrics.containers_reported([str(c["state"]) for c in containers])
         now = self.wall_clock()
         self.seq = max(self.seq + 1, int(now * 1_000_000))
         payload: dict[str, Any] = {
@@ -333,9 +345,16 @@ class Agent:
             body = self.state.acked[command.id]
             if body is not None or command.type != FETCH_LOGS:
                 # Seen and acked before: answer the same again, never act twice.
-                log(logger, logging.INFO, "command.replayed", command_id=command.id)
+                log(
+                    logger,
+                    logging.INFO,
+                    "command.replayed",
+                    command_id=command.id,
+                    request_id=command.request_id,
+                )
                 self.state.pending[command.id] = {
                     "type": command.type,
+                    **command.request_fields(),
                     "body": body or {"status": "succeeded", "result": {}, "error": ""},
                 }
                 return
@@ -361,7 +380,11 @@ class Agent:
         """Ack every finished command; what cannot be acked now stays queued for next cycle."""
         finished = self.runner.take_finished()
         for command, body in finished:
-            self.state.pending[command.id] = {"type": command.type, "body": body}
+            self.state.pending[command.id] = {
+                "type": command.type,
+                "body": body,
+                **command.request_fields(),
+            }
         if finished:
             self.save_state()
         if not self.state.pending or self.client.node_token is None:
@@ -380,6 +403,7 @@ class Agent:
                         logging.ERROR,
                         "ack.rejected",
                         command_id=command_id,
+                        request_id=item.get("request_id"),
                         error=str(exc),
                     )
                 else:
@@ -388,6 +412,7 @@ class Agent:
                         logging.INFO,
                         "ack.sent",
                         command_id=command_id,
+                        request_id=item.get("request_id"),
                         status=body.get("status"),
                     )
                 keep_body = None if item.get("type") == FETCH_LOGS else body

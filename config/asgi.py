@@ -16,6 +16,7 @@ from apps.core.asgi import (  # noqa: E402
     BrowserOriginValidator,
     BufferedChunkedBody,
 )
+from apps.core.observability import RequestContextASGI  # noqa: E402
 from apps.nodes.heartbeat_asgi import LeanHeartbeat  # noqa: E402
 from apps.podconnect.portproxy import PortProxyRouter  # noqa: E402
 from apps.pods.logs_wait import PodLogsWaiter  # noqa: E402
@@ -28,14 +29,17 @@ heartbeats = LeanHeartbeat(
     # /v1 (the model proxy) bypasses the bound and the sync middleware: apps/proxy/asgi.py.
     # GET /api/v1/pods/{id}/logs waits for the agent outside the bound, in the event loop:
     # apps/pods/logs_wait.py. A chunked body is read (and capped) before the request takes one
-    # of the bound's slots.
-    ProxyRouter(
-        PodLogsWaiter(
-            BufferedChunkedBody(
-                BoundedConcurrency(
-                    django_asgi_app,
-                    settings.WEB_MAX_CONCURRENT_REQUESTS,
-                    queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+    # of the bound's slots. RequestContextASGI: /v1's request id and arrival time
+    # (docs/observability.md).
+    RequestContextASGI(
+        ProxyRouter(
+            PodLogsWaiter(
+                BufferedChunkedBody(
+                    BoundedConcurrency(
+                        django_asgi_app,
+                        settings.WEB_MAX_CONCURRENT_REQUESTS,
+                        queue_timeout_s=settings.WEB_QUEUE_TIMEOUT_S,
+                    )
                 )
             )
         )

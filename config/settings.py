@@ -68,6 +68,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # The request id, request metrics and the access log (docs/observability.md): first, so
+    # everything after it runs under the id and its timing covers the whole chain.
+    "apps.core.observability.RequestContextMiddleware",
     "apps.core.middleware.SecurityHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -479,7 +482,7 @@ NODE_REGISTRATION_RESOLVERS = [
 RATE_LIMITS = env.list("RATE_LIMITS", default=["60/m", "1000/h"])
 RATE_LIMIT_ENABLED = env.bool("RATE_LIMIT_ENABLED", default=True)
 # Stripe retries webhooks from shared IPs; they are authenticated by signature instead.
-RATE_LIMIT_EXEMPT_PATHS = ["/healthz", "/readyz", "/static/", "/webhooks/"]
+RATE_LIMIT_EXEMPT_PATHS = ["/healthz", "/readyz", "/static/", "/webhooks/", "/metrics"]
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 # Number of proxies in front of us whose X-Forwarded-For entries we trust (0: use REMOTE_ADDR).
@@ -515,7 +518,7 @@ SESSION_COOKIE_HTTPONLY = True
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]  # probes, scrapers
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
@@ -542,11 +545,35 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# --- Logs and metrics (docs/observability.md) ---------------------------------------------------
+# text: one readable line per record (development); json: one JSON object per line, with the
+# request id that follows a request through Celery tasks and agent commands.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
+# One line per site/API request (method, route, status, duration, request id). Daphne and
+# uvicorn write their own access lines without the id; this is the one to keep in production.
+LOG_ACCESS = env.bool("LOG_ACCESS", default=LOG_FORMAT == "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "apps.core.request_context.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "ts", "levelname": "level", "name": "logger"},
+            "timestamp": False,
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
@@ -556,6 +583,26 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
     },
 }
+if LOG_FORMAT == "json":
+    # Celery would replace the root handler with its own text format.
+    CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Set (production): every process writes its metrics to files in this directory, which must
+# exist and be writable; /metrics sums them (prometheus_client's multi-process mode).
+if "PROMETHEUS_MULTIPROC_DIR" in env.ENVIRON:
+    _metrics_dir = env.str("PROMETHEUS_MULTIPROC_DIR")
+    if not _metrics_dir or not Path(_metrics_dir).is_dir():
+        raise ImproperlyConfigured(
+            "PROMETHEUS_MULTIPROC_DIR must name an existing directory (unset it to keep "
+            f"metrics in memory); got {_metrics_dir!r}."
+        )
+# /metrics is off (404) unless one of these is set; a scrape must then pass each one set.
+# The token's SHA-256 hex digest: `printf %s "$TOKEN" | sha256sum`.
+METRICS_TOKEN_SHA256 = env.str("METRICS_TOKEN_SHA256", default="")
+# Client networks allowed to scrape (CIDR; the client address honours TRUSTED_PROXY_COUNT).
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+# The ledger zero-sum check scans every entry: each process redoes it at most this often.
+METRICS_LEDGER_CHECK_S = env.float("METRICS_LEDGER_CHECK_S", default=60.0)
 
 # --- Model catalog and the OpenAI-compatible proxy (apps.catalog, apps.proxy) -------------------
 # How long the proxy trusts what it read of keys and READY replicas (revocations and health

@@ -6,6 +6,7 @@ from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from apps.core.health import healthz, readyz
+from apps.core.metrics_view import metrics
 from apps.pods import views as pod_views
 from apps.proxy.api import api as openai_api
 from apps.sourcing.admin_views import upstream_health, upstream_reset
@@ -35,6 +36,7 @@ urlpatterns = [
     path("gpus", pod_views.gpu_prices, name="gpus"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),  # off unless configured: docs/observability.md
     # Operators' upstream health page, inside the admin (its login and staff check).
     path(
         "admin/upstream-health/",

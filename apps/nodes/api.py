@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core import metrics
 from apps.core.errors import error_body
 from apps.core.middleware import client_ip
 from apps.nodes import selectors, services
@@ -103,6 +104,7 @@ class HeartbeatView(AgentView):
                 body["error"]["last_seq"] = exc.last_seq
             return Response(body, status=exc.status)
         answer = services.node_heartbeat(node=self.node, **fields)
+        metrics.HEARTBEATS.inc()
         return Response(
             {
                 "heartbeat_interval": answer.heartbeat_interval,

@@ -7,6 +7,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core.request_context import with_request_id
 from apps.nodes import signals
 from apps.nodes.locks import lock_command
 from apps.nodes.models import CommandStatus, CommandType, Node, NodeCommand, Workload
@@ -18,7 +19,7 @@ class CommandNotFoundError(Exception):
 
 @transaction.atomic(savepoint=False)
 def command_enqueue(*, node: Node, type: str, payload: dict[str, Any]) -> NodeCommand:
-    return NodeCommand.objects.create(node=node, type=type, payload=payload)
+    return NodeCommand.objects.create(node=node, type=type, payload=with_request_id(payload))
 
 
 @transaction.atomic

@@ -27,6 +27,7 @@ from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
+from apps.core import metrics
 from apps.core.asgi import SecureEdge, header
 from apps.core.errors import error_body
 from apps.core.ratelimit import configured_limits
@@ -279,6 +280,7 @@ class LeanHeartbeat:
         if beat.gpus:
             self.telemetry.add(node_id, beat.gpus, now)
         self.served += 1
+        metrics.HEARTBEATS.inc()
         raw = answer_body(interval=interval, commands=commands, wanted=wanted)
         await send(
             {

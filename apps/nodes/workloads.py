@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import transaction
 
+from apps.core.request_context import with_request_id
 from apps.nodes.commands import command_enqueue
 from apps.nodes.models import CommandType, Node, NodeCommand, Workload
 
@@ -58,7 +59,11 @@ def workloads_start(*, starts: list[tuple[Node, uuid.UUID, dict[str, Any]]]) -> 
         update_fields=["wanted", "gpu_indices", *FRESH_START],
     )
     NodeCommand.objects.bulk_create(
-        NodeCommand(node=node, type=CommandType.START_POD, payload={**spec, "pod_id": str(pod_id)})
+        NodeCommand(
+            node=node,
+            type=CommandType.START_POD,
+            payload=with_request_id({**spec, "pod_id": str(pod_id)}),
+        )
         for node, pod_id, spec in starts
     )
 

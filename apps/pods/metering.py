@@ -43,6 +43,7 @@ from apps.billing.services import (
 )
 from apps.billing.services.ledger import wallet_floor
 from apps.billing.spend import WARN_AT_PERCENT, spend_states
+from apps.core import metrics
 from apps.core.bulk_sql import insert_rows, update_from_values
 from apps.core.money import micros_to_usd, prorate_increment, split_with_carry
 from apps.pods.models import ON_NODE_STATUSES, Pod, PodStatus, UsageRecord, hourly_rate
@@ -333,6 +334,7 @@ def meter_tick(*, now: datetime | None = None, chunk: int = 10_000) -> MeterResu
     _after_charges(total)
     _enforce_burn_limits()
     _warn_low_balances(now)
+    metrics.BILLED_MICROS.inc(total.charged)
     return total
 
 

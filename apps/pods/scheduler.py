@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.db.models import Count
 from django.utils.module_loading import import_string
 
+from apps.core import metrics
 from apps.core.gpu_models import CANONICAL, CPU_MODEL
 from apps.core.money import micros_to_usd
 from apps.nodes import services as node_services
@@ -482,6 +483,7 @@ def schedule_pending(
             break
         seen -= unplaced  # look at every pod left unplaced again, with a fresh view
     result.waiting = len(unplaced)
+    metrics.PLACEMENTS.inc(result.placed)
     return result
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apps.catalog.load import month_key
+from apps.core import metrics
 from apps.proxy.admission import Admission
 from apps.proxy.hold import record_cold_start
 from apps.proxy.keys import guard
@@ -180,6 +181,7 @@ async def forward(
     stream: bool,
 ) -> Proxied:
     """Send the body to a replica and answer with what it answers: whole, or chunk by chunk."""
+    metrics.observe_proxy_overhead(time.perf_counter())
     outcome = _Outcome(admission, route, endpoint, stream)
     try:
         call = await open_upstream(

@@ -48,6 +48,7 @@ def test_a_volume_is_made_by_the_nodes_agent(owner_client):
         "volume_id": body["id"],
         "name": f"gco-vol-{body['id']}",
         "size_gb": 50,
+        "request_id": response["X-Request-ID"],  # the request that queued it (observability)
     }
     ack(node, command.pk, succeeded=True, result={})
     assert Volume.objects.get(pk=body["id"]).status == VolumeStatus.READY

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.catalog.models import ModelUsageLog
+from apps.core import metrics
 from apps.proxy.routing.cache import db_call
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class UsageBuffer:
         self._wake: dict[int, asyncio.Event] = {}
 
     def record(self, entry: UsageEntry) -> None:
+        metrics.observe_proxy(entry)
         self._entries.append(entry)
         try:
             loop = asyncio.get_running_loop()

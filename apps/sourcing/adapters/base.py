@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from apps.core import metrics
+
 # --- schemas ---------------------------------------------------------------------------------
 
 
@@ -387,6 +389,7 @@ class ProviderAdapter(ABC):
                 self.calls += 1
                 response = await self._client.request(method, path, json=json_body, params=params)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
+                metrics.observe_upstream(provider=self.name, op=op, outcome=type(exc).__name__)
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 if not idempotent and sent:
                     raise AmbiguousCreateError(
@@ -397,6 +400,11 @@ class ProviderAdapter(ABC):
                 )
             else:
                 classified = self.classify(response, op)
+                metrics.observe_upstream(
+                    provider=self.name,
+                    op=op,
+                    outcome=type(classified).__name__ if classified else "ok",
+                )
                 if classified is None:
                     return response
                 error = classified

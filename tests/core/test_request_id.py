@@ -1,0 +1,115 @@
+"""The request id: taken from X-Request-ID (or made up), answered back, written on the web's
+JSON log line, carried in a Celery message header to the task that runs on a real worker (over
+the real Redis broker), and put in the payload of the agent commands that task queues. Log
+lines are rendered by the JSON formatter LOG_FORMAT=json configures and parsed back."""
+
+import io
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.conf import settings as django_settings
+from pythonjsonlogger.json import JsonFormatter
+
+from apps.core import request_context
+from apps.nodes.models import NodeCommand
+from apps.pods.models import Pod, PodStatus
+from apps.pods.tasks import schedule_pending_pods
+from config.celery import app as celery_app
+from tests.pods.conftest import POD, fund, make_node
+
+
+class JsonLines:
+    """What the root logger writes, through the json formatter of settings.LOGGING."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+        options = {
+            k: v for k, v in django_settings.LOGGING["formatters"]["json"].items() if k != "()"
+        }
+        self.handler = logging.StreamHandler(self.stream)
+        self.handler.setFormatter(JsonFormatter(**options))
+        self.handler.addFilter(request_context.RequestIdFilter())
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.stream.getvalue().splitlines() if line]
+
+
+@contextmanager
+def capturing() -> Iterator[JsonLines]:
+    lines = JsonLines()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(lines.handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        root.removeHandler(lines.handler)
+        root.setLevel(level)
+
+
+@pytest.fixture
+def json_logs() -> Iterator[JsonLines]:
+    with capturing() as lines:
+        yield lines
+
+
+def test_incoming_id_is_answered_and_logged(client, settings, json_logs):
+    settings.LOG_ACCESS = True
+    response = client.get("/healthz", HTTP_X_REQUEST_ID="client-id-123")
+    assert response["X-Request-ID"] == "client-id-123"
+    access = [r for r in json_logs.records() if r["logger"] == "gco.access"]
+    assert access[-1]["request_id"] == "client-id-123"
+    assert access[-1]["route"] == "/healthz"
+    assert access[-1]["status"] == 200
+
+
+def test_unacceptable_id_is_replaced(client):
+    response = client.get("/healthz", HTTP_X_REQUEST_ID="bad id\twith spaces")
+    made_up = response["X-Request-ID"]
+    assert made_up != "bad id\twith spaces"
+    assert len(made_up) == 32
+    assert client.get("/healthz")["X-Request-ID"] != made_up  # one per request
+
+
+@pytest.mark.django_db(transaction=True)
+def test_id_rides_a_celery_task_to_its_agent_commands(monkeypatch, user):
+    # Given a node with free GPUs and a pod waiting for a place
+    node = make_node(gpus=2)
+    fund(user, 10_000_000)
+    pod = Pod.objects.create(owner=user, **POD)
+    rid = f"req-{uuid.uuid4().hex}"
+    assert celery_app.conf.broker_url.startswith("redis://"), "needs REDIS_URL"
+
+    # When code serving request `rid` publishes the scheduler task to a real worker (which
+    # keeps the root logger's handlers, as LOG_FORMAT=json sets it to)
+    monkeypatch.setitem(celery_app.conf, "worker_hijack_root_logger", False)
+    with (
+        start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="INFO"),
+        capturing() as json_logs,  # after the worker's start-up has configured logging
+    ):
+        with request_context.bound(rid):
+            schedule_pending_pods.delay()
+        deadline = time.monotonic() + 30
+        while Pod.objects.get(pk=pod.pk).status == PodStatus.PENDING:
+            assert time.monotonic() < deadline, "the worker did not place the pod"
+            time.sleep(0.05)
+
+    # Then the worker's lines for that task carry the id
+    task_lines = [
+        r
+        for r in json_logs.records()
+        if r["logger"] == "celery.app.trace" and "pods.schedule_pending" in r["message"]
+    ]
+    assert task_lines, json_logs.stream.getvalue()[-2000:]
+    assert {r["request_id"] for r in task_lines} == {rid}
+    # and so does the start_pod command it queued for the agent
+    command = NodeCommand.objects.get(node=node, type="start_pod")
+    assert command.payload["pod_id"] == str(pod.pk)
+    assert command.payload["request_id"] == rid
