@@ -6,8 +6,8 @@ from django.views.generic import TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from apps.core.health import healthz, readyz
-from apps.core.metrics_view import metrics
 from apps.pods import views as pod_views
+from apps.portal.metrics_view import metrics
 from apps.proxy.api import api as openai_api
 from apps.sourcing.admin_views import upstream_health, upstream_reset
 

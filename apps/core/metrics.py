@@ -7,7 +7,7 @@ directory), each process writes its values to files there and `/metrics` sums th
 containers sharing the directory through a volume never write to one another's files.
 Without it, each process keeps its values in memory (development, tests). Gauges that describe
 the database (nodes by state, pending pods, payouts, the ledger) are not kept here: they are
-read when `/metrics` is scraped (apps/core/metrics_collectors.py)."""
+read when `/metrics` is scraped (apps/portal/metrics_collectors.py)."""
 
 from __future__ import annotations
 

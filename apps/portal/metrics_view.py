@@ -25,8 +25,8 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from apps.core.errors import json_error
-from apps.core.metrics_collectors import StateCollector
 from apps.core.middleware import client_ip
+from apps.portal.metrics_collectors import StateCollector
 
 
 @cache

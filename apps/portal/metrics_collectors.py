@@ -15,6 +15,13 @@ from django.db.models import Count, Sum
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from apps.billing.models import Entry
+from apps.nodes.models import Node, NodeStatus
+from apps.pods.models import Pod, PodStatus
+from apps.providers.models import Payout, PayoutStatus
+from apps.sourcing import registry
+from apps.sourcing.breaker import BreakerState
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,16 +52,12 @@ class StateCollector(Collector):
                 logger.exception("metrics: could not read %s", name)
 
     def _nodes(self) -> Iterator[Metric]:
-        from apps.nodes.models import Node, NodeStatus
-
         family = GaugeMetricFamily("gco_nodes", "GPU hosts by state.", labels=["status"])
         for status, n in _by(Node, "status", NodeStatus).items():
             family.add_metric([status], n)
         yield family
 
     def _pods(self) -> Iterator[Metric]:
-        from apps.pods.models import Pod, PodStatus
-
         counts = _by(Pod, "status", PodStatus)
         family = GaugeMetricFamily("gco_pods", "Pods by state.", labels=["status"])
         for status, n in counts.items():
@@ -65,8 +68,6 @@ class StateCollector(Collector):
         )
 
     def _payouts(self) -> Iterator[Metric]:
-        from apps.providers.models import Payout, PayoutStatus
-
         count = GaugeMetricFamily("gco_payouts", "Provider payouts by state.", labels=["status"])
         amount = GaugeMetricFamily(
             "gco_payouts_microdollars", "Provider payout amounts by state.", labels=["status"]
@@ -85,8 +86,6 @@ class StateCollector(Collector):
         yield amount
 
     def _ledger_check(self) -> Iterator[Metric]:
-        from apps.billing.models import Entry
-
         now = time.monotonic()
         cached = self._ledger
         if cached is None or now - cached[0] >= settings.METRICS_LEDGER_CHECK_S:
@@ -104,9 +103,6 @@ class StateCollector(Collector):
         yield GaugeMetricFamily("gco_ledger_entries", "Ledger entries.", value=entries)
 
     def _breakers(self) -> Iterator[Metric]:
-        from apps.sourcing import registry
-        from apps.sourcing.breaker import BreakerState
-
         family = GaugeMetricFamily(
             "gco_upstream_breaker_state",
             "Each provider's circuit breaker: 1 on its current state.",
