@@ -333,6 +333,10 @@ def main() -> None:
         default=0.5,
         help="paced run: this share of the 100-client closed-loop throughput",
     )
+    parser.add_argument(
+        "--paced-rate", type=float, default=0, help="paced run: this many requests/s instead"
+    )
+    parser.add_argument("--skip-closed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true", help="sample the web process (py-spy)")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
@@ -410,10 +414,13 @@ def main() -> None:
             if spy is not None:
                 spy.wait(timeout=60)
 
-        rate = max(10.0, rps_100 * args.paced_share)
+        rate = args.paced_rate or max(10.0, rps_100 * args.paced_share)
+        how = (
+            "as asked" if args.paced_rate else f"{args.paced_share:g} of the 100-client throughput"
+        )
         print(
             f"-- paced: {args.paced_clients} clients, open loop at {rate:.0f} requests/s in all "
-            f"({args.paced_share:g} of the 100-client throughput), alternating direct and proxied"
+            f"({how}), alternating direct and proxied"
         )
         for stream in (False, True):
             time.sleep(0.5)
