@@ -12,6 +12,9 @@ wait on a model, so they skip what the rest of the site needs:
   the key check (below, before the body is read), rate limits per deployment
   (routing.Router.check_rate).
 
+The hot endpoints (chat/completions, completions, embeddings) do not reach Django at all:
+`FastPath` (apps/proxy/fastpath.py) serves them as a raw ASGI app, with the same steps below.
+
 Order of a `/v1` request: a declared Content-Length over PROXY_MAX_BODY_BYTES is a 413 at once;
 then the deployment key is checked (401 without reading a byte of the body, except for the
 public docs and schema); then the body is read as it streams, whatever its transfer encoding,

