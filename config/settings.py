@@ -616,8 +616,6 @@ PROXY_CONNECT_TIMEOUT_S = env.float("PROXY_CONNECT_TIMEOUT_S", default=2.0)
 # Longest silence from a backend (between two chunks, or before its answer) before giving up.
 PROXY_READ_TIMEOUT_S = env.float("PROXY_READ_TIMEOUT_S", default=300.0)
 PROXY_MAX_CONNECTIONS = env.int("PROXY_MAX_CONNECTIONS", default=1000)
-# Upstream connections are split over this many small httpx pools (see apps/proxy/upstream.py).
-PROXY_POOL_SHARDS = env.int("PROXY_POOL_SHARDS", default=16)
 # Audio uploads are larger than API bodies (OpenAI allows 25 MB).
 PROXY_MAX_BODY_BYTES = env.int("PROXY_MAX_BODY_BYTES", default=25 * 1024 * 1024)
 # Usage rows are written in one INSERT per interval (or sooner past this many rows).
