@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from _report import figure
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -310,6 +311,14 @@ async def run(args, tokens, ports, pids) -> None:
         )
     if shed:
         print(f"shed answers: max {max(shed) * 1000:.0f} ms")
+    at = f"{args.nodes} nodes"
+    ok_rate = len(latencies) / args.duration
+    figure(f"{at}: heartbeats ok/s", ok_rate, "/s", f">= {target:.0f}", ok_rate >= 0.99 * target)
+    figure(f"{at}: shed/s", len(shed) / args.duration, "/s", "0", not shed)
+    if latencies:
+        figure(f"{at}: p99 latency", pct(0.99), "ms", f"< {p99_target}", pct(0.99) < p99_target)
+    if answered:
+        figure(f"{at}: web CPU per beat", figures["cpu_s"] * 1000 / answered, "ms")
     if answered:
         ok = len(latencies) or 1
 

@@ -43,6 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import figure
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 MODEL = "bench-echo"
@@ -374,6 +376,13 @@ def main() -> None:
             if not stream:
                 line += f"   target <= {TARGET_ADDED_P50_MS:g} ms: "
                 line += verdict(added <= TARGET_ADDED_P50_MS)
+                figure(
+                    "added p50, 1 client",
+                    added,
+                    "ms",
+                    f"<= {TARGET_ADDED_P50_MS:g} ms",
+                    added <= TARGET_ADDED_P50_MS,
+                )
             print(line + f"  ({len(p)} proxied, {len(out['errors'])} errors)")
 
         print("-- closed loop, proxied only: requests/s of one web process, its CPU per request")
@@ -415,6 +424,20 @@ def main() -> None:
                 f"{per_core:5.0f} requests/s per busy core, target >= {TARGET_RPS:.0f}: "
                 f"{verdict(per_core >= TARGET_RPS)}  ({errors} errors)"
             )
+            figure(
+                f"{clients} clients: requests/s",
+                rps,
+                "/s",
+                f">= {TARGET_RPS:.0f}",
+                rps >= TARGET_RPS,
+            )
+            figure(
+                f"{clients} clients: per busy core",
+                per_core,
+                "/s",
+                f">= {TARGET_RPS:.0f}",
+                per_core >= TARGET_RPS,
+            )
             if spy is not None:
                 spy.wait(timeout=60)
 
@@ -444,6 +467,13 @@ def main() -> None:
             if not stream:
                 line += f"   target < {TARGET_PACED_ADDED_P99_MS:g} ms: "
                 line += verdict(added99 < TARGET_PACED_ADDED_P99_MS)
+                figure(
+                    f"paced {args.paced_clients} clients: added p99",
+                    added99,
+                    "ms",
+                    f"< {TARGET_PACED_ADDED_P99_MS:g} ms",
+                    added99 < TARGET_PACED_ADDED_P99_MS,
+                )
             print(line + f"  ({len(p)} proxied, {len(out['errors'])} errors)")
         print(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min)")
         if args.profile and profile_out.exists():
