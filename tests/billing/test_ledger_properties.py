@@ -38,7 +38,7 @@ from apps.billing.services import (
     wallet_for,
     wallet_refund,
 )
-from tests.billing.conftest import WEBHOOK_SECRET, deliver, paid_session, stale
+from tests.factories import WEBHOOK_SECRET, deliver, paid_session, stale
 from tests.fakes.stripe_server import checkout_event, sign_payload
 
 USERS = 2

@@ -12,7 +12,7 @@ from apps.nodes.models import Node, NodeStatus
 from apps.pods import services as pod_services
 from apps.pods.models import PodStatus
 from tests.e2e.portal_conftest import screenshot
-from tests.pods.conftest import fund, make_node
+from tests.factories import fund, make_node
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from apps.core.services import schedule_sync
 from apps.nodes import services
 from apps.nodes.models import Node
-from tests.nodes.conftest import h100_registration, heartbeat_body
+from tests.factories import h100_registration, heartbeat_body
 
 pytestmark = pytest.mark.django_db
 

@@ -69,9 +69,16 @@ from apps.pods.models import (
 )
 from apps.pods.scheduler import schedule_pending
 from apps.pods.services import SpendRefusedError, pod_create, pod_stop
-from tests.billing.conftest import WEBHOOK_SECRET, deliver, paid_event
+from tests.factories import (
+    POD,
+    WEBHOOK_SECRET,
+    ack,
+    deliver,
+    make_node,
+    paid_event,
+    report_container,
+)
 from tests.fakes.stripe_server import checkout_event
-from tests.pods.conftest import POD, ack, make_node, report_container
 
 USERS = 2
 FEE_PERCENT = 20  # PROVIDER_DEFAULT_FEE_PERCENT: the community node's platform cut

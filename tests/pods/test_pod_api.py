@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 
 from apps.nodes.models import CommandType, NodeCommand, Workload
 from apps.pods.models import GpuAllocation, Pod, PodStatus
-from tests.pods.conftest import POD, ack, make_node, report_container
+from tests.factories import POD, ack, make_node, report_container
 
 pytestmark = pytest.mark.django_db
 

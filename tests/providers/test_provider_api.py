@@ -18,8 +18,7 @@ from apps.pods.metering import meter_tick
 from apps.pods.services import pod_create
 from apps.providers.models import GpuPriceBand, ProviderKey
 from apps.providers.services import payout_request, provider_key_create
-from tests.pods.conftest import POD, fund, make_node, report_container
-from tests.providers.conftest import CRYPTO, earn
+from tests.factories import CRYPTO, POD, earn, fund, make_node, report_container
 
 pytestmark = pytest.mark.django_db
 

@@ -17,15 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import ROOT, free_port
 from tests.voice.backend import BackendConfig, VoiceTestBackend
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, what: str, proc: subprocess.Popen | None, timeout: float) -> None:

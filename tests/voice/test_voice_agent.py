@@ -87,7 +87,7 @@ def test_a_spoken_turn_comes_back_as_the_protocol_events_in_order(
 @pytest.mark.e2e
 def test_usage_is_logged_against_each_deployment(voice_server, test_backend, user, tmp_path):
     from apps.catalog.models import ModelUsageLog
-    from tests.e2e.conftest import wait_for
+    from tests.support import wait_for
 
     stack = voice_stack(
         user, stt_url=test_backend.url, chat_url=test_backend.url, tts_url=test_backend.url
