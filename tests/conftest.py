@@ -36,3 +36,14 @@ def other_user(django_user_model):
     return django_user_model.objects.create_user(
         email="other@example.com", password="s3cret-pass-2"
     )
+
+
+@pytest.fixture
+def owner_client(api_client, user):
+    """`api_client` authenticated as `user`, with money on the wallet (new work needs a
+    balance)."""
+    from tests.factories import fund
+
+    fund(user, 100_000_000)
+    api_client.force_authenticate(user)
+    return api_client

@@ -9,12 +9,6 @@ from apps.accounts.models import ApiKey
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def owner_client(api_client, user):
-    api_client.force_authenticate(user)
-    return api_client
-
-
 def create_key(client, name="ci"):
     response = client.post("/api/v1/auth/api-keys", {"name": name}, format="json")
     assert response.status_code == 201, response.json()

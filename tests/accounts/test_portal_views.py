@@ -97,7 +97,7 @@ def test_dashboard_says_how_long_the_balance_lasts_and_its_queries_do_not_grow(o
     from django.test.utils import CaptureQueriesContext
 
     from apps.pods.models import Pod, PodStatus
-    from tests.pods.conftest import fund, make_node
+    from tests.factories import fund, make_node
 
     fund(user, 10_000_000)
     node = make_node(price=1_000_000)

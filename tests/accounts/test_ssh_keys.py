@@ -11,8 +11,7 @@ from django.test import Client
 from apps.accounts.models import SshKey
 from apps.nodes.models import CommandType, NodeCommand
 from apps.pods.ssh import ssh_command
-from tests.pods.conftest import fund
-from tests.pods.test_resources import make_node
+from tests.factories import fund, make_host
 
 pytestmark = pytest.mark.django_db
 
@@ -98,7 +97,7 @@ def test_keys_are_owner_scoped(client, api_client, other_user, tmp_path):
 def test_pods_get_the_owners_keys(client, user, tmp_path):
     owner_client = client
     fund(user, 100_000_000)
-    make_node()
+    make_host()
     first, _ = generate(tmp_path, comment="one")
     second, _ = generate(tmp_path, "rsa", comment="two")
     for line in (first, second):

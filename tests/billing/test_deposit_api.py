@@ -3,7 +3,7 @@
 import pytest
 
 from apps.billing.selectors import wallet_balance
-from tests.billing.conftest import deliver
+from tests.factories import deliver
 
 pytestmark = pytest.mark.django_db
 

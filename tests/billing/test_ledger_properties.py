@@ -3,14 +3,25 @@
 the floor, and batches of usage postings split three ways (wallet → provider payable +
 revenue) through `ledger_post_many`, the metering tick's path, with idempotency keys drawn
 from one small pool so retries and collisions across single and batch postings are common.
-After every step the money invariants hold: every transaction sums to zero, every cached
-balance is its entries, all balances sum to zero (on SQLite and on Postgres)."""
+A multi-leg single posting (a provider's payable paid out through the payouts clearing account)
+shares the same key pool. After every step the money invariants hold: every transaction sums to
+zero, every cached balance is its entries, all balances sum to zero; checked once through
+`ledger_check` and once more here, from the raw entries, so a bug in the checker cannot hide
+one in the writer.
+
+The suite runs on Postgres (DATABASE_URL); `test_the_same_machine_holds_on_sqlite` runs this
+machine again in a pytest subprocess without DATABASE_URL, on the default settings' SQLite."""
 
 import json
+import os
+import subprocess
+import sys
 import uuid
+from collections import defaultdict
+from pathlib import Path
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client, override_settings
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -24,7 +35,7 @@ from hypothesis.stateful import (
 )
 
 from apps.accounts.models import User
-from apps.billing.models import AccountKind, LedgerAccount, TransactionKind
+from apps.billing.models import AccountKind, Entry, LedgerAccount, TransactionKind
 from apps.billing.services import (
     InsufficientFundsError,
     LedgerError,
@@ -38,7 +49,7 @@ from apps.billing.services import (
     wallet_for,
     wallet_refund,
 )
-from tests.billing.conftest import WEBHOOK_SECRET, deliver, paid_session, stale
+from tests.factories import WEBHOOK_SECRET, deliver, paid_session, stale
 from tests.fakes.stripe_server import checkout_event, sign_payload
 
 USERS = 2
@@ -238,6 +249,24 @@ class LedgerMachine(RuleBasedStateMachine):
         self.used_keys.update(keys_in_batch)
         self.expected = after
 
+    @rule(amount=amounts, k=keys)
+    def provider_is_paid_out(self, amount: int, k: int) -> None:
+        """A single posting of three legs on accounts no wallet rule touches: the payable is
+        paid, part through the clearing account and the rest sent at once."""
+        key = f"k{k}"
+        sent = amount // 3
+        lines = [(self.payable, -amount), (platform_account(AccountKind.PAYOUTS_CLEARING), amount)]
+        if sent:
+            lines += [
+                (platform_account(AccountKind.PAYOUTS_CLEARING), -sent),
+                (platform_account(AccountKind.PAYOUTS_SENT), sent),
+            ]
+        _, created = ledger_post(
+            kind=TransactionKind.PAYOUT, idempotency_key=key, memo="payout", lines=lines
+        )
+        assert created is (key not in self.used_keys)
+        self.used_keys.add(key)
+
     # -- invariants -------------------------------------------------------------------------
 
     @invariant()
@@ -259,11 +288,57 @@ class LedgerMachine(RuleBasedStateMachine):
     def all_balances_sum_to_zero(self) -> None:
         assert sum(LedgerAccount.objects.values_list("balance", flat=True)) == 0
 
+    @invariant()
+    def the_raw_entries_sum_to_zero_and_make_every_balance(self) -> None:
+        """The same money invariants, counted here from every entry row (not by
+        `ledger_check`, which is the code under test too)."""
+        per_account: dict[int, int] = defaultdict(int)
+        per_transaction: dict[int, int] = defaultdict(int)
+        for account_id, transaction_id, amount in Entry.objects.values_list(
+            "account_id", "transaction_id", "amount"
+        ):
+            per_account[account_id] += amount
+            per_transaction[transaction_id] += amount
+        assert sum(per_account.values()) == 0
+        assert all(total == 0 for total in per_transaction.values())
+        for pk, balance in LedgerAccount.objects.values_list("pk", "balance"):
+            assert balance == per_account.get(pk, 0), f"account {pk}"
+
 
 @pytest.mark.django_db
 def test_ledger_invariants_hold_under_random_operations(settings):
+    # Set by the SQLite run below, so that it cannot pass on another database unnoticed.
+    expected = os.environ.get("LEDGER_MACHINE_VENDOR")
+    assert expected in (None, connection.vendor), (expected, connection.vendor)
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     run_state_machine_as_test(
         LedgerMachine,
         settings=hypothesis_settings(max_examples=50, stateful_step_count=25, deadline=None),
     )
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.django_db
+def test_the_same_machine_holds_on_sqlite(settings):
+    """The machine above, again on SQLite: a pytest subprocess with DATABASE_URL unset (the
+    default settings' SQLite; pytest-django gives it an in-memory test database). Postgres
+    and SQLite lock and aggregate differently; the ledger must hold on both."""
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        pytest.skip("this run is on SQLite already: the machine above is the SQLite run")
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["LEDGER_MACHINE_VENDOR"] = "sqlite"
+    test = (
+        f"{Path(__file__).relative_to(ROOT)}::test_ledger_invariants_hold_under_random_operations"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", test, "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "1 passed" in done.stdout, done.stdout[-2000:]

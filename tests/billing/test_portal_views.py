@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from apps.billing.models import AccountKind, Transaction, TransactionKind
 from apps.billing.services import ledger_post, platform_account, wallet_for
-from tests.billing.conftest import deliver
+from tests.factories import deliver
 
 pytestmark = pytest.mark.django_db
 
@@ -148,7 +148,7 @@ def test_bad_filters_are_400_naming_the_field(owner, query, field):
 
 def test_usage_page_filters_by_pod_and_exports_csv(owner, user):
     from apps.pods.models import Pod, UsageRecord
-    from tests.pods.conftest import make_node
+    from tests.factories import make_node
 
     node = make_node()
     pods = [
@@ -200,7 +200,7 @@ def test_anonymous_is_sent_to_log_in(client):
 
 def test_usage_page_queries_do_not_grow(owner, user):
     from apps.pods.models import Pod, UsageRecord
-    from tests.pods.conftest import make_node
+    from tests.factories import make_node
 
     node = make_node()
     start = timezone.now() - timedelta(hours=1)

@@ -12,7 +12,7 @@ from apps.billing.models import MismatchKind, ReconciliationMismatch, StripeReco
 from apps.billing.services import checkout_session_create, stripe_reconcile
 from apps.billing.tasks import reconcile_stripe_task
 from apps.core.schedule import SCHEDULE
-from tests.billing.conftest import deliver, paid_event
+from tests.factories import deliver, paid_event
 
 pytestmark = pytest.mark.django_db
 

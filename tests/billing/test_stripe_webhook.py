@@ -8,7 +8,7 @@ from django.test import Client
 from apps.billing.models import AccountKind, LedgerAccount, Transaction, TransactionKind
 from apps.billing.selectors import wallet_balance
 from apps.billing.services import ledger_check
-from tests.billing.conftest import WEBHOOK_SECRET, deliver, paid_event, paid_session, stale
+from tests.factories import WEBHOOK_SECRET, deliver, paid_event, paid_session, stale
 from tests.fakes.stripe_server import checkout_event, sign_payload
 
 pytestmark = pytest.mark.django_db

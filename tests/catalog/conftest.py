@@ -1,7 +1,7 @@
 import pytest
 
 from apps.catalog.services.templates import templates_seed
-from tests.pods.conftest import fund, make_node
+from tests.factories import fund, make_node
 
 
 @pytest.fixture
@@ -18,13 +18,6 @@ def cpu_node(db):
 @pytest.fixture
 def gpu_node(db):
     return make_node("gpu-host", gpus=2, name="NVIDIA GeForce RTX 4090")
-
-
-@pytest.fixture
-def owner_client(api_client, user):
-    fund(user, 100_000_000)
-    api_client.force_authenticate(user)
-    return api_client
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from django.test import Client
 from apps.catalog.models import Deployment, DeploymentStatus, ModelTemplate
 from apps.catalog.services.deploy import deployment_create
 from apps.pods.models import Pod, PodStatus
-from tests.pods.conftest import fund
+from tests.factories import fund
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from apps.catalog.models import Deployment, DeploymentStatus, ModelTemplate, Rep
 from apps.catalog.services import autoscale
 from apps.catalog.services.deploy import deployment_create
 from apps.pods.models import Pod, PodStatus
-from tests.pods.conftest import fund
+from tests.factories import fund
 
 pytestmark = pytest.mark.django_db
 R = ReplicaStatus

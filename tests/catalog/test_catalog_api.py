@@ -189,18 +189,6 @@ def test_metrics_window_is_validated(owner_client, catalog, cpu_node):
     assert "window" in response.json()["error"]["fields"]
 
 
-def test_deployment_list_has_no_n_plus_one(
-    owner_client, catalog, cpu_node, django_assert_max_num_queries
-):
-    for _ in range(3):
-        _deploy(owner_client)
-
-    with django_assert_max_num_queries(8):
-        response = owner_client.get("/api/v1/models/deployments")
-
-    assert len(response.json()) == 3
-
-
 def test_deploy_refuses_a_gpu_too_small_for_the_model(owner_client, catalog):
     response = owner_client.post(
         "/api/v1/models/llama-3.1-70b-instruct/deploy", {"gpu_model": "RTX 4090"}, format="json"

@@ -15,7 +15,7 @@ from apps.catalog.models import ModelTemplate, ModelUsageLog
 from apps.catalog.services.deploy import deployment_create
 from apps.pods.metering import meter_tick
 from apps.pods.models import PodStatus, UsageRecord
-from tests.pods.conftest import fund, make_node, report_container
+from tests.factories import fund, make_node, report_container
 
 pytestmark = pytest.mark.django_db
 

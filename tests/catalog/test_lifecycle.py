@@ -18,8 +18,8 @@ from apps.catalog.services import health, provisioning
 from apps.catalog.services.deploy import deployment_create, deployment_stop
 from apps.nodes.models import CommandType, NodeCommand
 from apps.pods.models import Pod, PodStatus
-from tests.pods.conftest import ack, fund, report_container
-from tests.proxy.conftest import ROOT, Backend, _answers, free_port, wait_for
+from tests.factories import ack, fund, report_container
+from tests.support import ROOT, Backend, answers, free_port, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -106,7 +106,7 @@ def _serve_on(port: int) -> Backend:
         stderr=subprocess.DEVNULL,
     )
     backend = Backend(name="echo", port=port, proc=proc)
-    wait_for(lambda: _answers(backend.url + "/health"), "echo backend")
+    wait_for(lambda: answers(backend.url + "/health"), "echo backend")
     return backend
 
 

@@ -16,7 +16,7 @@ from apps.catalog.models import (
     ModelCategory,
     ModelUsageLog,
 )
-from tests.pods.conftest import fund
+from tests.factories import fund
 
 pytestmark = pytest.mark.django_db
 

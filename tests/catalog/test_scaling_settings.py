@@ -7,7 +7,7 @@ from django.test import Client, TestCase
 
 from apps.catalog.models import Deployment, DeploymentStatus, ModelTemplate, Replica, ReplicaStatus
 from apps.catalog.services.deploy import deployment_create
-from tests.pods.conftest import fund
+from tests.factories import fund
 
 pytestmark = pytest.mark.django_db
 

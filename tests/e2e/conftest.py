@@ -4,28 +4,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.agent.conftest import busybox_image, docker_client  # noqa: F401 - shared fixtures
 from tests.e2e.portal_conftest import browser, browser_guard, new_page, page  # noqa: F401
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = "bt_e2e-bootstrap-token"
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class AgentProcess:

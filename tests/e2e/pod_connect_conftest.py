@@ -16,8 +16,8 @@ from django.test import Client
 from apps.nodes import services as node_services
 from apps.nodes.models import Node, NodeStatus
 from apps.pods.models import Pod, PodStatus
-from tests.e2e.conftest import BOOTSTRAP, ROOT, wait_for
-from tests.proxy.conftest import AsgiServer
+from tests.e2e.conftest import BOOTSTRAP
+from tests.support import ROOT, AsgiServer, wait_for
 
 
 @pytest.fixture

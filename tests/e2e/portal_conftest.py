@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core import mail
 
 ROOT = Path(__file__).resolve().parents[2]
 # The README's screenshots are refreshed with UPDATE_SCREENSHOTS=1; other runs still take them
@@ -145,3 +146,45 @@ def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page, animations="disabled")
     return path
+
+
+# --- Helpers of the portal's e2e tests (signing up, the admin) ---------------------------
+
+PASSWORD = "correct-horse-battery-9"
+
+
+def mailed_link(live_server) -> str:
+    match = re.search(r"https?://[^/\s]+(/\S+)", mail.outbox[-1].body)
+    assert match, mail.outbox[-1].body
+    return live_server.url + match.group(1)
+
+
+def sign_up(page, live_server, email: str) -> None:
+    """Sign up and confirm the address; leaves the page on the dashboard, logged in."""
+    page.goto(live_server.url + "/")
+    page.get_by_role("link", name="Sign up").first.click()
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password1]", PASSWORD)
+    page.fill("input[name=password2]", PASSWORD)
+    page.get_by_role("button", name="Sign Up").click()
+    page.wait_for_url("**/accounts/confirm-email/**")
+    page.goto(mailed_link(live_server))
+    page.get_by_role("button", name="Confirm").click()
+    page.wait_for_url("**/dashboard/")
+
+
+OPERATOR_PASSWORD = "operator-pass-2026"
+
+
+def admin_login(page, live_server) -> None:
+    page.goto(live_server.url + "/admin/")
+    page.fill("input[name=username]", "ops@example.com")
+    page.fill("input[name=password]", OPERATOR_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(live_server.url + "/admin/")
+
+
+def run_action(page, label: str, row_text: str) -> None:
+    page.locator("#result_list tr", has_text=row_text).locator("input.action-select").check()
+    page.select_option("select[name=action]", label=label)
+    page.get_by_role("button", name="Go").click()

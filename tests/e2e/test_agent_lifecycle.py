@@ -9,7 +9,7 @@ import pytest
 
 from apps.nodes import services
 from apps.nodes.models import CommandStatus, Node, NodeCommand, NodeStatus, Workload
-from tests.e2e.conftest import wait_for
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

@@ -17,8 +17,8 @@ from apps.billing.models import AccountKind, Entry, LedgerAccount, Transaction
 from apps.nodes.models import Node, NodeStatus
 from apps.pods.metering import meter_tick
 from apps.pods.models import Pod, PodStatus, UsageRecord
-from tests.e2e.conftest import wait_for
 from tests.fakes.stripe_server import checkout_event, sign_payload
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

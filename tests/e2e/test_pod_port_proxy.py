@@ -16,14 +16,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from backends.localimage import IMAGE, agent_mounts, ensure_image
-from tests.e2e.conftest import wait_for
 from tests.e2e.pod_connect_conftest import (  # noqa: F401 - fixtures
     asgi_server,
     connect_agent,
     running_pod,
     session_cookie,
 )
-from tests.proxy.conftest import free_port
+from tests.support import free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

@@ -9,8 +9,8 @@ import pytest
 
 from apps.nodes.models import Node, NodeStatus
 from apps.pods.models import Pod, PodStatus
-from tests.e2e.conftest import wait_for
-from tests.pods.conftest import fund
+from tests.factories import fund
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

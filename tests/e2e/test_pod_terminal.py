@@ -10,13 +10,13 @@ from playwright.sync_api import expect
 from apps.nodes.models import CommandStatus, CommandType, NodeCommand
 from apps.podconnect.models import TerminalSession, TerminalStatus
 from apps.pods.models import PodEvent
-from tests.e2e.conftest import wait_for
 from tests.e2e.pod_connect_conftest import (  # noqa: F401 - fixtures
     asgi_server,  # noqa: F811
     browser_login,
     connect_agent,  # noqa: F811
     running_pod,
 )
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

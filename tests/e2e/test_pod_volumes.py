@@ -12,8 +12,8 @@ from apps.billing.services import wallet_for
 from apps.nodes.models import Node, NodeStatus
 from apps.pods.models import Pod, PodStatus, Volume, VolumeStatus
 from apps.pods.storage_billing import volume_bill
-from tests.e2e.conftest import wait_for
-from tests.pods.conftest import fund
+from tests.factories import fund
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

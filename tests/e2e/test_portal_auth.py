@@ -1,36 +1,11 @@
 """The allauth pages in a real browser: sign up, verify the email through the link in the mail,
 log out, fail and succeed to log in, reset the password. No console error, no CSP violation."""
 
-import re
-
 import pytest
-from django.core import mail
 
-from tests.e2e.portal_conftest import PHONE, screenshot
+from tests.e2e.portal_conftest import PHONE, mailed_link, screenshot, sign_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-PASSWORD = "correct-horse-battery-9"
-
-
-def mailed_link(live_server) -> str:
-    match = re.search(r"https?://[^/\s]+(/\S+)", mail.outbox[-1].body)
-    assert match, mail.outbox[-1].body
-    return live_server.url + match.group(1)
-
-
-def sign_up(page, live_server, email: str) -> None:
-    """Sign up and confirm the address; leaves the page on the dashboard, logged in."""
-    page.goto(live_server.url + "/")
-    page.get_by_role("link", name="Sign up").first.click()
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password1]", PASSWORD)
-    page.fill("input[name=password2]", PASSWORD)
-    page.get_by_role("button", name="Sign Up").click()
-    page.wait_for_url("**/accounts/confirm-email/**")
-    page.goto(mailed_link(live_server))
-    page.get_by_role("button", name="Confirm").click()
-    page.wait_for_url("**/dashboard/")
 
 
 def test_signup_verify_logout_login_and_reset_password(page, live_server, django_user_model):

@@ -14,10 +14,9 @@ from playwright.sync_api import expect
 
 from apps.nodes.models import Node, NodeStatus
 from apps.pods.models import Pod, PodStatus, UsageRecord
-from tests.e2e.conftest import wait_for
-from tests.e2e.portal_conftest import PHONE, screenshot
-from tests.e2e.test_portal_auth import sign_up
+from tests.e2e.portal_conftest import PHONE, screenshot, sign_up
 from tests.fakes.stripe_server import running_stripe, sign_payload
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

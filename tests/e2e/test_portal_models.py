@@ -20,11 +20,10 @@ from playwright.sync_api import expect
 from apps.catalog.models import Deployment, DeploymentStatus
 from apps.catalog.services import health, provisioning
 from apps.catalog.services.templates import templates_seed
-from tests.e2e.conftest import wait_for
 from tests.e2e.portal_conftest import screenshot
 from tests.e2e.test_deployment_flow import local_agent, proxy_server  # noqa: F401 - fixtures
-from tests.pods.conftest import fund
-from tests.proxy.conftest import free_port
+from tests.factories import fund
+from tests.support import free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

@@ -11,12 +11,10 @@ from apps.billing.selectors import wallet_balance
 from apps.nodes.models import Node, NodeStatus
 from apps.pods import services as pod_services
 from apps.pods.models import PodStatus
-from tests.e2e.portal_conftest import screenshot
-from tests.pods.conftest import fund, make_node
+from tests.e2e.portal_conftest import OPERATOR_PASSWORD, admin_login, run_action, screenshot
+from tests.factories import fund, make_node
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-OPERATOR_PASSWORD = "operator-pass-2026"
 
 
 @pytest.fixture
@@ -24,20 +22,6 @@ def operator(django_user_model):
     return django_user_model.objects.create_superuser(
         email="ops@example.com", password=OPERATOR_PASSWORD
     )
-
-
-def admin_login(page, live_server) -> None:
-    page.goto(live_server.url + "/admin/")
-    page.fill("input[name=username]", "ops@example.com")
-    page.fill("input[name=password]", OPERATOR_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(live_server.url + "/admin/")
-
-
-def run_action(page, label: str, row_text: str) -> None:
-    page.locator("#result_list tr", has_text=row_text).locator("input.action-select").check()
-    page.select_option("select[name=action]", label=label)
-    page.get_by_role("button", name="Go").click()
 
 
 def test_operator_drains_retires_force_stops_and_credits(page, live_server, operator, user):

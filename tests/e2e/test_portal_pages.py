@@ -16,7 +16,7 @@ from apps.billing.services import spend_limits_set
 from apps.pods.models import Pod, PodStatus, UsageRecord
 from apps.pods.services import pod_create, pod_stop
 from tests.e2e.portal_conftest import DESKTOP, PHONE
-from tests.pods.conftest import fund, make_node
+from tests.factories import fund, make_node
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

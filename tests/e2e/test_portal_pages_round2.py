@@ -18,10 +18,15 @@ from apps.nodes import services as node_services
 from apps.nodes.models import Node, NodeStatus
 from apps.providers.models import Payout, PayoutStatus
 from apps.providers.services import payout_reject, payout_request, provider_register
-from tests.e2e.portal_conftest import DESKTOP, PHONE, screenshot
-from tests.e2e.test_portal_operator import OPERATOR_PASSWORD, admin_login, run_action
-from tests.pods.conftest import fund, make_node
-from tests.providers.conftest import earn
+from tests.e2e.portal_conftest import (
+    DESKTOP,
+    OPERATOR_PASSWORD,
+    PHONE,
+    admin_login,
+    run_action,
+    screenshot,
+)
+from tests.factories import earn, fund, make_node
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -20,13 +20,17 @@ from apps.pods.models import Pod, PodStatus, UsageRecord
 from apps.pods.services import pod_create, pod_stop
 from apps.providers.models import GpuPriceBand, Payout, PayoutStatus, Provider
 from apps.providers.services import payouts_send_due, payouts_settle_due
-from tests.e2e.conftest import wait_for
-from tests.e2e.portal_conftest import screenshot
-from tests.e2e.test_portal_auth import sign_up
-from tests.e2e.test_portal_operator import OPERATOR_PASSWORD, admin_login, run_action
-from tests.pods.conftest import fund
+from tests.e2e.portal_conftest import (
+    OPERATOR_PASSWORD,
+    admin_login,
+    run_action,
+    screenshot,
+    sign_up,
+)
+from tests.factories import fund
 from tests.providers.conftest import paypal  # noqa: F401 - fixture
 from tests.providers.test_e2e_provider_path import start_agent  # noqa: F401 - fixture
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

@@ -15,10 +15,10 @@ from apps.core.money import micros_to_usd
 from apps.pods.models import Pod, PodStatus
 from apps.sourcing import offer_book, services
 from apps.sourcing.models import OfferBookEntry, ProvisionedInstance
-from tests.e2e.conftest import wait_for
 from tests.e2e.upstream_conftest import net_image  # noqa: F401 - the fixture
-from tests.pods.conftest import fund
+from tests.factories import fund
 from tests.sourcing.conftest import sims, simulators, sourcing  # noqa: F401 - fixtures
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

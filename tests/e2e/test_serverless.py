@@ -32,9 +32,9 @@ from apps.catalog.models import ColdStart, Deployment, DeploymentStatus, Replica
 from apps.catalog.services import autoscale, health, provisioning
 from apps.catalog.services.templates import templates_seed
 from apps.proxy.hold import cold_starts
-from tests.e2e.conftest import wait_for
 from tests.e2e.test_deployment_flow import local_agent, proxy_server  # noqa: F401 - fixtures
-from tests.pods.conftest import fund
+from tests.factories import fund
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 R = ReplicaStatus

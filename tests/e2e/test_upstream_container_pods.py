@@ -27,9 +27,9 @@ from apps.pods.metering import meter_tick
 from apps.pods.models import Pod, PodEvent, PodStatus, UsageRecord
 from apps.sourcing import offer_book, services
 from apps.sourcing.models import InstanceStatus, ProvisionedInstance, UpstreamCharge
-from tests.e2e.conftest import wait_for
 from tests.e2e.upstream_conftest import net_image  # noqa: F401 - the fixture
 from tests.sourcing.conftest import sims, simulators, sourcing  # noqa: F401 - fixtures
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

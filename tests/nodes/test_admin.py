@@ -6,7 +6,7 @@ import pytest
 from apps.nodes.models import Node, NodeStatus
 from apps.pods.models import Pod, PodStatus
 from apps.pods.services import pod_create
-from tests.pods.conftest import fund, make_node
+from tests.factories import admin_node_inlines, fund, make_node
 
 pytestmark = pytest.mark.django_db
 
@@ -27,21 +27,12 @@ def test_price_edit_writes_only_the_price(operator_client):
     # The node goes offline while the operator has the form open.
     Node.objects.filter(pk=node.pk).update(status=NodeStatus.OFFLINE, hostname="renamed")
 
-    response = operator_client.post(url, {"price_per_gpu_hour": "500000", **_no_inlines()})
+    response = operator_client.post(url, {"price_per_gpu_hour": "500000", **admin_node_inlines()})
 
     assert response.status_code == 302, response.content[:2000]
     node.refresh_from_db()
     assert node.price_per_gpu_hour == 500_000
     assert node.status == NodeStatus.OFFLINE and node.hostname == "renamed"
-
-
-def _no_inlines():
-    """Management forms of the node page's read-only inlines."""
-    data = {}
-    for prefix in ("gpus", "workloads", "events", "commands"):
-        for key, value in (("TOTAL_FORMS", "0"), ("INITIAL_FORMS", "0")):
-            data[f"{prefix}-{key}"] = value
-    return data
 
 
 def test_pods_are_view_only_and_force_stop_goes_through_the_service(operator_client, user):

@@ -6,9 +6,7 @@ import pytest
 from apps.nodes.models import Node, NodeStatus
 from apps.nodes.services import node_share_set
 from apps.pods.services import pod_create
-from tests.nodes.test_admin import _no_inlines
-from tests.pods.conftest import fund
-from tests.pods.test_resources import make_node
+from tests.factories import admin_node_inlines, fund, make_host
 
 pytestmark = pytest.mark.django_db
 
@@ -23,12 +21,12 @@ def operator_client(client, django_user_model):
 
 
 def test_share_edit_is_used_by_the_next_placement(operator_client, user):
-    node = make_node(gpus=4, cores=32, ram_mb=262_144)
+    node = make_host(gpus=4, cores=32, ram_mb=262_144)
     Node.objects.filter(pk=node.pk).update(status=NodeStatus.DRAINING)  # changes meanwhile
 
     response = operator_client.post(
         f"/admin/nodes/node/{node.pk}/change/",
-        {"cpu_per_gpu_millicores": "6000", "ram_per_gpu_mb": "40000", **_no_inlines()},
+        {"cpu_per_gpu_millicores": "6000", "ram_per_gpu_mb": "40000", **admin_node_inlines()},
     )
 
     assert response.status_code == 302, response.content[:2000]
@@ -45,6 +43,6 @@ def test_share_edit_is_used_by_the_next_placement(operator_client, user):
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5])
 def test_a_share_is_a_positive_whole_number(bad):
-    node = make_node()
+    node = make_host()
     with pytest.raises(ValueError, match="positive whole number"):
         node_share_set(node=node, cpu_per_gpu_millicores=bad, ram_per_gpu_mb=None)

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from apps.nodes import services
 from apps.nodes.models import CommandStatus, Gpu, Node, NodeCommand, NodeEvent, NodeStatus, Workload
-from tests.nodes.conftest import h100_registration, heartbeat_body
+from tests.factories import h100_registration, heartbeat_body
 
 pytestmark = pytest.mark.django_db
 

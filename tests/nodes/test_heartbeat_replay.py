@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from apps.nodes.models import Node
 from apps.nodes.services import node_retire
-from tests.nodes.conftest import h100_registration, heartbeat_body
+from tests.factories import h100_registration, heartbeat_body
 
 pytestmark = pytest.mark.django_db
 

@@ -14,8 +14,7 @@ from apps.nodes.models import Node, NodeRegistration, RegistrationTokenUse
 from apps.providers.services.keys import provider_key_create
 from apps.providers.services.providers import provider_register
 from apps.sourcing.models import InstanceStatus, ProvisionedInstance
-from tests.nodes.conftest import BOOTSTRAP, h100_registration
-from tests.providers.conftest import CRYPTO
+from tests.factories import BOOTSTRAP, CRYPTO, h100_registration
 
 pytestmark = pytest.mark.django_db
 

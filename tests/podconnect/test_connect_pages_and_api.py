@@ -4,7 +4,7 @@ anonymous; bad input changes nothing."""
 import pytest
 
 from apps.podconnect.models import PodAccessToken
-from tests.podconnect.conftest import make_pod
+from tests.factories import make_pod
 
 pytestmark = pytest.mark.django_db
 

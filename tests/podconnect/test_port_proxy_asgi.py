@@ -15,7 +15,7 @@ from django.test import Client
 from apps.podconnect import access, services
 from apps.podconnect.portproxy import PortProxyRouter
 from apps.pods.models import PodStatus
-from tests.podconnect.conftest import make_pod
+from tests.factories import make_pod
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

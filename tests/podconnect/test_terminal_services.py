@@ -8,7 +8,7 @@ from apps.nodes.models import CommandType, NodeCommand, NodeStatus
 from apps.podconnect import services
 from apps.podconnect.models import TerminalSession, TerminalStatus
 from apps.pods.models import PodEvent, PodStatus
-from tests.podconnect.conftest import make_pod, node_with_token
+from tests.factories import make_pod, node_with_token
 
 pytestmark = pytest.mark.django_db
 

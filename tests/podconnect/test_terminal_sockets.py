@@ -16,7 +16,7 @@ from apps.podconnect.models import TerminalSession, TerminalStatus
 from apps.podconnect.routing import websocket_urlpatterns
 from apps.podconnect.terminal import TerminalAgentConsumer, TerminalBrowserConsumer
 from apps.pods.models import PodStatus
-from tests.podconnect.conftest import make_pod, node_with_token
+from tests.factories import make_pod, node_with_token
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

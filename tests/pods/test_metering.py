@@ -15,7 +15,7 @@ from apps.nodes.models import Node
 from apps.pods.metering import meter_tick
 from apps.pods.models import Pod, PodStatus, UsageRecord
 from apps.pods.services import pod_create, pod_stop
-from tests.pods.conftest import POD, fund, make_node, report_container
+from tests.factories import POD, fund, make_node, report_container
 
 pytestmark = pytest.mark.django_db
 
@@ -176,7 +176,7 @@ def test_pod_placed_again_on_the_same_node_bills_from_its_new_start(user, settin
     from apps.nodes.models import CommandType, NodeCommand
     from apps.nodes.services import node_heartbeat, nodes_mark_silent_offline
     from apps.pods.scheduler import schedule_pending
-    from tests.pods.conftest import ack
+    from tests.factories import ack
 
     fund(user, 10_000_000)
     node = make_node(price=360_000)

@@ -24,7 +24,7 @@ from apps.nodes.models import Node
 from apps.pods.metering import meter_tick
 from apps.pods.models import Pod, UsageRecord
 from apps.pods.services import pod_create
-from tests.pods.conftest import POD, fund, make_node, report_container
+from tests.factories import POD, fund, make_node, report_container
 
 pytestmark = pytest.mark.django_db
 

@@ -3,8 +3,8 @@ second event for a paid session, through the signed webhook or the service), pod
 refused by the spend rules), placed, started (heartbeat report or start_pod ack), stopped,
 exiting, failing to start, agents acking stops, nodes heartbeating, going silent, being marked
 offline (restartable pods rescheduled, possibly onto the node they left once it is back), and
-metering ticks run once, late, twice at the same instant, between the two halves of a
-heartbeat, or killed in their k-th chunk before or after its writes. After every step:
+metering ticks run once, late, twice at the same instant, as a heartbeat begins, or killed in
+their k-th chunk (by the database connection) before or after its writes. After every step:
 
 - every transaction sums to zero and every cached balance is the sum of its entries;
 - every wallet holds its top-ups (once per Stripe session) less its usage, never below the
@@ -20,6 +20,7 @@ Time is simulated: `django.utils.timezone.now` returns the machine's clock (two 
 midnight, then moved on only by the rules), so a stop, a heartbeat, a container report and a
 tick all agree on "now". Pod ids come from the example so a replay meters in the same order."""
 
+import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from datetime import datetime, timedelta
 from unittest import mock
 
 import pytest
-from django.db import transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Sum
 from django.test import Client, TestCase, override_settings
 from django.utils import timezone
@@ -55,10 +56,8 @@ from apps.billing.models import (
 from apps.billing.services import ledger_check, topup_from_checkout_event
 from apps.core.gpu_models import CPU_MODEL
 from apps.core.money import prorate_increment, split_with_carry
-from apps.nodes import heartbeats as node_heartbeats
 from apps.nodes import services as node_services
 from apps.nodes.models import CommandStatus, CommandType, Node, NodeCommand, NodeStatus
-from apps.pods import metering
 from apps.pods.metering import BILLABLE, meter_tick
 from apps.pods.models import (
     ACTIVE_STATUSES,
@@ -70,9 +69,16 @@ from apps.pods.models import (
 )
 from apps.pods.scheduler import schedule_pending
 from apps.pods.services import SpendRefusedError, pod_create, pod_stop
-from tests.billing.conftest import WEBHOOK_SECRET, deliver, paid_event
+from tests.factories import (
+    POD,
+    WEBHOOK_SECRET,
+    ack,
+    deliver,
+    make_node,
+    paid_event,
+    report_container,
+)
 from tests.fakes.stripe_server import checkout_event
-from tests.pods.conftest import POD, ack, make_node, report_container
 
 USERS = 2
 FEE_PERCENT = 20  # PROVIDER_DEFAULT_FEE_PERCENT: the community node's platform cut
@@ -110,8 +116,43 @@ pod_specs = st.tuples(
 )
 
 
-class WorkerKilledError(Exception):
-    """The metering worker died here."""
+class WorkerKilledError(OperationalError):
+    """The metering worker's connection died: the database rolls its open transaction back
+    (a DatabaseError, so Django rolls the chunk's savepoint back as the server would)."""
+
+
+class ChunkKiller:
+    """A `connection.execute_wrapper` that kills the metering tick in its k-th chunk: at the
+    chunk's first statement (its pods' lock: before it wrote anything), or at the statement
+    that commits it (after it wrote everything). The tick is driven through its public entry
+    point and the failure comes from the database connection, as a killed worker's would."""
+
+    CHUNK = re.compile(r'FROM "pods_pod" .*"pods_pod"\."id" >= .*"pods_pod"\."id" <= ', re.S)
+    SAVEPOINT = re.compile(r'^(SAVEPOINT|RELEASE SAVEPOINT|ROLLBACK TO SAVEPOINT) "?(\w+)"?')
+
+    def __init__(self, k: int, after_writes: bool) -> None:
+        self.k, self.after_writes = k, after_writes
+        self.chunks = 0
+        self.open: list[str] = []  # savepoints open now, innermost last
+        self.doomed: str | None = None  # the k-th chunk's savepoint
+
+    def __call__(self, execute, sql, params, many, context):
+        savepoint = self.SAVEPOINT.match(sql)
+        if savepoint and savepoint[1] == "RELEASE SAVEPOINT" and savepoint[2] == self.doomed:
+            self.doomed = None  # once: Django then rolls the savepoint back and releases it
+            raise WorkerKilledError("the worker died before the chunk committed")
+        if not savepoint and self.CHUNK.search(sql):
+            self.chunks += 1
+            if self.chunks == self.k:
+                if not self.after_writes:
+                    raise WorkerKilledError("the worker died in the chunk, before its writes")
+                self.doomed = self.open[-1]
+        result = execute(sql, params, many, context)
+        if savepoint and savepoint[1] == "SAVEPOINT":
+            self.open.append(savepoint[2])
+        elif savepoint and savepoint[2] in self.open:
+            del self.open[self.open.index(savepoint[2]) :]
+        return result
 
 
 @dataclass
@@ -450,8 +491,8 @@ class MoneyMachine(RuleBasedStateMachine):
     ) -> None:
         """The container ends on its own some time after the node's previous heartbeat; the
         next heartbeat reports it (with the end time, or without). The heartbeat is no single
-        transaction: a metering tick in another process may run after it stored the new
-        `last_heartbeat_at` and before it handled the containers."""
+        transaction: a metering tick in another process may run as it begins, before its
+        container reports are stored (so before the exit they carry ends the pod's billing)."""
         pod = self._pick(i, *ON_NODE_STATUSES)
         node = pod.node
         placement = self._current(pod)
@@ -462,16 +503,10 @@ class MoneyMachine(RuleBasedStateMachine):
         finished = finished if reports_finish and state != "missing" else None
         exit_code = code if state == "exited" else None
         if tick_lands_mid_heartbeat:
-            record_containers = node_heartbeats._record_containers
-
-            def tick_then_record(**kwargs):
-                meter_tick(now=self.now)
-                return record_containers(**kwargs)
-
-            with mock.patch.object(node_heartbeats, "_record_containers", tick_then_record):
-                report_container(node, pod.pk, state, exit_code=exit_code, finished_at=finished)
-        else:
-            report_container(node, pod.pk, state, exit_code=exit_code, finished_at=finished)
+            # The tick lands as the heartbeat begins: after the node came back (if it had gone
+            # silent; nothing metering reads) and before its container reports are stored.
+            meter_tick(now=self.now)
+        report_container(node, pod.pk, state, exit_code=exit_code, finished_at=finished)
         if placement is not None and placement.started_at is not None:
             placement.cap(finished or self.now)
         self._after()
@@ -636,26 +671,15 @@ class MoneyMachine(RuleBasedStateMachine):
         """The tick's worker dies in its k-th chunk: before it wrote anything, or after it
         wrote everything but before the commit. Earlier chunks stay; the k-th leaves no trace."""
         self._pass_time(ms, beats=beats)
-        real_bill = metering._bill
-        calls = 0
-
-        def bill(*args, **kwargs):
-            nonlocal calls
-            calls += 1
-            if calls == k and not after_writes:
-                raise WorkerKilledError
-            result = real_bill(*args, **kwargs)
-            if calls == k:
-                raise WorkerKilledError
-            return result
-
         before = self._snapshot()
+        due = Pod.objects.filter(status__in=BILLABLE, billed_until__lt=self.now).count()
         killed = False
-        with mock.patch.object(metering, "_bill", bill):
+        with connection.execute_wrapper(ChunkKiller(k, after_writes)):
             try:
                 meter_tick(now=self.now, chunk=chunk)
             except WorkerKilledError:
                 killed = True
+        assert killed == (-(-due // chunk) >= k), (due, chunk, k)  # it dies iff it has a k-th chunk
         if killed and k == 1:
             assert self._snapshot() == before
         self._after(killed=killed)

@@ -12,7 +12,7 @@ from apps.core.models import IdempotencyRecord
 from apps.core.schedule import SCHEDULE
 from apps.pods.models import Pod
 from apps.pods.services import pod_stop
-from tests.pods.conftest import POD, fund, make_node
+from tests.factories import POD, fund, make_node
 
 pytestmark = pytest.mark.django_db
 

@@ -7,8 +7,7 @@ from django.test import Client
 from apps.nodes.models import CommandType, NodeCommand
 from apps.pods.models import Pod, PodStatus, PodTemplate, Volume
 from apps.pods.services import pod_create
-from tests.pods.conftest import ack, fund
-from tests.pods.test_resources import make_node
+from tests.factories import ack, fund, make_host
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +21,7 @@ def browser(user):
 
 
 def test_volumes_page_creates_lists_and_deletes(browser, user, other_user):
-    node = make_node(disk_gb=100)
+    node = make_host(disk_gb=100)
 
     too_big = browser.post("/pods/volumes/", {"name": "x", "size_gb": 500})
     assert too_big.status_code == 400 and b"No node can hold 500 GB" in too_big.content
@@ -44,7 +43,7 @@ def test_volumes_page_creates_lists_and_deletes(browser, user, other_user):
 
 
 def test_pod_form_takes_a_template_a_volume_and_more_cpu(browser, user):
-    node = make_node()
+    node = make_host()
     PodTemplate.objects.create(
         owner=user,
         slug="mine",
@@ -84,7 +83,7 @@ def test_pod_form_takes_a_template_a_volume_and_more_cpu(browser, user):
 
 
 def test_pod_page_shows_oom_resources_ssh_and_resume(browser, user):
-    node = make_node()
+    node = make_host()
     pod = pod_create(
         owner=user,
         spec={"name": "p", "image": "i", "gpu_model": "H100 SXM", "gpu_count": 1},

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from apps.nodes.models import CommandType, NodeCommand
 from apps.pods.models import Pod, PodStatus
-from tests.pods.conftest import ack, fund, make_node
+from tests.factories import ack, fund, make_node
 
 pytestmark = pytest.mark.django_db
 

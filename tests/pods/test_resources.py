@@ -1,44 +1,16 @@
 """Each GPU brings a share of its node's CPU and RAM; pods may ask for more within what is free;
 the start command carries what was reserved, and a pod that does not fit waits, saying why."""
 
-import uuid
-
 import pytest
 
-from apps.nodes import services as node_services
 from apps.nodes.models import CommandType, Node, NodeCommand
-from apps.nodes.registration import RegistrationGrant
 from apps.pods.models import Pod, PodStatus
 from apps.pods.services import pod_create
-from tests.pods.conftest import fund
+from tests.factories import fund, make_host
 
 pytestmark = pytest.mark.django_db
 
 H100 = "NVIDIA H100 80GB HBM3"
-
-
-def make_node(
-    hostname: str = "big",
-    *,
-    gpus: int = 4,
-    cores: int = 32,
-    ram_mb: int = 262_144,
-    disk_gb: float = 1000,
-) -> Node:
-    registered = node_services.node_register(
-        grant=RegistrationGrant(provider_id=None),
-        data={
-            "hostname": hostname,
-            "system": {"cpu_cores": cores, "ram_total_mb": ram_mb, "disk_total_gb": disk_gb},
-            "gpus": [
-                {"index": i, "uuid": f"GPU-{uuid.uuid4()}", "name": H100, "memory_total_mb": 81559}
-                for i in range(gpus)
-            ],
-        },
-    )
-    node_services.node_heartbeat(node=registered.node, gpus=[], system={}, containers=[])
-    registered.node.refresh_from_db()
-    return registered.node
 
 
 def create(user, **spec) -> Pod:
@@ -57,7 +29,7 @@ def funded(user):
 
 
 def test_each_gpu_brings_its_share_of_cpu_and_ram(funded):
-    node = make_node()
+    node = make_host()
 
     pod = create(funded, gpu_count=2)
 
@@ -73,7 +45,7 @@ def test_each_gpu_brings_its_share_of_cpu_and_ram(funded):
 
 
 def test_operator_share_setting_wins_over_the_totals(funded):
-    node = make_node()
+    node = make_host()
     Node.objects.filter(pk=node.pk).update(cpu_per_gpu_millicores=4000, ram_per_gpu_mb=32_768)
 
     pod = create(funded)
@@ -82,7 +54,7 @@ def test_operator_share_setting_wins_over_the_totals(funded):
 
 
 def test_a_pod_may_ask_for_more_within_what_is_free(funded):
-    make_node()
+    make_host()
 
     pod = create(funded, cpu_request_millicores=20_000, memory_request_mb=200_000)
 
@@ -100,7 +72,7 @@ def test_a_pod_may_ask_for_more_within_what_is_free(funded):
 def test_cpu_pods_take_defaults_and_stop_at_the_node_totals(funded, settings):
     settings.POD_DEFAULT_CPU_MILLICORES = 1000
     settings.POD_DEFAULT_MEMORY_MB = 1024
-    make_node("cpu-box", gpus=0, cores=2, ram_mb=4096)
+    make_host("cpu-box", gpus=0, cores=2, ram_mb=4096)
 
     first = create(funded, gpu_model="CPU", gpu_count=0)
     second = create(funded, gpu_model="CPU", gpu_count=0)
@@ -116,7 +88,7 @@ def test_cpu_pods_take_defaults_and_stop_at_the_node_totals(funded, settings):
 
 
 def test_disk_is_reserved_too(funded):
-    make_node(disk_gb=100)
+    make_host(disk_gb=100)
 
     big = create(funded, disk_gb=80)
     second = create(funded, disk_gb=30)
@@ -126,7 +98,7 @@ def test_disk_is_reserved_too(funded):
 
 
 def test_finished_pods_give_their_share_back(funded):
-    make_node(gpus=1, cores=4, ram_mb=8192)
+    make_host(gpus=1, cores=4, ram_mb=8192)
     first = create(funded)
     waiting = create(funded, gpu_model="CPU", gpu_count=0, cpu_request_millicores=1000)
     assert waiting.status == PodStatus.PENDING
@@ -140,7 +112,7 @@ def test_finished_pods_give_their_share_back(funded):
 
 
 def test_api_takes_vcpus_memory_and_shm(owner_client):
-    make_node()
+    make_host()
     body = {
         "name": "big",
         "image": "img",

@@ -12,7 +12,7 @@ from apps.billing.services import wallet_for
 from apps.nodes.models import Node
 from apps.pods.metering import meter_tick
 from apps.pods.models import Pod, PodStatus
-from tests.pods.conftest import POD, fund, make_node, report_container
+from tests.factories import POD, fund, make_node, report_container
 
 pytestmark = pytest.mark.django_db
 

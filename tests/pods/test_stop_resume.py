@@ -10,8 +10,7 @@ from apps.pods.models import Pod, PodStatus
 from apps.pods.scheduler import BatchOutcome, schedule_pending
 from apps.pods.services import PodNotResumableError, pod_create, pod_resume, pod_stop
 from apps.pods.volumes import GB
-from tests.pods.conftest import ack, fund, report_container
-from tests.pods.test_resources import make_node
+from tests.factories import ack, fund, make_host, report_container
 
 pytestmark = pytest.mark.django_db
 
@@ -37,9 +36,9 @@ def funded(user):
 
 
 def test_resume_goes_back_to_the_same_node(funded):
-    home = make_node("home", gpus=1)
+    home = make_host("home", gpus=1)
     pod = stopped_pod(funded, home)
-    cheaper = make_node("cheaper", gpus=1)
+    cheaper = make_host("cheaper", gpus=1)
     Node.objects.filter(pk=cheaper.pk).update(price_per_gpu_hour=1)
 
     resumed = pod_resume(pod=pod)
@@ -54,11 +53,11 @@ def test_resume_goes_back_to_the_same_node(funded):
 
 
 def test_resume_waits_for_its_node_and_says_why(funded):
-    home = make_node("home", gpus=1)
+    home = make_host("home", gpus=1)
     pod = stopped_pod(funded, home)
     squatter = pod_create(owner=funded, spec=SPEC).pod  # takes home's only GPU meanwhile
     assert squatter.node_id == home.pk
-    make_node("elsewhere", gpus=1)
+    make_host("elsewhere", gpus=1)
 
     resumed = pod_resume(pod=pod)
 
@@ -84,7 +83,7 @@ def test_resume_waits_for_its_node_and_says_why(funded):
 
 
 def test_only_a_stopped_pod_resumes_and_terminate_is_final(funded, owner_client):
-    node = make_node(gpus=1)
+    node = make_host(gpus=1)
     running = pod_create(owner=funded, spec=SPEC).pod
     with pytest.raises(PodNotResumableError, match="SCHEDULED"):
         pod_resume(pod=running)
@@ -104,7 +103,7 @@ def test_only_a_stopped_pod_resumes_and_terminate_is_final(funded, owner_client)
 
 
 def test_resume_is_owner_only(funded, api_client, other_user):
-    node = make_node(gpus=1)
+    node = make_host(gpus=1)
     pod = stopped_pod(funded, node)
     api_client.force_authenticate(other_user)
     assert api_client.post(f"/api/v1/pods/{pod.pk}/resume").status_code == 404
@@ -128,7 +127,7 @@ def test_a_pinned_pod_is_never_offered_to_other_capacity_sources(funded, setting
         "apps.pods.scheduler.community_nodes",
         "tests.pods.test_stop_resume.recording_source",
     ]
-    home = make_node("home", gpus=1)
+    home = make_host("home", gpus=1)
     pod = stopped_pod(funded, home)
     pod_create(owner=funded, spec=SPEC)  # takes home's GPU
     OFFERED.clear()
@@ -142,7 +141,7 @@ def test_a_pinned_pod_is_never_offered_to_other_capacity_sources(funded, setting
 
 
 def test_a_resumed_pod_forgets_its_last_runs_disk_measurement(funded):
-    node = make_node("home", gpus=1)
+    node = make_host("home", gpus=1)
     pod = pod_create(owner=funded, spec={**SPEC, "disk_gb": 2}).pod
     report_container(node, pod.pk, "running")
 

@@ -11,7 +11,7 @@ from apps.pods.models import Pod, PodEvent, PodStatus
 from apps.pods.reliability import host_reliability
 from apps.pods.scheduler import schedule_pending
 from apps.pods.strategy import balanced_score
-from tests.pods.conftest import make_node
+from tests.factories import make_node
 
 pytestmark = pytest.mark.django_db
 

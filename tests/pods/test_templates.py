@@ -7,7 +7,7 @@ from django.core.management import call_command
 from apps.nodes.models import CommandType, NodeCommand
 from apps.pods.models import Pod, PodTemplate
 from apps.pods.pod_templates import PUBLIC_TEMPLATES
-from tests.pods.test_resources import make_node
+from tests.factories import make_host
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +42,7 @@ def test_seeding_publishes_the_standard_set_once(capsys):
 
 
 def test_a_template_based_pod_starts_with_the_templates_values(owner_client):
-    make_node()
+    make_host()
     saved = owner_client.post("/api/v1/pod-templates/", MINE, format="json")
     assert saved.status_code == 201, saved.json()
 
@@ -64,7 +64,7 @@ def test_a_template_based_pod_starts_with_the_templates_values(owner_client):
 
 
 def test_the_requests_values_override_the_template(owner_client):
-    node = make_node()
+    node = make_host()
     owner_client.post("/api/v1/pod-templates/", MINE, format="json")
     volume = owner_client.post(
         "/api/v1/volumes/", {"name": "v", "size_gb": 5, "node": str(node.pk)}, format="json"

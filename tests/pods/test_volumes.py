@@ -15,8 +15,7 @@ from apps.nodes.models import CommandType, Node, NodeCommand
 from apps.pods.models import Pod, PodStatus, Volume, VolumeStatus
 from apps.pods.storage_billing import storage_bill_tick, volume_bill
 from apps.pods.volumes import GB
-from tests.pods.conftest import ack, fund, report_container
-from tests.pods.test_resources import make_node
+from tests.factories import ack, fund, make_host, report_container
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +33,7 @@ def created_volume(client, node: Node, size_gb: int = 10, name: str = "data") ->
 
 
 def test_a_volume_is_made_by_the_nodes_agent(owner_client):
-    node = make_node(disk_gb=500)
+    node = make_host(disk_gb=500)
 
     response = owner_client.post(
         "/api/v1/volumes/", {"name": "data", "size_gb": 50, "node": str(node.pk)}, format="json"
@@ -55,8 +54,8 @@ def test_a_volume_is_made_by_the_nodes_agent(owner_client):
 
 
 def test_without_a_node_the_roomiest_fitting_node_is_chosen(owner_client):
-    make_node("small", disk_gb=100)
-    roomy = make_node("roomy", disk_gb=900)
+    make_host("small", disk_gb=100)
+    roomy = make_host("roomy", disk_gb=900)
 
     response = owner_client.post("/api/v1/volumes/", {"name": "d", "size_gb": 200}, format="json")
 
@@ -74,7 +73,7 @@ def test_without_a_node_the_roomiest_fitting_node_is_chosen(owner_client):
     ],
 )
 def test_bad_volume_input_names_the_field_and_changes_nothing(owner_client, body, field):
-    make_node(disk_gb=1000)
+    make_host(disk_gb=1000)
 
     response = owner_client.post("/api/v1/volumes/", body, format="json")
 
@@ -85,7 +84,7 @@ def test_bad_volume_input_names_the_field_and_changes_nothing(owner_client, body
 
 
 def test_a_volume_too_big_for_the_named_node_is_refused(owner_client):
-    node = make_node(disk_gb=100)
+    node = make_host(disk_gb=100)
     owner_client.post("/api/v1/pods/", POD, format="json")  # takes 20 GB of its disk
 
     response = owner_client.post(
@@ -97,8 +96,8 @@ def test_a_volume_too_big_for_the_named_node_is_refused(owner_client):
 
 
 def test_pod_with_a_volume_runs_on_its_node_with_the_mount(owner_client):
-    make_node("other")
-    home = make_node("home")
+    make_host("other")
+    home = make_host("home")
     volume = created_volume(owner_client, home)
 
     response = owner_client.post(
@@ -117,7 +116,7 @@ def test_pod_with_a_volume_runs_on_its_node_with_the_mount(owner_client):
 
 
 def test_mount_path_defaults_to_workspace(owner_client):
-    node = make_node()
+    node = make_host()
     volume = created_volume(owner_client, node)
 
     response = owner_client.post("/api/v1/pods/", {**POD, "volume": volume["id"]}, format="json")
@@ -127,7 +126,7 @@ def test_mount_path_defaults_to_workspace(owner_client):
 
 @pytest.mark.parametrize("path", ["workspace", "../etc", "/", "/a/../b", "/a/", "/a:b"])
 def test_a_mount_path_outside_root_is_refused(owner_client, path):
-    node = make_node()
+    node = make_host()
     volume = created_volume(owner_client, node)
 
     response = owner_client.post(
@@ -140,7 +139,7 @@ def test_a_mount_path_outside_root_is_refused(owner_client, path):
 
 
 def test_a_volume_on_a_node_that_cannot_host_the_pod_is_refused(owner_client):
-    node = make_node(gpus=1)
+    node = make_host(gpus=1)
     volume = created_volume(owner_client, node)
 
     response = owner_client.post(
@@ -153,7 +152,7 @@ def test_a_volume_on_a_node_that_cannot_host_the_pod_is_refused(owner_client):
 
 
 def test_a_volume_mounts_in_one_pod_at_a_time(owner_client):
-    node = make_node()
+    node = make_host()
     volume = created_volume(owner_client, node)
     first = owner_client.post("/api/v1/pods/", {**POD, "volume": volume["id"]}, format="json")
     assert first.status_code == 201
@@ -166,7 +165,7 @@ def test_a_volume_mounts_in_one_pod_at_a_time(owner_client):
 
 
 def test_another_tenants_volume_is_not_found(owner_client, api_client, other_user):
-    node = make_node()
+    node = make_host()
     volume = created_volume(owner_client, node)
     api_client.force_authenticate(other_user)
 
@@ -179,7 +178,7 @@ def test_another_tenants_volume_is_not_found(owner_client, api_client, other_use
 
 
 def test_delete_refuses_while_a_pod_uses_the_volume_even_stopped(owner_client):
-    node = make_node()
+    node = make_host()
     volume = created_volume(owner_client, node)
     pod_id = owner_client.post("/api/v1/pods/", {**POD, "volume": volume["id"]}, format="json")
     pod = Pod.objects.get(pk=pod_id.json()["id"])
@@ -200,7 +199,7 @@ def test_delete_refuses_while_a_pod_uses_the_volume_even_stopped(owner_client):
 
 
 def test_a_volume_over_its_size_stops_its_pod_with_an_event(owner_client):
-    node = make_node()
+    node = make_host()
     volume = created_volume(owner_client, node, size_gb=1)
     pod_id = owner_client.post(
         "/api/v1/pods/", {**POD, "volume": volume["id"]}, format="json"
@@ -227,7 +226,7 @@ def test_a_volume_over_its_size_stops_its_pod_with_an_event(owner_client):
 
 
 def test_a_pods_own_disk_over_its_limit_stops_it(owner_client):
-    node = make_node()
+    node = make_host()
     pod_id = owner_client.post("/api/v1/pods/", {**POD, "disk_gb": 2}, format="json").json()["id"]
     report_container(node, pod_id, "running")
 
@@ -255,7 +254,7 @@ def test_a_pods_own_disk_over_its_limit_stops_it(owner_client):
 
 def test_storage_is_billed_by_the_minute_exactly_and_once(owner_client, user, settings):
     settings.VOLUME_PRICE_PER_GB_MONTH = 150_000  # $0.15 per GB-month
-    node = make_node()
+    node = make_host()
     provider = uuid.uuid4()
     Node.objects.filter(pk=node.pk).update(provider_id=provider)
     volume = Volume.objects.get(pk=created_volume(owner_client, node, size_gb=10)["id"])
@@ -286,7 +285,7 @@ def test_storage_is_billed_by_the_minute_exactly_and_once(owner_client, user, se
 
 def test_billing_ends_at_delete(owner_client, user, settings):
     settings.VOLUME_PRICE_PER_GB_MONTH = 432_000  # 10 µ$ per GB-minute
-    node = make_node()
+    node = make_host()
     volume = Volume.objects.get(pk=created_volume(owner_client, node, size_gb=1)["id"])
     Volume.objects.filter(pk=volume.pk).update(
         status=VolumeStatus.DELETED, deleted_at=volume.created_at + timedelta(minutes=30)
@@ -302,7 +301,7 @@ def test_billing_ends_at_delete(owner_client, user, settings):
 def test_a_wallet_is_never_taken_below_its_floor_and_arrears_follow(owner_client, user, settings):
     settings.VOLUME_PRICE_PER_GB_MONTH = 432_000  # 10 µ$ per GB-minute
     settings.BILLING_OVERDRAFT_MICROS = 0
-    node = make_node()
+    node = make_host()
     volume = Volume.objects.get(pk=created_volume(owner_client, node, size_gb=10)["id"])
     wallet = wallet_for(user)
     balance = LedgerAccount.objects.get(pk=wallet.pk).balance

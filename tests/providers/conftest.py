@@ -2,14 +2,10 @@ import uuid
 
 import pytest
 
-from apps.billing.models import AccountKind, TransactionKind
-from apps.billing.services import ledger_post, platform_account, provider_payable, wallet_for
 from apps.providers.models import Provider
 from apps.providers.services import provider_register
+from tests.factories import CRYPTO
 from tests.fakes.paypal_server import running_paypal
-
-EVM_ADDRESS = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"  # EIP-55's own example
-CRYPTO = {"currency": "USDC", "chain": "polygon", "address": EVM_ADDRESS}
 
 
 @pytest.fixture(autouse=True)
@@ -53,16 +49,3 @@ def paypal(settings):
         settings.PAYPAL_CLIENT_SECRET = fake.client_secret
         settings.PAYPAL_API_BASE = fake.base_url
         yield fake
-
-
-def earn(provider: Provider, micros: int, *, payer=None) -> None:
-    """Usage earnings credited to the provider's payable (the shape metering posts)."""
-    source = (
-        wallet_for(payer) if payer is not None else platform_account(AccountKind.PLATFORM_REVENUE)
-    )
-    ledger_post(
-        kind=TransactionKind.USAGE,
-        idempotency_key=f"test-usage:{uuid.uuid4()}",
-        memo="test usage",
-        lines=[(source, -micros), (provider_payable(provider.pk), micros)],
-    )

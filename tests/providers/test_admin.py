@@ -8,7 +8,7 @@ from django.test import Client
 from apps.providers.models import Payout, PayoutStatus, ProviderFee
 from apps.providers.selectors import provider_balances
 from apps.providers.services import payout_request, payout_send
-from tests.providers.conftest import CRYPTO, earn
+from tests.factories import CRYPTO, earn
 
 pytestmark = pytest.mark.django_db
 

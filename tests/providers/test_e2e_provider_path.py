@@ -25,11 +25,8 @@ from apps.pods.models import Pod, PodStatus, UsageRecord
 from apps.providers.models import GpuPriceBand
 from apps.providers.services import payouts_send_due, payouts_settle_due
 from tests.agent.conftest import busybox_image, docker_client  # noqa: F401 - fixtures
-from tests.e2e.conftest import (
-    ROOT,
-    cleanup_containers,  # noqa: F401 - the fixture
-    wait_for,
-)
+from tests.e2e.conftest import cleanup_containers  # noqa: F401 - the fixture
+from tests.support import ROOT, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

@@ -25,7 +25,7 @@ from apps.pods.metering import meter_tick
 from apps.pods.models import Pod, PodStatus, UsageRecord
 from apps.providers.models import Tier, tier_fee_percent
 from apps.providers.services import provider_register, provider_set_tier
-from tests.pods.conftest import fund, make_node
+from tests.factories import fund, make_node
 
 pytestmark = pytest.mark.django_db
 

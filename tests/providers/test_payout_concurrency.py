@@ -12,7 +12,7 @@ from apps.billing.models import AccountKind, LedgerAccount
 from apps.billing.services import ledger_check
 from apps.providers.models import Payout
 from apps.providers.selectors import provider_balances
-from tests.providers.conftest import earn
+from tests.factories import earn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -45,7 +45,7 @@ from apps.providers.services import (
     payout_send,
     provider_register,
 )
-from tests.providers.conftest import CRYPTO, earn
+from tests.factories import CRYPTO, earn
 
 MINIMUM = 10_000_000
 CENT = 10_000

@@ -21,7 +21,7 @@ from apps.providers.services import (
     payout_request,
     payout_send,
 )
-from tests.providers.conftest import CRYPTO, EVM_ADDRESS, earn
+from tests.factories import CRYPTO, EVM_ADDRESS, earn
 
 pytestmark = pytest.mark.django_db
 

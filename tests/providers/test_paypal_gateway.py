@@ -22,7 +22,7 @@ from apps.providers.services import (
     payouts_send_due,
     payouts_settle_due,
 )
-from tests.providers.conftest import earn
+from tests.factories import earn
 
 pytestmark = pytest.mark.django_db
 

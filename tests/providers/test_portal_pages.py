@@ -10,8 +10,7 @@ from django.test import Client
 
 from apps.nodes.models import Node
 from apps.providers.models import GpuPriceBand, Payout, PayoutStatus, Provider, ProviderKey
-from tests.pods.conftest import make_node
-from tests.providers.conftest import EVM_ADDRESS, earn
+from tests.factories import EVM_ADDRESS, earn, make_node
 
 pytestmark = pytest.mark.django_db
 

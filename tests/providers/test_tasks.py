@@ -13,7 +13,7 @@ from apps.providers.tasks import (
     settle_payouts,
 )
 from config.celery import app
-from tests.providers.conftest import earn
+from tests.factories import earn
 
 pytestmark = pytest.mark.django_db
 

@@ -1,90 +1,12 @@
 """Real servers for the proxy's tests: our ASGI app under uvicorn (in a thread of the test
 process, so it sees the test database) and echo test backends as separate processes (so a test
-can kill one)."""
+can kill one). The servers themselves are in tests/support.py; deployments in tests/factories.py."""
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@dataclass
-class Backend:
-    name: str
-    port: int
-    proc: subprocess.Popen
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=0.5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def start_backend(kind: str, *, name: str, python: str = sys.executable, **flags: Any) -> Backend:
-    port = free_port()
-    args = [python, "-m", "backends", kind, "--port", str(port), "--name", name]
-    for flag, value in flags.items():
-        args += [f"--{flag.replace('_', '-')}", str(value)]
-    proc = subprocess.Popen(  # noqa: S603 - our own module
-        args,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    backend = Backend(name=name, port=port, proc=proc)
-    health = "/v1/models" if kind == "chat" else "/health"
-    try:
-        wait_for(
-            lambda: proc.poll() is not None or _answers(backend.url + health),
-            f"{kind} backend on {port}",
-            timeout=120,
-        )
-    except AssertionError:
-        backend.kill()
-        raise
-    if proc.poll() is not None:
-        raise AssertionError(f"{kind} backend exited with {proc.returncode}")
-    return backend
+from tests.support import AsgiServer, Backend, start_backend
 
 
 @pytest.fixture
@@ -101,43 +23,6 @@ def echo_backends() -> Iterator[Callable[..., Backend]]:
         backend.kill()
 
 
-class AsgiServer:
-    """config.asgi.application (or `app`, e.g. it wrapped) under uvicorn in a background thread."""
-
-    def __init__(self, app: Any = None) -> None:
-        import uvicorn
-
-        from config.asgi import application
-
-        application = app or application
-
-        self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                application,
-                host="127.0.0.1",
-                port=self.port,
-                log_level="warning",
-                lifespan="off",
-                access_log=False,
-            )
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "AsgiServer":
-        self.thread.start()
-        wait_for(lambda: self.server.started, "the ASGI server")
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 @pytest.fixture
 def proxy_server(transactional_db) -> Iterator[AsgiServer]:
     from apps.proxy.routing import router, usage_buffer
@@ -148,76 +33,3 @@ def proxy_server(transactional_db) -> Iterator[AsgiServer]:
     yield server
     server.stop()
     usage_buffer.take()
-
-
-def make_deployment(
-    owner: Any,
-    *,
-    backends: list[Backend] | list[str],
-    model_name: str = "echo-model",
-    capabilities: list[str] | None = None,
-    status: str = "READY",
-    rate_limit_per_minute: int = 600,
-) -> tuple[Any, str]:
-    """A deployment of the echo test template with one READY replica per backend (no pods:
-    the proxy only needs where the replicas answer). Returns it and its raw key."""
-    from apps.catalog.models import Deployment, ModelTemplate, Replica
-    from apps.catalog.services.deploy import deployment_key_issue
-    from apps.catalog.services.templates import templates_seed
-
-    templates_seed()
-    template = ModelTemplate.objects.get(slug="local-echo-test")
-    deployment = Deployment.objects.create(
-        owner=owner,
-        template=template,
-        name=model_name,
-        model_name=model_name,
-        capabilities=capabilities or list(template.capabilities),
-        image=template.image,
-        args=template.args,
-        port=0,
-        health_path="/health",
-        gpu_model="CPU",
-        gpu_count=0,
-        replicas=len(backends),
-        status=status,
-        rate_limit_per_minute=rate_limit_per_minute,
-    )
-    for backend in backends:
-        url = backend if isinstance(backend, str) else backend.url
-        Replica.objects.create(
-            deployment=deployment, port=int(url.rsplit(":", 1)[1]), status="READY", base_url=url
-        )
-    key = deployment_key_issue(deployment=deployment)
-    return deployment, key.raw
-
-
-def start_daphne(**env: str) -> tuple[subprocess.Popen, str]:
-    """daphne (the Procfile's web server) on the test database, in its own process; skips on
-    SQLite (a second process cannot see the test's in-memory database)."""
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    if db["ENGINE"] != "django.db.backends.postgresql":
-        pytest.skip("daphne runs in its own process: it needs the test database on Postgres")
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    port = free_port()
-    proc = subprocess.Popen(  # noqa: S603 - our own server
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-        + ["config.asgi:application"],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "DATABASE_URL": f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            **env,
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _answers(url + "/healthz"), "daphne")
-    except AssertionError:
-        proc.kill()
-        raise
-    return proc, url

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.factories import make_deployment
 from tests.proxy.asgi_calls import CountingApp, chunked, raw_exchange
-from tests.proxy.conftest import AsgiServer, make_deployment
+from tests.support import AsgiServer
 
 MiB = 1024 * 1024
 PIECE = 64 * 1024

@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from apps.proxy.routing import router
-from tests.proxy.conftest import make_deployment
+from tests.factories import make_deployment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

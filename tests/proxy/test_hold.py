@@ -16,7 +16,8 @@ from apps.catalog.load import queue_length
 from apps.catalog.models import ColdStart, Deployment, Replica
 from apps.catalog.services import lifecycle
 from apps.proxy.hold import cold_starts
-from tests.proxy.conftest import make_deployment, wait_for
+from tests.factories import make_deployment
+from tests.support import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,8 +9,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from apps.catalog.load import keys_tokens_this_month
-from tests.pods.conftest import fund
-from tests.proxy.conftest import make_deployment, wait_for
+from tests.factories import fund, make_deployment
+from tests.support import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

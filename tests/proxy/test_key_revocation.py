@@ -7,7 +7,7 @@ import time
 import pytest
 
 from apps.proxy.routing import InvalidKeyError, Router
-from tests.proxy.conftest import make_deployment
+from tests.factories import make_deployment
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

@@ -11,7 +11,8 @@ import pytest
 from apps.catalog.load import load_snapshot, queue_length
 from apps.catalog.models import Deployment
 from apps.catalog.services import lifecycle
-from tests.proxy.conftest import make_deployment, start_daphne, wait_for
+from tests.factories import make_deployment
+from tests.support import start_daphne, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.e2e]
 

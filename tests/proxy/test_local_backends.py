@@ -9,7 +9,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.proxy.conftest import ROOT, make_deployment, start_backend
+from tests.factories import make_deployment
+from tests.support import ROOT, start_backend
 
 pytestmark = [pytest.mark.models, pytest.mark.django_db(transaction=True)]
 

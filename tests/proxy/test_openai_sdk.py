@@ -6,7 +6,8 @@ import openai
 import pytest
 
 from apps.catalog.models import ModelUsageLog
-from tests.proxy.conftest import make_deployment, wait_for
+from tests.factories import make_deployment
+from tests.support import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

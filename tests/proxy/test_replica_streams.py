@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import openai
 import pytest
 
-from tests.proxy.conftest import make_deployment, wait_for
+from tests.factories import make_deployment
+from tests.support import wait_for
 
 TOKENS = ["The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", "."]
 

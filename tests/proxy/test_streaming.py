@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from tests.proxy.conftest import make_deployment
+from tests.factories import make_deployment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -119,7 +119,7 @@ def test_a_client_that_leaves_mid_stream_releases_the_replica(proxy_server, echo
     as cancelled by the client."""
     from apps.catalog.models import ModelUsageLog
     from apps.proxy.routing import router
-    from tests.proxy.conftest import wait_for
+    from tests.support import wait_for
 
     backend = echo_backends(name="left")
     deployment, key = make_deployment(user, backends=[backend])
@@ -152,7 +152,7 @@ def test_a_client_that_leaves_mid_stream_releases_the_replica(proxy_server, echo
 
 def test_daphne_the_procfile_server_streams_unbuffered_too(transactional_db, echo_backends, user):
     """The same causal check through daphne, the web server of the Procfile."""
-    from tests.proxy.conftest import start_daphne
+    from tests.support import start_daphne
 
     backend = echo_backends(name="gated-daphne")
     _, key = make_deployment(user, backends=[backend])

@@ -4,7 +4,8 @@ import openai
 import pytest
 
 from apps.catalog.models import ModelUsageLog
-from tests.proxy.conftest import make_deployment, start_daphne
+from tests.factories import make_deployment
+from tests.support import start_daphne
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

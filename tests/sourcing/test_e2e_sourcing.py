@@ -23,7 +23,8 @@ from apps.sourcing import offer_book, services
 from apps.sourcing.models import InstanceStatus, ProvisionedInstance, UpstreamCharge
 from config import settings as default_settings
 from tests.agent.conftest import busybox_image, docker_client  # noqa: F401 - fixtures
-from tests.e2e.conftest import cleanup_containers, wait_for  # noqa: F401 - fixtures
+from tests.e2e.conftest import cleanup_containers  # noqa: F401 - fixtures
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

@@ -6,7 +6,7 @@ import pytest
 
 from apps.sourcing import offer_book
 from apps.sourcing.models import OfferBookEntry
-from tests.pods.conftest import make_node
+from tests.factories import make_node
 
 pytestmark = pytest.mark.django_db
 

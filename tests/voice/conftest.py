@@ -17,15 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import ROOT, free_port
 from tests.voice.backend import BackendConfig, VoiceTestBackend
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, what: str, proc: subprocess.Popen | None, timeout: float) -> None:
@@ -272,3 +265,23 @@ async def send_audio(ws: Any, pcm: bytes, chunk: int = 3200) -> None:
     """Send `pcm` in 100 ms frames (at 16 kHz), as fast as the socket takes them."""
     for offset in range(0, len(pcm), chunk):
         await ws.send(pcm[offset : offset + chunk])
+
+
+def assert_turn_in_order(frames: list, audio_id: str) -> None:
+    """transcription(final) → response deltas → response(final); audio_start after the first
+    delta, binary audio only between audio_start and audio_end, audio_end after the whole
+    response; the reply audio is not empty."""
+    kinds = [f["type"] if isinstance(f, dict) else "audio" for f in frames]
+    assert kinds[0] == "transcription" and frames[0]["final"] is True
+    final_at = next(i for i, f in enumerate(frames) if is_event("response", delta=False)(f))
+    deltas = [i for i, f in enumerate(frames) if is_event("response", delta=True)(f)]
+    start_at = kinds.index("audio_start")
+    end_at = kinds.index("audio_end")
+    audio = [i for i, k in enumerate(kinds) if k == "audio"]
+    assert deltas and deltas[0] == 1 and deltas[-1] < final_at
+    assert deltas[0] < start_at < end_at and final_at < end_at
+    assert audio and start_at < min(audio) and max(audio) < end_at
+    assert frames[start_at]["id"] == frames[end_at]["id"] == audio_id
+    assert frames[start_at]["format"] == "pcm_s16le" and frames[start_at]["sample_rate"] > 0
+    whole = frames[final_at]["text"]
+    assert whole == "".join(frames[i]["text"] for i in deltas)

@@ -57,7 +57,7 @@ def test_partials_while_speaking_then_a_final_per_utterance(
     assert all(e["type"] == "transcription" for e in events)
     # the final of each utterance carries its whole audio; partials are logged, not billed
     from apps.catalog.models import ModelUsageLog
-    from tests.e2e.conftest import wait_for
+    from tests.support import wait_for
 
     finals_logged = wait_for(
         lambda: (

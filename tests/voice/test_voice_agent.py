@@ -12,6 +12,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.voice.backend import VoiceTestBackend
 from tests.voice.conftest import (
     Recorder,
+    assert_turn_in_order,
     is_event,
     read_until,
     ready_deployment,
@@ -20,26 +21,6 @@ from tests.voice.conftest import (
     spoken_pcm,
     voice_stack,
 )
-
-
-def assert_turn_in_order(frames: list, audio_id: str) -> None:
-    """transcription(final) → response deltas → response(final); audio_start after the first
-    delta, binary audio only between audio_start and audio_end, audio_end after the whole
-    response; the reply audio is not empty."""
-    kinds = [f["type"] if isinstance(f, dict) else "audio" for f in frames]
-    assert kinds[0] == "transcription" and frames[0]["final"] is True
-    final_at = next(i for i, f in enumerate(frames) if is_event("response", delta=False)(f))
-    deltas = [i for i, f in enumerate(frames) if is_event("response", delta=True)(f)]
-    start_at = kinds.index("audio_start")
-    end_at = kinds.index("audio_end")
-    audio = [i for i, k in enumerate(kinds) if k == "audio"]
-    assert deltas and deltas[0] == 1 and deltas[-1] < final_at
-    assert deltas[0] < start_at < end_at and final_at < end_at
-    assert audio and start_at < min(audio) and max(audio) < end_at
-    assert frames[start_at]["id"] == frames[end_at]["id"] == audio_id
-    assert frames[start_at]["format"] == "pcm_s16le" and frames[start_at]["sample_rate"] > 0
-    whole = frames[final_at]["text"]
-    assert whole == "".join(frames[i]["text"] for i in deltas)
 
 
 async def one_turn(url: str, pcm: bytes, config: dict | None = None) -> Recorder:
@@ -87,7 +68,7 @@ def test_a_spoken_turn_comes_back_as_the_protocol_events_in_order(
 @pytest.mark.e2e
 def test_usage_is_logged_against_each_deployment(voice_server, test_backend, user, tmp_path):
     from apps.catalog.models import ModelUsageLog
-    from tests.e2e.conftest import wait_for
+    from tests.support import wait_for
 
     stack = voice_stack(
         user, stt_url=test_backend.url, chat_url=test_backend.url, tts_url=test_backend.url

@@ -17,10 +17,10 @@ import httpx
 import pytest
 import websockets
 
+from tests.support import ROOT, free_port
 from tests.voice.conftest import (
-    ROOT,
     Recorder,
-    free_port,
+    assert_turn_in_order,
     is_event,
     read_until,
     send_audio,
@@ -28,7 +28,6 @@ from tests.voice.conftest import (
     spoken_pcm,
     voice_stack,
 )
-from tests.voice.test_voice_agent import assert_turn_in_order
 
 MODELS_VENV = Path(os.environ.get("GCO_MODELS_VENV") or ROOT / ".venv-models")
 MODELS_PYTHON = MODELS_VENV / "bin" / "python"
