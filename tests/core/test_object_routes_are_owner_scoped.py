@@ -19,7 +19,7 @@ import pytest
 from django.apps import apps
 from django.db import models
 from django.forms.models import model_to_dict
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
@@ -34,6 +34,7 @@ from apps.providers.models import Provider
 from apps.providers.services import provider_register
 from apps.providers.services.keys import provider_key_create
 from apps.providers.services.payouts import payout_request
+from apps.webhooks.services import endpoint_create
 from tests.factories import CRYPTO, earn, fund, make_deployment, make_node, make_pod
 
 pytestmark = pytest.mark.django_db
@@ -221,6 +222,12 @@ def _deployment_key(w: World) -> Built:
     return {"deployment_id": w.deployment.pk, "key_id": key.pk}, key
 
 
+def _webhook_endpoint(w: World) -> Built:
+    with override_settings(WEBHOOK_ALLOW_PRIVATE_URLS=True):
+        endpoint = endpoint_create(user=w.owner, url="http://127.0.0.1:9/hook").endpoint
+    return {"endpoint_id": endpoint.pk}, endpoint
+
+
 BUILDERS: dict[str, Callable[[World], Built]] = {
     # API
     "api-key-detail": _api_key,
@@ -244,6 +251,8 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "deployment-key-rotate": _deployment,
     "deployment-keys": _deployment,
     "deployment-key": _deployment_key,
+    "webhook-endpoint-detail": _webhook_endpoint,
+    "webhook-deliveries": _webhook_endpoint,
     # Portal pages
     "accounts:api_key_revoke": _api_key,
     "accounts:ssh_key_delete": _ssh_key,
@@ -264,6 +273,8 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "catalog:scaling": _deployment,
     "providers:key_revoke": _provider_key,
     "providers:node_price": _provider_node,
+    "webhooks:deliveries": _webhook_endpoint,
+    "webhooks:endpoint_delete": _webhook_endpoint,
 }
 
 ROUTES = object_routes()
