@@ -158,7 +158,10 @@ class Pod(models.Model):
                 name="pod_unique_idempotency_key_per_owner",
             )
         ]
-        indexes = [models.Index(fields=["status", "billed_until"])]
+        # No index names a column metering moves each tick (billed_until, billed_seconds,
+        # share_carry), so its UPDATEs stay HOT (migration 0005); the scheduler's queue, PENDING
+        # oldest first, and metering's RUNNING/STOPPING scan both use this one.
+        indexes = [models.Index(fields=["status", "created_at"], name="pod_status_created_idx")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
