@@ -304,7 +304,8 @@ class UsageRecord(models.Model):
     billing tick cannot charge the same interval twice."""
 
     id = models.BigAutoField(primary_key=True)
-    pod = models.ForeignKey(Pod, on_delete=models.PROTECT, related_name="usage")
+    # Indexed by the unique (pod, period_start) constraint, which leads with the pod.
+    pod = models.ForeignKey(Pod, on_delete=models.PROTECT, related_name="usage", db_index=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     # None: the pod ran on an upstream container cloud (the rented instance is the pod).
     node = models.ForeignKey(
