@@ -109,7 +109,7 @@ def main() -> None:
     # the other load on a shared machine does not move.
     statements = [0]
 
-    def count(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+    def count(execute, sql, params, many, context):
         statements[0] += 1
         return execute(sql, params, many, context)
 

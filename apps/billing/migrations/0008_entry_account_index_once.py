@@ -5,15 +5,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0007_ledger_zero_sum_per_statement'),
+        ("billing", "0007_ledger_zero_sum_per_statement"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='entry',
-            name='account',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='entries', to='billing.ledgeraccount'),
+            model_name="entry",
+            name="account",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="entries",
+                to="billing.ledgeraccount",
+            ),
         ),
     ]

@@ -5,15 +5,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('pods', '0005_pod_hot_metering_updates'),
+        ("pods", "0005_pod_hot_metering_updates"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='usagerecord',
-            name='pod',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='usage', to='pods.pod'),
+            model_name="usagerecord",
+            name="pod",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="usage",
+                to="pods.pod",
+            ),
         ),
     ]
