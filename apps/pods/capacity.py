@@ -5,6 +5,7 @@ a pod that fits nowhere still waits."""
 import random
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db.models import Count
 
@@ -70,9 +71,10 @@ class CapacityView:
         resources = self.resources.get(node_id)
         return resources is not None and not resources.shortfall(resources.needs(pod))
 
-    def candidates(self, pod: Pod) -> list[NodeCapacity]:
+    def candidates(self, pod: Pod, *, first: bool = False) -> list[NodeCapacity]:
+        """The nodes `pod` fits on now, best first (with `first`: the best one only)."""
         if pod.gpu_count == 0:
-            return self._cpu_candidates(pod)
+            return self._cpu_candidates(pod)[: 1 if first else None]
         # What the pod takes of a node depends only on the node's per-GPU share: worked out
         # once per share, not once per node (this loop runs for every node, for every pod).
         needs: dict[tuple[int | None, int | None], Needs] = {}
@@ -101,27 +103,34 @@ class CapacityView:
         # In strategy order (cheapest first for LOWEST_PRICE); among equals the fullest node
         # that still fits (best fit keeps big nodes whole for big pods); a random tie-break
         # spreads concurrent schedulers.
-        return self.ranked(fits, pod.strategy)
+        return self.ranked(fits, pod.strategy, first=first)
 
-    def ranked(self, fits: list[NodeCapacity], strategy: str) -> list[NodeCapacity]:
+    def ranked(
+        self, fits: list[NodeCapacity], strategy: str, *, first: bool = False
+    ) -> list[NodeCapacity]:
+        """`fits` in `strategy` order; with `first`, only the best of them (one pass, no sort:
+        a placement needs no more, and this runs for every pod against every node)."""
         slots, slot = self.slots, self.slot
+
+        def order(items: list[NodeCapacity], key: Any) -> list[NodeCapacity]:
+            return [min(items, key=key)] if first and items else sorted(items, key=key)
 
         def tail(c: NodeCapacity) -> tuple[float, ...]:
             other = slots > 1 and c.node.pk.int % slots != slot
             return (other, c.free, random.random())  # noqa: S311 - a tie-break, not crypto
 
         if strategy == PodStrategy.LOWEST_PRICE or not fits:
-            return sorted(fits, key=lambda c: (c.price, *tail(c)))
+            return order(fits, lambda c: (c.price, *tail(c)))
         if strategy == PodStrategy.BEST_VALUE:
-            return sorted(fits, key=lambda c: (c.price / max(c.memory_mb, 1), c.price, *tail(c)))
+            return order(fits, lambda c: (c.price / max(c.memory_mb, 1), c.price, *tail(c)))
         self._score()
         if strategy == PodStrategy.HIGHEST_RELIABILITY:
-            return sorted(fits, key=lambda c: (-c.reliability, c.price, *tail(c)))
+            return order(fits, lambda c: (-c.reliability, c.price, *tail(c)))
         cheapest = min(c.price for c in fits)
         best_value = min(c.price / max(c.memory_mb / 1024, 1) for c in fits)
-        return sorted(
+        return order(
             fits,
-            key=lambda c: (
+            lambda c: (
                 balanced_score(
                     price=c.price,
                     cheapest=cheapest,

@@ -55,7 +55,7 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
     outcome = BatchOutcome()
     plan: list[tuple[Pod, NodeCapacity]] = []
     for pod in own_cloud_pods(pods):
-        candidates = capacity.candidates(pod)
+        candidates = capacity.candidates(pod, first=True)
         if candidates:
             chosen_node = candidates[0]
             chosen_node.free -= pod.gpu_count
