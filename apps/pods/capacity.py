@@ -96,9 +96,20 @@ class CapacityView:
             if resources is None:
                 continue
             share = (resources.cpu_per_gpu, resources.ram_per_gpu)
-            if share not in needs:
-                needs[share] = resources.needs(pod)
-            if not resources.shortfall(needs[share]):
+            need = needs.get(share)
+            if need is None:
+                need = needs[share] = resources.needs(pod)
+            # NodeResources.shortfall's test, without building its message for every node.
+            free_cpu, free_memory, free_disk = (
+                resources.free_cpu,
+                resources.free_memory,
+                resources.free_disk,
+            )
+            if (
+                (free_cpu is None or need.cpu_millicores <= free_cpu)
+                and (free_memory is None or need.memory_mb <= free_memory)
+                and (free_disk is None or need.disk_gb <= free_disk)
+            ):
                 fits.append(c)
         # In strategy order (cheapest first for LOWEST_PRICE); among equals the fullest node
         # that still fits (best fit keeps big nodes whole for big pods); a random tie-break
