@@ -29,15 +29,24 @@ from apps.pods.models import Pod, PodStatus  # noqa: E402
 
 # Each worker times its own scheduling (not its interpreter and Django start-up) from a
 # common start signal, the bench's stdin closing.
+# Besides wall time each reports its own CPU seconds and SQL statements: figures the other
+# load on a shared machine does not move.
 WORKER = (
     "import sys, time; sys.path.insert(0, 'bench'); import _django; _django.setup();"
+    "from django.db import connection;"
     "from apps.pods.scheduler import schedule_pending;"
+    "n = [0]\n"
+    "def count(execute, sql, params, many, context):\n"
+    "    n[0] += 1\n"
+    "    return execute(sql, params, many, context)\n"
     "print('ready', flush=True); sys.stdin.read(); t0 = time.perf_counter(); placed = 0\n"
-    "while True:\n"
-    "    r = schedule_pending(limit=2000)\n"
-    "    placed += r.placed\n"
-    "    if r.placed == 0: break\n"
-    "print(placed, time.perf_counter() - t0)"
+    "c0 = time.process_time()\n"
+    "with connection.execute_wrapper(count):\n"
+    "    while True:\n"
+    "        r = schedule_pending(limit=2000)\n"
+    "        placed += r.placed\n"
+    "        if r.placed == 0: break\n"
+    "print(placed, time.perf_counter() - t0, time.process_time() - c0, n[0])"
 )
 
 
@@ -81,7 +90,7 @@ def reset(nodes: int, pods: int) -> None:
     )
 
 
-def run(procs: int) -> tuple[int, float]:
+def run(procs: int) -> tuple[int, float, float, int]:
     env = {**os.environ, "LOG_LEVEL": "WARNING"}
     workers = [
         subprocess.Popen(
@@ -99,8 +108,9 @@ def run(procs: int) -> tuple[int, float]:
     t0 = time.perf_counter()
     outputs = [w.communicate(input="", timeout=1800)[0] for w in workers]
     wall = time.perf_counter() - t0
-    placed = sum(int(out.strip().splitlines()[-1].split()[0]) for out in outputs)
-    return placed, wall
+    last = [out.strip().splitlines()[-1].split() for out in outputs]
+    placed = sum(int(w[0]) for w in last)
+    return placed, wall, sum(float(w[2]) for w in last), sum(int(w[3]) for w in last)
 
 
 def check() -> str:
@@ -118,15 +128,29 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=10_000)
     parser.add_argument("--nodes", type=int, default=2_000)
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--quick", action="store_true", help="2,000 pods onto 400 nodes")
     args = parser.parse_args()
-    print(f"{args.pods} pods onto {args.nodes} nodes × 8 GPUs")
+    if args.quick:
+        args.pods, args.nodes = 2_000, 400
+    print(f"{args.pods} pods onto {args.nodes} nodes × 8 GPUs; load average {os.getloadavg()}")
+    rates = {}
     for procs in args.procs:
         reset(args.nodes, args.pods)
-        placed, seconds = run(procs)
+        placed, seconds, cpu, statements = run(procs)
+        rates[procs] = placed / seconds
         print(
             f"{procs} process(es): placed {placed} in {seconds:.1f} s = "
-            f"{placed / seconds:.0f} placements/s; {check()}"
+            f"{rates[procs]:.0f} placements/s (target ≥ 1,000); scheduler CPU "
+            f"{cpu / max(placed, 1) * 1000:.2f} ms and {statements / max(placed, 1) * 1000:.0f} "
+            f"SQL statements per 1,000 placements; {check()}"
         )
+    if 1 in rates and len(rates) > 1:
+        for procs, rate in rates.items():
+            if procs != 1:
+                print(
+                    f"{procs} processes ÷ 1 process: {rate / rates[1]:.2f} (target ≥ 1.00); "
+                    f"load average {os.getloadavg()}"
+                )
 
 
 if __name__ == "__main__":

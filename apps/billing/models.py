@@ -145,7 +145,11 @@ class Entry(models.Model):
     or deleted (migration 0005)."""
 
     transaction = models.ForeignKey(Transaction, on_delete=models.PROTECT, related_name="entries")
-    account = models.ForeignKey(LedgerAccount, on_delete=models.PROTECT, related_name="entries")
+    # No index of its own: the (account, id DESC) index below serves every lookup by account,
+    # and one index fewer is one write fewer per entry (metering writes ~25,000 a tick).
+    account = models.ForeignKey(
+        LedgerAccount, on_delete=models.PROTECT, related_name="entries", db_index=False
+    )
     amount = models.BigIntegerField(help_text="Micro-dollars; positive adds to the account.")
 
     class Meta:

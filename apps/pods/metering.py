@@ -21,6 +21,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import NamedTuple
 
 from django.conf import settings
@@ -69,13 +70,6 @@ class MeterResult:
         self.records += other.records
         self.stops.update(other.stops)
         self.cap_warnings += other.cap_warnings
-
-
-def provider_fee_percent(provider_id: uuid.UUID, at: datetime) -> int:
-    """The platform's cut (percent) of a community provider's earnings for usage starting at
-    `at`: the provider's tier fee in force then (apps.providers.fees). Billing reads the fees
-    of a whole chunk at once through `fee_schedules`; this is the one-off form."""
-    return fee_percent_at(fee_schedules([provider_id]), provider_id, at)
 
 
 class Billable(NamedTuple):
@@ -148,6 +142,12 @@ BILLABLE_FIELDS = (
     "share_carry",
     "upstream_seen_at",
 )
+
+
+@lru_cache(maxsize=1024)
+def _usd(micros: int) -> str:
+    """A price for a memo; a few prices serve thousands of pods, so each is formatted once."""
+    return micros_to_usd(micros)
 
 
 def _lock_accounts_for(
@@ -255,7 +255,7 @@ def _bill(pods: list[Billable], now: datetime) -> MeterResult:
                 idempotency_key=f"usage:{b.pk}:{start.isoformat()}",
                 memo=(
                     f"{b.name}: {seconds} s × {max(b.gpu_count, 1)}× {b.gpu_model} at "
-                    f"${micros_to_usd(b.price_per_gpu_hour or 0)}/h"
+                    f"${_usd(b.price_per_gpu_hour or 0)}/h"
                 ),
                 lines=lines,
             )

@@ -160,7 +160,10 @@ class Pod(models.Model):
                 name="pod_unique_idempotency_key_per_owner",
             )
         ]
-        indexes = [models.Index(fields=["status", "billed_until"])]
+        # No index names a column metering moves each tick (billed_until, billed_seconds,
+        # share_carry), so its UPDATEs stay HOT (migration 0005); the scheduler's queue, PENDING
+        # oldest first, and metering's RUNNING/STOPPING scan both use this one.
+        indexes = [models.Index(fields=["status", "created_at"], name="pod_status_created_idx")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
@@ -295,7 +298,8 @@ class UsageRecord(models.Model):
     billing tick cannot charge the same interval twice."""
 
     id = models.BigAutoField(primary_key=True)
-    pod = models.ForeignKey(Pod, on_delete=models.PROTECT, related_name="usage")
+    # Indexed by the unique (pod, period_start) constraint, which leads with the pod.
+    pod = models.ForeignKey(Pod, on_delete=models.PROTECT, related_name="usage", db_index=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     # None: the pod ran on an upstream container cloud (the rented instance is the pod).
     node = models.ForeignKey(
