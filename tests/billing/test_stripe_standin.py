@@ -16,7 +16,7 @@ import stripe
 from apps.billing.selectors import wallet_balance
 from apps.billing.services.topups import stripe_client
 from apps.billing.stripe_standin import RunningStandin, sign_payload
-from tests.billing.conftest import WEBHOOK_SECRET
+from tests.factories import WEBHOOK_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk_test_standin_0123456789abcdef"

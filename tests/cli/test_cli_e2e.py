@@ -17,9 +17,8 @@ from apps.billing.stripe_standin import RunningStandin
 from apps.nodes.models import Node, NodeStatus
 from apps.nodes.services import node_drain
 from apps.pods.models import Pod, PodStatus
-from tests.cli.conftest import ROOT
-from tests.e2e.conftest import wait_for
-from tests.pods.conftest import make_node
+from tests.factories import make_node
+from tests.support import ROOT, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

@@ -23,9 +23,8 @@ from apps.catalog.models import ModelUsageLog
 from apps.pods.models import Pod, PodStatus, UsageRecord
 from apps.pods.tasks import bill_running_pods
 from apps.proxy.routing import usage_buffer
-from tests.nodes.conftest import BOOTSTRAP, h100_registration, heartbeat_body
-from tests.pods.conftest import fund
-from tests.proxy.conftest import echo_backends, make_deployment, proxy_server  # noqa: F401
+from tests.factories import BOOTSTRAP, fund, h100_registration, heartbeat_body, make_deployment
+from tests.proxy.conftest import echo_backends, proxy_server  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -21,7 +21,7 @@ from apps.nodes.models import NodeCommand
 from apps.pods.models import Pod, PodStatus
 from apps.pods.tasks import schedule_pending_pods
 from config.celery import app as celery_app
-from tests.pods.conftest import POD, fund, make_node
+from tests.factories import POD, fund, make_node
 
 
 class JsonLines:

@@ -16,7 +16,7 @@ from django.test import Client
 from apps.nodes import services as node_services
 from apps.nodes.models import Node, NodeStatus
 from apps.pods.models import Pod, PodStatus
-from tests.e2e.conftest import BOOTSTRAP
+from tests.factories import BOOTSTRAP
 from tests.support import ROOT, AsgiServer, wait_for
 
 

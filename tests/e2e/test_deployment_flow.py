@@ -19,8 +19,7 @@ from apps.nodes.models import Node, NodeStatus
 from apps.pods.models import Pod, PodStatus
 from apps.proxy.routing import router, usage_buffer
 from backends.localimage import agent_mounts, ensure_image
-from tests.e2e.conftest import BOOTSTRAP
-from tests.factories import fund
+from tests.factories import BOOTSTRAP, fund
 from tests.support import ROOT, AsgiServer, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]

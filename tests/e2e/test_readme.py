@@ -18,7 +18,7 @@ import pytest
 
 from apps.billing.stripe_standin import RunningStandin
 from apps.nodes.models import Node, NodeStatus
-from tests.e2e.conftest import wait_for
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

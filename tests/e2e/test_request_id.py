@@ -14,8 +14,8 @@ from apps.accounts.services import api_key_create
 from apps.nodes.models import Node, NodeCommand, NodeStatus
 from apps.pods.models import Pod, PodStatus
 from tests.core.test_request_id import capturing
-from tests.e2e.conftest import wait_for
-from tests.pods.conftest import fund
+from tests.factories import fund
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

@@ -16,7 +16,7 @@ from apps.nodes.models import Gpu, Node, NodeCommand, NodeStatus, Workload
 from apps.nodes.services import command_enqueue, node_retire, workload_start
 from apps.nodes.sweep import nodes_sweep_liveness
 from config.asgi import application, heartbeats
-from tests.nodes.conftest import heartbeat_body
+from tests.factories import heartbeat_body
 
 # The lean path has its own connections: the data must be committed for them to see it.
 pytestmark = pytest.mark.django_db(transaction=True)

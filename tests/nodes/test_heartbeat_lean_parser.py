@@ -10,7 +10,7 @@ import pytest
 
 from apps.nodes.heartbeat_lean import NotLeanError, parse_beat
 from apps.nodes.serializers import HeartbeatInput
-from tests.nodes.conftest import heartbeat_body
+from tests.factories import heartbeat_body
 
 
 def _variants():

@@ -15,7 +15,7 @@ from apps.accounts.services import api_key_create
 from apps.core.asgi import BoundedConcurrency
 from apps.nodes.models import CommandType, NodeCommand
 from apps.pods.logs_wait import PodLogsWaiter
-from tests.pods.conftest import POD, ack, fund, make_node, report_container
+from tests.factories import POD, ack, fund, make_node, report_container
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

@@ -10,8 +10,7 @@ from apps.pods.services import pod_create, pod_stop
 from apps.webhooks.models import DeliveryStatus, WebhookDelivery
 from apps.webhooks.services import endpoint_create, retry_delay
 from apps.webhooks.signing import SIGNATURE_HEADER, verify
-from tests.pods.conftest import ack, fund, report_container
-from tests.pods.test_resources import make_node
+from tests.factories import ack, fund, make_host, report_container
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +28,7 @@ def pod_events(requests, pod_id):
 def test_pod_running_and_stopped_arrive_signed(user, receiver, celery_worker_thread):
     created = endpoint_create(user=user, url=receiver.url, event_types=["pod.status_changed"])
     fund(user, 100_000_000)
-    node = make_node("hooked-node", gpus=1)
+    node = make_host("hooked-node", gpus=1)
 
     pod = pod_create(owner=user, spec=SPEC).pod
     report_container(node, pod.pk, "running")
@@ -67,7 +66,7 @@ def test_a_receiver_failing_twice_gets_the_event_on_the_third_try(
     receiver.fail_first = 2
     created = endpoint_create(user=user, url=receiver.url, event_types=["pod.status_changed"])
     fund(user, 100_000_000)
-    make_node("retry-node", gpus=1)
+    make_host("retry-node", gpus=1)
 
     pod = pod_create(owner=user, spec=SPEC).pod  # PENDING → SCHEDULED: one event
 

@@ -10,7 +10,7 @@ import sys
 import time
 import webbrowser
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
@@ -543,18 +543,40 @@ def keys_list(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         return emit_json(listed)
     emit_table(
-        ((k.id, k.name, k.prefix, k.created_at, k.last_used_at, k.revoked_at) for k in listed),
-        ("id", "name", "prefix", "created", "last used", "revoked"),
+        (
+            (k.id, k.name, k.prefix, ",".join(k.scopes), k.expires_at, k.last_used_at, k.revoked_at)
+            for k in listed
+        ),
+        ("id", "name", "prefix", "scopes", "expires", "last used", "revoked"),
     )
 
 
 @keys.command("create")
 @click.argument("name")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(["read", "pods", "models", "billing"]),
+    help="What the key may do (repeat it); every scope when none is given.",
+)
+@click.option(
+    "--expires",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    help="When the key stops working (UTC); never when not given.",
+)
 @json_option
 @click.pass_context
-def keys_create(ctx: click.Context, name: str, as_json: bool) -> None:
+def keys_create(
+    ctx: click.Context,
+    name: str,
+    scopes: tuple[str, ...],
+    expires: datetime | None,
+    as_json: bool,
+) -> None:
     """Create a key; its secret is printed this once."""
-    created = client_from(ctx).keys.create(name)
+    expires_at = expires.replace(tzinfo=UTC) if expires else None
+    created = client_from(ctx).keys.create(name, scopes=scopes or None, expires_at=expires_at)
     if as_json:
         return emit_json(created)
     click.echo(created.key)

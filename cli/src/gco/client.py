@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -177,10 +178,21 @@ class Keys(_Resource):
     def list(self) -> list[ApiKey]:
         return self._client._call("GET", "/api/v1/auth/api-keys", list[ApiKey])
 
-    def create(self, name: str) -> ApiKeyCreated:
-        return self._client._call(
-            "POST", "/api/v1/auth/api-keys", ApiKeyCreated, json={"name": name}
-        )
+    def create(
+        self,
+        name: str,
+        *,
+        scopes: Sequence[str] | None = None,
+        expires_at: datetime | None = None,
+    ) -> ApiKeyCreated:
+        """A new key; without `scopes` it has every scope (read, pods, models, billing), and
+        without `expires_at` it never expires."""
+        body: dict[str, Any] = {"name": name}
+        if scopes is not None:
+            body["scopes"] = list(scopes)
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
+        return self._client._call("POST", "/api/v1/auth/api-keys", ApiKeyCreated, json=body)
 
     def revoke(self, key_id: str | UUID) -> None:
         self._client._call("DELETE", f"/api/v1/auth/api-keys/{key_id}", None)

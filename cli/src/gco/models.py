@@ -115,6 +115,8 @@ class ApiKey(ApiModel):
     id: UUID
     name: str
     prefix: str
+    scopes: list[str] = []
+    expires_at: datetime | None = None
     created_at: datetime
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
