@@ -19,6 +19,8 @@ from apps.billing.services import ledger_post, platform_account, provider_payabl
 from apps.nodes import services as node_services
 from apps.nodes.models import Node
 from apps.nodes.registration import RegistrationGrant
+from apps.nodes.sweep import nodes_sweep_liveness
+from apps.pods import services as pod_services
 from apps.pods.models import Pod, PodStatus
 from apps.providers.models import Provider
 from tests.fakes.stripe_server import checkout_event, sign_payload
@@ -27,7 +29,7 @@ from tests.support import Backend
 # --- Nodes -------------------------------------------------------------------------------------
 
 BOOTSTRAP = "bt_test-bootstrap-token"  # the bootstrap token tests/nodes sets in its settings
-GPU_CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "gpu"
+GPU_CAPTURES = Path(__file__).resolve().parent / "fixtures" / "gpu"  # real H100/H200 captures
 
 
 def make_node(
@@ -116,9 +118,8 @@ def h100_registration(**overrides):
             "mig_mode": False,
         }
     ]
-    if (GPU_CAPTURES / "h100" / "pynvml.json").exists():
-        snapshot = json.loads((GPU_CAPTURES / "h100" / "pynvml.json").read_text())
-        assert snapshot["gpus"][0]["uuid"] == gpus[0]["uuid"]
+    snapshot = json.loads((GPU_CAPTURES / "h100" / "pynvml.json").read_text())
+    assert snapshot["gpus"][0]["uuid"] == gpus[0]["uuid"]
     body = {
         "registration_token": BOOTSTRAP,
         "hostname": "gpu-host-1",
@@ -359,3 +360,34 @@ def paid_event(*, user, cents, session_id=None, event_id=None):
 
 def stale(seconds_ago):
     return int(time.time()) - seconds_ago
+
+
+# --- Liveness ---------------------------------------------------------------------------------
+
+
+def sweep(now):
+    """One liveness sweep at `now`, with its on-commit signals run."""
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return nodes_sweep_liveness(now=now)
+
+
+def beat(node, now):
+    node_services.node_heartbeat(
+        node=Node.objects.get(pk=node.pk), gpus=[], system={}, containers=[], now=now
+    )
+
+
+def silent_since(node, when):
+    Node.objects.filter(pk=node.pk).update(last_heartbeat_at=when)
+
+
+def running_pod(user, node, *, started, restartable=False):
+    """A 1-GPU pod placed on `node` and reported running since `started`."""
+    pod = pod_services.pod_create(
+        owner=user, spec={**POD, "gpu_count": 1, "restartable": restartable}
+    ).pod
+    assert pod.node_id == node.pk
+    report_container(node, pod.pk, "running", started_at=started)
+    pod.refresh_from_db()
+    assert pod.status == PodStatus.RUNNING
+    return pod

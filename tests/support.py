@@ -1,7 +1,11 @@
 """Process and network helpers shared by the test suite: free ports, polling with a deadline,
-our servers (uvicorn in a thread, daphne and the test backends as processes). Nothing here
-builds data: builders live in tests/factories.py."""
+our servers (uvicorn in a thread, daphne and the test backends as processes), reading the JSON
+log lines and every stored byte of the database back. Nothing here builds data: builders live
+in tests/factories.py."""
 
+import io
+import json
+import logging
 import os
 import signal
 import socket
@@ -9,13 +13,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from django.apps import apps
+from django.conf import settings as django_settings
+from django.db import connection
+from pythonjsonlogger.json import JsonFormatter
+
+from apps.core import request_context
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,3 +166,44 @@ def start_daphne(**env: str) -> tuple[subprocess.Popen, str]:
         proc.kill()
         raise
     return proc, url
+
+
+def all_database_text() -> str:
+    """Every column of every row of every table, as text."""
+    chunks = []
+    with connection.cursor() as cursor:
+        for model in apps.get_models():
+            table = connection.ops.quote_name(model._meta.db_table)
+            cursor.execute(f"SELECT * FROM {table}")  # noqa: S608 - table names from the ORM
+            chunks.extend(repr(row) for row in cursor.fetchall())
+    return "\n".join(chunks)
+
+
+class JsonLines:
+    """What the root logger writes, through the json formatter of settings.LOGGING."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+        options = {
+            k: v for k, v in django_settings.LOGGING["formatters"]["json"].items() if k != "()"
+        }
+        self.handler = logging.StreamHandler(self.stream)
+        self.handler.setFormatter(JsonFormatter(**options))
+        self.handler.addFilter(request_context.RequestIdFilter())
+
+    def records(self) -> list[dict]:
+        return [json.loads(line) for line in self.stream.getvalue().splitlines() if line]
+
+
+@contextmanager
+def capturing() -> Iterator[JsonLines]:
+    lines = JsonLines()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(lines.handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        root.removeHandler(lines.handler)
+        root.setLevel(level)

@@ -1,10 +1,9 @@
 """Personal API keys: create → use → revoke; the raw key is never stored."""
 
 import pytest
-from django.apps import apps
-from django.db import connection
 
 from apps.accounts.models import ApiKey
+from tests.support import all_database_text
 
 pytestmark = pytest.mark.django_db
 
@@ -13,17 +12,6 @@ def create_key(client, name="ci"):
     response = client.post("/api/v1/auth/api-keys", {"name": name}, format="json")
     assert response.status_code == 201, response.json()
     return response.json()
-
-
-def all_database_text() -> str:
-    """Every column of every row of every table, as text."""
-    chunks = []
-    with connection.cursor() as cursor:
-        for model in apps.get_models():
-            table = connection.ops.quote_name(model._meta.db_table)
-            cursor.execute(f"SELECT * FROM {table}")  # noqa: S608 - table names from the ORM
-            chunks.extend(repr(row) for row in cursor.fetchall())
-    return "\n".join(chunks)
 
 
 def test_create_use_revoke(owner_client, api_client, user):

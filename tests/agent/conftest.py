@@ -16,6 +16,10 @@ from typing import Any
 
 import pytest
 
+from agent.config import load_config
+from agent.main import Agent
+from agent.state import AgentState, StateStore
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gpu"  # real H100/H200 captures
 BUSYBOX_IMAGE = "local/busybox:1"
 BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "true", "env", "ls")
@@ -113,3 +117,22 @@ def cleanup_pods(docker_client: Any) -> Iterator[list[str]]:
             except APIError as exc:  # already gone, or its removal is under way
                 if exc.status_code not in (404, 409):
                     raise
+
+
+SERVER = "http://127.0.0.1:9"  # nothing listens: agents built here never reach a server
+
+
+@pytest.fixture
+def agent(tmp_path: Path, docker_client: Any) -> Iterator[Agent]:
+    # a registered agent (saved token) whose node identity is unique to this test
+    StateStore(tmp_path).save(
+        AgentState(server_url=SERVER, node_id=str(uuid.uuid4()), node_token="nt_test")
+    )
+    config = load_config(
+        ["--server", SERVER, "--state-dir", str(tmp_path), "--network-mode", "none"], env={}
+    )
+    agent = Agent(config)
+    yield agent
+    agent.runner.wait_idle(30)
+    agent.client.close()
+    agent.runtime.close()

@@ -7,19 +7,14 @@ handed to the agent directly, as the loop does after a heartbeat.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.config import load_config
 from agent.main import Agent
-from agent.state import AgentState, StateStore
 
 pytestmark = pytest.mark.docker
 
-SERVER = "http://127.0.0.1:9"
 CONTAINER_FIELDS = {
     "pod_id",
     "container_id",
@@ -29,22 +24,6 @@ CONTAINER_FIELDS = {
     "finished_at",
     "error",
 }
-
-
-@pytest.fixture
-def agent(tmp_path: Path, docker_client: Any) -> Iterator[Agent]:
-    # a registered agent (saved token) whose node identity is unique to this test
-    StateStore(tmp_path).save(
-        AgentState(server_url=SERVER, node_id=str(uuid.uuid4()), node_token="nt_test")
-    )
-    config = load_config(
-        ["--server", SERVER, "--state-dir", str(tmp_path), "--network-mode", "none"], env={}
-    )
-    agent = Agent(config)
-    yield agent
-    agent.runner.wait_idle(30)
-    agent.client.close()
-    agent.runtime.close()
 
 
 def start_command(command_id: str, pod_id: str, image: str) -> dict[str, Any]:

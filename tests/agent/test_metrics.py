@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent import metrics
 from agent.config import ConfigError, load_config
-from tests.agent.test_agent_cycle import SERVER, agent  # noqa: F401 - the fixture
+from tests.agent.conftest import SERVER
 
 
 def free_port() -> int:

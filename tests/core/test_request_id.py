@@ -3,18 +3,12 @@ JSON log line, carried in a Celery message header to the task that runs on a rea
 the real Redis broker), and put in the payload of the agent commands that task queues. Log
 lines are rendered by the JSON formatter LOG_FORMAT=json configures and parsed back."""
 
-import io
-import json
-import logging
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from django.conf import settings as django_settings
-from pythonjsonlogger.json import JsonFormatter
 
 from apps.core import request_context
 from apps.nodes.models import NodeCommand
@@ -22,36 +16,7 @@ from apps.pods.models import Pod, PodStatus
 from apps.pods.tasks import schedule_pending_pods
 from config.celery import app as celery_app
 from tests.factories import POD, fund, make_node
-
-
-class JsonLines:
-    """What the root logger writes, through the json formatter of settings.LOGGING."""
-
-    def __init__(self) -> None:
-        self.stream = io.StringIO()
-        options = {
-            k: v for k, v in django_settings.LOGGING["formatters"]["json"].items() if k != "()"
-        }
-        self.handler = logging.StreamHandler(self.stream)
-        self.handler.setFormatter(JsonFormatter(**options))
-        self.handler.addFilter(request_context.RequestIdFilter())
-
-    def records(self) -> list[dict]:
-        return [json.loads(line) for line in self.stream.getvalue().splitlines() if line]
-
-
-@contextmanager
-def capturing() -> Iterator[JsonLines]:
-    lines = JsonLines()
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(lines.handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield lines
-    finally:
-        root.removeHandler(lines.handler)
-        root.setLevel(level)
+from tests.support import JsonLines, capturing
 
 
 @pytest.fixture

@@ -13,9 +13,8 @@ import pytest
 from apps.accounts.services import api_key_create
 from apps.nodes.models import Node, NodeCommand, NodeStatus
 from apps.pods.models import Pod, PodStatus
-from tests.core.test_request_id import capturing
 from tests.factories import fund
-from tests.support import wait_for
+from tests.support import capturing, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 

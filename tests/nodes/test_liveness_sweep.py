@@ -9,42 +9,24 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
-from django.test import TestCase
 from django.utils import timezone
 
 from apps.nodes.models import FleetAlert, LivenessState, Node, NodeEvent, NodeStatus
-from apps.nodes.services import node_drain, node_heartbeat
-from apps.nodes.sweep import nodes_sweep_liveness
+from apps.nodes.services import node_drain
 from apps.pods.metering import meter_tick
 from apps.pods.models import Pod, PodStatus, UsageRecord
-from apps.pods.services import pod_create
-from tests.factories import POD, fund, make_node, report_container
+from tests.factories import (
+    beat,
+    fund,
+    make_node,
+    running_pod,
+    silent_since,
+    sweep,
+)
 
 pytestmark = pytest.mark.django_db
 
 PRICE = 690_000
-
-
-def sweep(now):
-    with TestCase.captureOnCommitCallbacks(execute=True):
-        return nodes_sweep_liveness(now=now)
-
-
-def beat(node, now):
-    node_heartbeat(node=Node.objects.get(pk=node.pk), gpus=[], system={}, containers=[], now=now)
-
-
-def silent_since(node, when):
-    Node.objects.filter(pk=node.pk).update(last_heartbeat_at=when)
-
-
-def running_pod(user, node, *, started, restartable=False):
-    pod = pod_create(owner=user, spec={**POD, "gpu_count": 1, "restartable": restartable}).pod
-    assert pod.node_id == node.pk
-    report_container(node, pod.pk, "running", started_at=started)
-    pod.refresh_from_db()
-    assert pod.status == PodStatus.RUNNING
-    return pod
 
 
 def test_a_silent_node_is_suspect_first_and_comes_back_with_nothing_lost(user):

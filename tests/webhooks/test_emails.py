@@ -23,9 +23,8 @@ from apps.providers.services import (
 from apps.webhooks import notify
 from apps.webhooks.models import WebhookEvent
 from apps.webhooks.services import endpoint_create
-from tests.factories import CRYPTO, earn, fund, make_node
+from tests.factories import CRYPTO, beat, earn, fund, make_node, running_pod, silent_since, sweep
 from tests.fakes.paypal_server import running_paypal
-from tests.nodes.test_liveness_sweep import beat, running_pod, silent_since, sweep
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 
 from apps.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from apps.webhooks.services import endpoint_create, event_emit
-from tests.accounts.test_api_keys import all_database_text
+from tests.support import all_database_text
 
 pytestmark = pytest.mark.django_db
 
