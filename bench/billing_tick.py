@@ -17,6 +17,7 @@ import uuid
 from datetime import timedelta
 
 import _django
+from _report import figure
 
 _django.setup()
 
@@ -138,6 +139,11 @@ def main() -> None:
             f"{size:>8} {elapsed:>8.2f} {elapsed / size * 1000:>10.3f} {cpu / size * 1000:>9.3f} "
             f"{statements[0] / size * 1000:>7.1f} {result.records:>8}{target}"
         )
+        if size == 100_000:
+            figure("tick, 100,000 pods", elapsed, "s", "< 10 s", elapsed < 10)
+        else:
+            figure(f"tick, {size:,} pods", elapsed, "s")
+        figure(f"tick, {size:,} pods: per 1k pods", elapsed / size * 1000, "s")
     print(f"load average {os.getloadavg()}")
     total = sum(a.balance for a in LedgerAccount.objects.all())
     entries = LedgerAccount.objects.aggregate(s=Sum("entries__amount"))["s"]

@@ -29,43 +29,16 @@ class Bench:
     timeout_s: int
 
 
+# Heartbeats are served as the production image serves web traffic (uvicorn workers,
+# docker-compose.yml); the proxy bench starts its own uvicorn proxy process (Procfile `proxy`).
+HB = "bench/heartbeats.py --interval 10 --duration 30 --servers 2 --server uvicorn"
 BENCHES = (
+    Bench("heartbeats-10k", tuple(f"{HB} --nodes 10000".split()), 150),
+    Bench("heartbeats-1k", tuple(f"{HB} --nodes 1000".split()), 100),
     Bench(
-        "heartbeats-10k",
-        (
-            "bench/heartbeats.py",
-            "--nodes",
-            "10000",
-            "--interval",
-            "10",
-            "--duration",
-            "30",
-            "--servers",
-            "2",
-        ),
-        150,
+        "scheduler", tuple("bench/scheduler.py --pods 10000 --nodes 2000 --procs 1 4".split()), 180
     ),
-    Bench(
-        "heartbeats-1k",
-        (
-            "bench/heartbeats.py",
-            "--nodes",
-            "1000",
-            "--interval",
-            "10",
-            "--duration",
-            "30",
-            "--servers",
-            "2",
-        ),
-        100,
-    ),
-    Bench(
-        "scheduler",
-        ("bench/scheduler.py", "--pods", "10000", "--nodes", "2000", "--procs", "1", "4"),
-        180,
-    ),
-    Bench("billing-tick", ("bench/billing_tick.py", "--sizes", "10000", "50000", "100000"), 240),
+    Bench("billing-tick", tuple("bench/billing_tick.py --sizes 10000 50000 100000".split()), 240),
     Bench("proxy", ("bench/proxy.py",), 150),
 )
 

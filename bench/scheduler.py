@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 
 import _django
+from _report import figure
 
 _django.setup()
 
@@ -144,6 +145,14 @@ def main() -> None:
             f"{cpu / max(placed, 1) * 1000:.2f} ms and {statements / max(placed, 1) * 1000:.0f} "
             f"SQL statements per 1,000 placements; {check()}"
         )
+        figure(
+            f"{procs} process(es): placements/s",
+            rates[procs],
+            "/s",
+            ">= 1000",
+            rates[procs] >= 1000,
+        )
+        figure(f"{procs} process(es): CPU per placement", cpu / max(placed, 1) * 1000, "ms")
     if 1 in rates and len(rates) > 1:
         for procs, rate in rates.items():
             if procs != 1:
@@ -151,6 +160,8 @@ def main() -> None:
                     f"{procs} processes ÷ 1 process: {rate / rates[1]:.2f} (target ≥ 1.00); "
                     f"load average {os.getloadavg()}"
                 )
+                ratio = rate / rates[1]
+                figure(f"{procs} processes ÷ 1 process", ratio, "×", ">= 1.00", ratio >= 1.0)
 
 
 if __name__ == "__main__":
