@@ -4,6 +4,7 @@ a pod that fits nowhere still waits."""
 
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,41 @@ class NodeCapacity:
     reliability: float = 1.0  # apps.pods.reliability, filled in when a strategy needs it
 
 
+class _NodeClass:
+    """Nodes of one model that a placement cannot tell apart by anything but their free GPUs
+    and CPU/RAM/disk: the same VRAM, price, measured reliability and scheduler slot. They rank
+    the same under every strategy, and among them best fit takes the fullest that fits, so a
+    placement looks at one member per class (found through its free-GPU buckets) instead of
+    at every node."""
+
+    __slots__ = ("buckets", "memory_mb", "price")
+
+    def __init__(self, memory_mb: int, price: int) -> None:
+        self.memory_mb = memory_mb
+        self.price = price
+        self.buckets: dict[int, dict[uuid.UUID, NodeCapacity]] = {}
+
+    def add(self, entry: NodeCapacity) -> None:
+        if entry.free > 0:
+            self.buckets.setdefault(entry.free, {})[entry.node.pk] = entry
+
+    def remove(self, entry: NodeCapacity) -> None:
+        bucket = self.buckets.get(entry.free)
+        if bucket is not None:
+            bucket.pop(entry.node.pk, None)
+            if not bucket:
+                del self.buckets[entry.free]
+
+    def fullest_fit(
+        self, count: int, fits: "Callable[[NodeCapacity], bool]"
+    ) -> NodeCapacity | None:
+        for free in sorted(f for f in self.buckets if f >= count):
+            for entry in self.buckets[free].values():
+                if fits(entry):
+                    return entry
+        return None
+
+
 @dataclass
 class CapacityView:
     """Free GPUs per (node, model) and free CPU/RAM/disk per node, read once per scheduling
@@ -44,6 +80,11 @@ class CapacityView:
     # disjoint nodes instead of queueing on the same node locks. One scheduler: no preference.
     slot: int = 0
     slots: int = 1
+    # The classes of equivalent nodes per model, built on the first placement of a pass (and
+    # again if the slot changes); kept current through `set_free`.
+    _classes: dict[str, list[_NodeClass]] | None = None
+    _class_of: dict[int, _NodeClass] = field(default_factory=dict)
+    _classes_slot: tuple[int, int] = (0, 1)
 
     @classmethod
     def load(cls) -> "CapacityView":
@@ -67,6 +108,71 @@ class CapacityView:
             entries=entries, resources=node_resources(Node.objects.filter(status=NodeStatus.ONLINE))
         )
 
+    def set_free(self, entry: NodeCapacity, free: int) -> None:
+        """Change an entry's free GPU count (a placement planned on it, or it turned out
+        fuller than read), keeping the classes' buckets current."""
+        node_class = self._class_of.get(id(entry)) if self._classes is not None else None
+        if node_class is not None:
+            node_class.remove(entry)
+        entry.free = free
+        if node_class is not None:
+            node_class.add(entry)
+
+    def _node_classes(self) -> dict[str, list[_NodeClass]]:
+        if self._classes is not None and self._classes_slot == (self.slot, self.slots):
+            return self._classes
+        self._score()
+        by_key: dict[tuple[Any, ...], _NodeClass] = {}
+        classes: dict[str, list[_NodeClass]] = {}
+        self._class_of = {}
+        for c in self.entries:
+            other = self.slots > 1 and c.node.pk.int % self.slots != self.slot
+            key = (c.model, c.memory_mb, c.price, c.reliability, other)
+            node_class = by_key.get(key)
+            if node_class is None:
+                node_class = by_key[key] = _NodeClass(c.memory_mb, c.price)
+                classes.setdefault(c.model, []).append(node_class)
+            node_class.add(c)
+            self._class_of[id(c)] = node_class
+        self._classes, self._classes_slot = classes, (self.slot, self.slots)
+        return classes
+
+    def _best_placement(self, pod: Pod) -> list[NodeCapacity]:
+        """`candidates(pod, first=True)` for a GPU pod that may go anywhere: the fullest
+        fitting node of each class of equivalent nodes, then the strategy's pick among those
+        (the same node a ranking of every fitting node would pick, up to the tie-break)."""
+        needs: dict[tuple[int | None, int | None], Needs] = {}
+        resources_of = self.resources
+
+        def fits(c: NodeCapacity) -> bool:
+            resources = resources_of.get(c.node.pk)
+            if resources is None:
+                return False
+            share = (resources.cpu_per_gpu, resources.ram_per_gpu)
+            need = needs.get(share)
+            if need is None:
+                need = needs[share] = resources.needs(pod)
+            free_cpu, free_memory, free_disk = (
+                resources.free_cpu,
+                resources.free_memory,
+                resources.free_disk,
+            )
+            return (
+                (free_cpu is None or need.cpu_millicores <= free_cpu)
+                and (free_memory is None or need.memory_mb <= free_memory)
+                and (free_disk is None or need.disk_gb <= free_disk)
+            )
+
+        count, vram, cap = pod.gpu_count, pod.min_vram_mb, pod.price_cap_per_gpu_hour
+        best = []
+        for node_class in self._node_classes().get(pod.gpu_model, ()):
+            if node_class.memory_mb < vram or (cap is not None and node_class.price > cap):
+                continue
+            entry = node_class.fullest_fit(count, fits)
+            if entry is not None:
+                best.append(entry)
+        return self.ranked(best, pod.strategy, first=True)
+
     def fits(self, pod: Pod, node_id: uuid.UUID) -> bool:
         resources = self.resources.get(node_id)
         return resources is not None and not resources.shortfall(resources.needs(pod))
@@ -75,6 +181,8 @@ class CapacityView:
         """The nodes `pod` fits on now, best first (with `first`: the best one only)."""
         if pod.gpu_count == 0:
             return self._cpu_candidates(pod)[: 1 if first else None]
+        if first and pod.node_id is None:
+            return self._best_placement(pod)
         # What the pod takes of a node depends only on the node's per-GPU share: worked out
         # once per share, not once per node (this loop runs for every node, for every pod).
         needs: dict[tuple[int | None, int | None], Needs] = {}

@@ -58,7 +58,7 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
         candidates = capacity.candidates(pod, first=True)
         if candidates:
             chosen_node = candidates[0]
-            chosen_node.free -= pod.gpu_count
+            capacity.set_free(chosen_node, chosen_node.free - pod.gpu_count)
             resources = capacity.resources[chosen_node.node.pk]
             resources.take(resources.needs(pod))
             plan.append((pod, chosen_node))
@@ -110,7 +110,8 @@ def community_nodes(pods: list[Pod], capacity: CapacityView) -> BatchOutcome:
             continue
         chosen = _take_gpus(free[candidate.node.pk], pod) if pod.gpu_count else []
         if chosen is None:
-            candidate.free = 0  # fuller than the view said: someone else got there first
+            # fuller than the view said: someone else got there first
+            capacity.set_free(candidate, 0)
             outcome.contended.add(pod.pk)
             continue
         on_node.take(needs)
