@@ -1,3 +1,4 @@
+# Over 450 lines: one stand-in for one upstream API (sessions, charges, refunds) on one state.
 """The stand-in's state, its HTTP server and the webhook sender (see the package docstring)."""
 
 from __future__ import annotations
