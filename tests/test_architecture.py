@@ -215,3 +215,21 @@ def test_the_walker_sees_local_relative_and_type_checking_imports(tmp_path):
         ("apps.billing.models", True),
         ("apps.nodes.models", True),
     }
+
+
+MAX_LINES = 450
+
+
+def test_a_module_over_450_lines_says_why_at_its_top():
+    """Modules are split by job; one that stays long says why on its first line."""
+    long_without_reason = [
+        f"{path.relative_to(ROOT)} ({n} lines)"
+        for path in sorted(APPS.rglob("*.py"))
+        if "migrations" not in path.parts
+        and (n := len(lines := path.read_text().splitlines())) > MAX_LINES
+        and not lines[0].startswith(f"# Over {MAX_LINES} lines:")
+    ]
+    assert not long_without_reason, (
+        f"split these by job, or start them with '# Over {MAX_LINES} lines: <why>': "
+        f"{long_without_reason}"
+    )
