@@ -29,9 +29,11 @@ LOCAL_IMPORTS_ALLOWED = {
 
 # Row locks outside an app's locks.py, each with its reason (docs/architecture.md, "Lock order").
 LOCKS_ELSEWHERE_ALLOWED = {
-    # The scheduler's and the meter's batch claims (SKIP LOCKED over a queryset they build);
-    # their owner (the scheduling work) is to move them into apps/pods/locks.py.
+    # The scheduler's and the meter's set-based batch claims: SKIP LOCKED over querysets built
+    # per batch (pending pods, a batch's nodes in pk order, their free GPUs, due pods), part of
+    # each batch's one statement per step, not a single row's lock.
     "apps/pods/scheduler.py",
+    "apps/pods/claims.py",
     "apps/pods/metering.py",
     # The idempotency record is the shared request machinery's own, locked in one place.
     "apps/core/idempotency.py",
