@@ -86,7 +86,7 @@ def test_many_concurrent_streams_are_not_capped_by_the_web_bound(
         client = openai.AsyncOpenAI(
             base_url=proxy_server.url + "/v1", api_key=key, max_retries=0, timeout=20
         )
-        first_chunks = asyncio.Queue()
+        first_chunks: asyncio.Queue[int] = asyncio.Queue()
 
         async def one() -> str:
             stream = await client.chat.completions.create(
