@@ -3,6 +3,8 @@ our servers (uvicorn in a thread, daphne and the test backends as processes), re
 log lines and every stored byte of the database back. Nothing here builds data: builders live
 in tests/factories.py."""
 
+import asyncio
+import inspect
 import io
 import json
 import logging
@@ -46,6 +48,20 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
         if value:
             return value
         time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+async def wait_for_async(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """`wait_for` inside an event loop: `check` (a function or a coroutine function) is polled
+    with `asyncio.sleep` between tries, so the tasks it waits for keep running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 

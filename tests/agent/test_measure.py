@@ -4,7 +4,6 @@ the create_volume / delete_volume commands run through the same runner as pod co
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from agent.commands import Command
 from agent.config import ConfigError, load_config
 from agent.main import Agent
 from agent.state import AgentState, StateStore
+from tests.support import wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -114,9 +114,7 @@ def test_volumes_and_layers_are_measured_every_interval(
         )
         agent.runner.wait_finished(60)
         agent.runner.take_finished()
-        deadline = time.monotonic() + 60
-        while "written" not in agent.runtime.logs(pod) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: "written" in agent.runtime.logs(pod), "the pod's writes done")
 
         # when the interval has not passed, the heartbeat carries no measurement
         assert "volumes" not in agent.heartbeat_payload()

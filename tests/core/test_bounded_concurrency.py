@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from apps.core.asgi import BoundedConcurrency
+from tests.support import wait_for_async
 
 
 class SlowApp:
@@ -43,8 +44,7 @@ def test_requests_beyond_the_bound_wait_then_are_shed_with_503() -> None:
         inner = SlowApp()
         app = BoundedConcurrency(inner, limit=2, queue_timeout_s=0.2, retry_after_s=3)
         running = [asyncio.create_task(call(app)) for _ in range(2)]
-        await asyncio.sleep(0.05)
-        assert inner.started == 2
+        await wait_for_async(lambda: inner.started == 2, "both slots taken", timeout=10)
 
         status, headers, body = await call(app)  # no slot frees up within 0.2 s
         assert status == 503
@@ -54,6 +54,9 @@ def test_requests_beyond_the_bound_wait_then_are_shed_with_503() -> None:
         assert inner.started == 2  # the shed request never reached the app
         assert app.shed == 1
 
+        # From here on a patient queue: the next request waits for its slot however long a
+        # busy machine takes to free one (0.2 s could pass between two steps of the loop).
+        app.queue_timeout_s = 60
         waiting = asyncio.create_task(call(app))  # waits for a slot, then runs
         await asyncio.sleep(0)
         inner.release.set()
@@ -69,10 +72,11 @@ def test_liveness_bypasses_the_bound() -> None:
         inner = SlowApp()
         app = BoundedConcurrency(inner, limit=1, queue_timeout_s=0.1)
         held = asyncio.create_task(call(app))
-        await asyncio.sleep(0.05)
+        await wait_for_async(lambda: inner.started == 1, "the one slot taken", timeout=10)
         health = asyncio.create_task(call(app, "/healthz"))
-        await asyncio.sleep(0.05)
-        assert inner.started == 2  # /healthz went straight in
+        # /healthz goes straight in: a bounded request would find the slot taken and be shed
+        # with 503 after 0.1 s, never reaching the app (this wait would time out)
+        await wait_for_async(lambda: inner.started == 2, "/healthz in the app", timeout=10)
         inner.release.set()
         assert [(await held)[0], (await health)[0]] == [200, 200]
 

@@ -6,6 +6,7 @@ import asyncio
 import pytest
 
 from apps.proxy.routing import _TtlCache
+from tests.support import wait_for_async
 
 
 class Clock:
@@ -35,9 +36,13 @@ async def test_expired_entry_is_served_while_one_background_load_replaces_it():
     assert await asyncio.gather(*(cache.get("k", 1.0, load) for _ in range(5))) == [1] * 5
     assert len(loads) == 2
     gate.set()
-    for _ in range(100):
-        await asyncio.sleep(0)
-    assert await cache.get("k", 60.0, load) == 2
+
+    # The refresh lands: its value is served from then on (stale until then, no new load).
+    async def refreshed() -> bool:
+        return await cache.get("k", 1.0, load) == 2
+
+    await wait_for_async(refreshed, "the refreshed value", timeout=10)
+    assert len(loads) == 2
 
 
 @pytest.mark.asyncio

@@ -39,9 +39,14 @@ def test_each_chunk_reaches_the_client_before_the_backend_sends_the_next(
     assert received == ["echo:", " one", " two", " three", " four", None]
 
 
-def test_chunks_100ms_apart_arrive_in_order_and_the_first_before_the_backend_is_done(
+def test_chunks_paced_by_the_backend_arrive_one_by_one_in_order_and_whole(
     proxy_server, echo_backends, user
 ):
+    """A backend that paces its chunks 100 ms apart, as a model generates: each reaches the
+    client as its own event, in the order emitted, none before it was emitted, and the text is
+    whole. That no chunk waits for the next is proven causally by the gated test above; how
+    soon a chunk arrives is a figure of bench/proxy.py (stream, first chunk), not an assertion
+    on wall-clock time (it fails on a busy machine)."""
     backend = echo_backends(name="slow", chunk_interval=0.1)
     _, key = make_deployment(user, backends=[backend])
     client = openai.OpenAI(
@@ -58,16 +63,11 @@ def test_chunks_100ms_apart_arrive_in_order_and_the_first_before_the_backend_is_
         arrivals.append((time.time(), chunk.model_extra["x_emitted_at"], chunk))
 
     emitted = [e for _, e, _ in arrivals]
-    arrived = [a for a, _, _ in arrivals]
     assert emitted == sorted(emitted)
-    assert arrived == sorted(arrived)
-    # The first chunk was with the client before the backend produced its last one.
-    assert arrived[0] < emitted[-1]
-    # Every chunk reached the client after the backend emitted it and before the next one.
-    for (got, _, _), (_, next_emitted, _) in zip(arrivals, arrivals[1:-1], strict=False):
-        assert got < next_emitted + 0.1
-    text = "".join(c.choices[0].delta.content or "" for _, _, c in arrivals)
-    assert text == "echo: a b c d e"
+    # Causal, so true however slow the machine: nothing arrives before it was emitted.
+    assert all(got >= sent for got, sent, _ in arrivals)
+    pieces = [c.choices[0].delta.content for _, _, c in arrivals]
+    assert pieces == ["echo:", " a", " b", " c", " d", " e", None]
 
 
 def test_many_concurrent_streams_are_not_capped_by_the_web_bound(
@@ -86,7 +86,7 @@ def test_many_concurrent_streams_are_not_capped_by_the_web_bound(
         client = openai.AsyncOpenAI(
             base_url=proxy_server.url + "/v1", api_key=key, max_retries=0, timeout=20
         )
-        first_chunks = asyncio.Queue()
+        first_chunks: asyncio.Queue[int] = asyncio.Queue()
 
         async def one() -> str:
             stream = await client.chat.completions.create(

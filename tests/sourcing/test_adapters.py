@@ -1,7 +1,6 @@
 """The real clients against the simulators over HTTP: every operation of the adapter
 interface and every error class of fact sheet §4, per provider."""
 
-import asyncio
 import socket
 
 import httpx
@@ -28,6 +27,7 @@ from apps.sourcing.adapters.base import (
 )
 from tests.e2e.upstream_conftest import docker_client, net_image  # noqa: F401 - fixtures
 from tests.sourcing.conftest import PROVIDERS, Sleeps, make_adapter
+from tests.support import wait_for_async
 
 pytestmark = pytest.mark.asyncio
 
@@ -62,12 +62,16 @@ def lifecycle_config(name: str, image: str, port: int) -> InstanceConfig:
 
 
 async def _wait_running(adapter, instance_id):
-    for _ in range(600):
+    async def running():
         instance = await adapter.get_instance(instance_id)
-        if instance.state == InstanceState.RUNNING:
-            return instance
-        await asyncio.sleep(0.05)
-    raise AssertionError("instance never RUNNING")
+        return instance if instance.state == InstanceState.RUNNING else None
+
+    return await wait_for_async(running, f"instance {instance_id} RUNNING")
+
+
+def _sim_view(sim, instance_id: str) -> dict:
+    """The simulator's own view of the instance (its container, its process)."""
+    return next(i for i in sim.control.instances() if str(i["id"]) == instance_id)
 
 
 @pytest.mark.parametrize("name", PROVIDERS)
@@ -388,15 +392,13 @@ async def test_a_container_cloud_runs_the_image_it_is_given_not_a_script(sims, n
     created = await adapter.create_instance(
         offer, InstanceConfig(label="gco-legacy", startup_script="sleep 30")
     )
-    for _ in range(100):
-        instance = await adapter.get_instance(created.instance_id)
-        view = next(
-            i for i in sims[name].control.instances() if str(i["id"]) == created.instance_id
-        )
-        if view["container"] == "failed":
-            break
-        await asyncio.sleep(0.05)
-    assert view["container"] == "failed" and not view["process_alive"]
+    view = await wait_for_async(
+        lambda: (v := _sim_view(sims[name], created.instance_id))["container"] == "failed" and v,
+        "the container to fail",
+    )
+    assert not view["process_alive"]
+    # read after the failure (read before it, the state could still be the one before it)
+    instance = await adapter.get_instance(created.instance_id)
     assert instance.state == (InstanceState.FAILED if name == "vast_ai" else InstanceState.STARTING)
     await adapter.terminate_instance(created.instance_id)
     await adapter.aclose()
@@ -411,21 +413,14 @@ async def test_startup_script_runs_when_the_machine_is_up(sims):
         offer, InstanceConfig(label="gco-boot", ssh_key_name="gco", startup_script=script)
     )
     await _wait_running(adapter, created.instance_id)
-    for _ in range(100):
-        view = next(
-            i for i in sims[name].control.instances() if str(i["id"]) == created.instance_id
-        )
-        if view["process_alive"]:
-            break
-        await asyncio.sleep(0.05)
-    assert view["process_alive"]
+    await wait_for_async(
+        lambda: _sim_view(sims[name], created.instance_id)["process_alive"],
+        "the startup script running",
+    )
     await adapter.terminate_instance(created.instance_id)
-    for _ in range(200):
-        view = next(
-            i for i in sims[name].control.instances() if str(i["id"]) == created.instance_id
-        )
-        if not view["process_alive"]:
-            break
-        await asyncio.sleep(0.05)
-    assert not view["process_alive"]  # the machine is gone, and its processes with it
+    # the machine is gone, and its processes with it
+    await wait_for_async(
+        lambda: not _sim_view(sims[name], created.instance_id)["process_alive"],
+        "the startup script's process gone",
+    )
     await adapter.aclose()
