@@ -28,14 +28,16 @@ def _task_prerun(task_id: str = "", task: Any = None, **kwargs: Any) -> None:
     from apps.core import metrics
     from apps.core.request_context import celery_task_prerun
 
-    celery_task_prerun(task=task)
+    celery_task_prerun(task=task, task_id=task_id)
     metrics.task_started(task_id)
 
 
 @signals.task_postrun.connect
 def _task_postrun(task_id: str = "", task: Any = None, state: str | None = None, **_: Any) -> None:
     from apps.core import metrics
+    from apps.core.request_context import celery_task_postrun
 
+    celery_task_postrun(task_id=task_id)
     outcome = (state or "UNKNOWN").lower()
     metrics.task_finished(task_id=task_id, task_name=getattr(task, "name", "?"), outcome=outcome)
 

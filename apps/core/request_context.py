@@ -18,6 +18,9 @@ _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 # A client's id is kept when it is short and plain (it ends up in logs and headers).
 _ACCEPTABLE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# The Celery task running now (its name goes on each log line as `task`).
+_task: contextvars.ContextVar[str | None] = contextvars.ContextVar("gco_task", default=None)
+_task_tokens: dict[str, contextvars.Token[str | None]] = {}
 HEADER = "X-Request-ID"
 ASGI_HEADER = b"x-request-id"
 CELERY_HEADER = "gco_request_id"
@@ -56,9 +59,11 @@ def bound(value: str | None) -> Iterator[str | None]:
 
 
 def with_request_id(payload: dict[str, Any]) -> dict[str, Any]:
-    """An agent command's payload with the current request id (agents before 0.3 ignore it)."""
+    """An agent command's payload with the current request id (agents before 0.3 ignore it),
+    unless the payload already names the request it belongs to (a pod's start carries the id
+    of the request that created the pod, whoever places it)."""
     rid = _request_id.get()
-    return {**payload, "request_id": rid} if rid else payload
+    return {**payload, "request_id": rid} if rid and not payload.get("request_id") else payload
 
 
 class RequestIdFilter(logging.Filter):
@@ -72,6 +77,10 @@ class RequestIdFilter(logging.Filter):
             if rid is None:
                 rid = getattr(getattr(record, "request", None), "request_id", None)
             record.request_id = rid
+        if not hasattr(record, "task"):
+            task = _task.get()
+            if task is not None:
+                record.task = task
         return True
 
 
@@ -85,7 +94,7 @@ def celery_before_publish(headers: dict[str, Any] | None = None, **_: Any) -> No
         headers.setdefault(CELERY_HEADER, rid)
 
 
-def celery_task_prerun(task: Any = None, **_: Any) -> None:
+def celery_task_prerun(task: Any = None, task_id: str = "", **_: Any) -> None:
     """task_prerun: the task runs under the id its message carries. An eager task (run inline
     by its publisher) keeps the publisher's id; a worker's task without one gets none, so no
     id leaks from one task to the next in the same worker process."""
@@ -97,3 +106,17 @@ def celery_task_prerun(task: Any = None, **_: Any) -> None:
         _request_id.set(str(rid))
     elif request is None or not getattr(request, "is_eager", False):
         _request_id.set(None)
+    name = getattr(task, "name", None)
+    if name and task_id:
+        _task_tokens[task_id] = _task.set(str(name))
+
+
+def celery_task_postrun(task_id: str = "", **_: Any) -> None:
+    """task_postrun: lines written after the task (or after an eager task, in its publisher)
+    no longer name it."""
+    token = _task_tokens.pop(task_id, None)
+    if token is not None:
+        try:
+            _task.reset(token)
+        except ValueError:  # set in another context (a thread pool's): just clear it
+            _task.set(None)

@@ -255,4 +255,6 @@ def start_spec(
         "authorized_keys": keys,
         "restart_policy": "unless-stopped" if pod.restartable else "no",
         "network_mode": None,
+        # The request that asked for this start (empty: the current one, if any).
+        **({"request_id": pod.request_id} if pod.request_id else {}),
     }

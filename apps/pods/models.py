@@ -148,6 +148,10 @@ class Pod(models.Model):
 
     idempotency_key = models.CharField(max_length=255, blank=True)
     request_hash = models.CharField(max_length=64, blank=True)
+    # The id of the request that asked for this pod (docs/observability.md): its placement, by
+    # whichever process makes it, logs under it, and its start_pod command carries it to the
+    # agent, so one id follows the pod's start from the API call to the container.
+    request_id = models.CharField(max_length=128, blank=True, default="")
 
     objects = PodQuerySet.as_manager()
 

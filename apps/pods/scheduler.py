@@ -10,6 +10,7 @@ Capacity sources are tried in order (`POD_CAPACITY_SOURCES`): our own nodes firs
 app adds upstream clouds as a second source (a source that rents a machine moves the pod to
 PROVISIONING and places it when the machine's agent registers)."""
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils.module_loading import import_string
 
-from apps.core import metrics
+from apps.core import metrics, request_context
 from apps.core.gpu_models import CANONICAL, CPU_MODEL
 from apps.nodes.models import Gpu, Node, NodeStatus
 from apps.nodes.selectors import gpu_price_per_hour
@@ -33,6 +34,8 @@ from apps.pods.claims import (
     start_spec,
 )
 from apps.pods.models import Pod, PodStatus
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BatchOutcome",
@@ -202,6 +205,7 @@ def _schedule_round(
                 if not offered:
                     break
                 outcome = source(offered, capacity)
+                _log_placed([p for p in offered if p.pk in outcome.placed])
                 result.placed += len(outcome.placed)
                 contended = contended or bool(outcome.contended)
                 remaining = [p for p in remaining if p.pk not in outcome.placed]
@@ -212,6 +216,26 @@ def _schedule_round(
                 if pod.status_reason != reason:
                     Pod.objects.filter(pk=pod.pk).update(status_reason=reason)
     return contended
+
+
+def _log_placed(pods: list[Pod]) -> None:
+    """One line per placement, under the id of the request that asked for the pod (not the
+    pass's own): an operator follows a pod start from its API call through this pass, which may
+    run in a Celery worker long after, to the agent's lines for its start_pod command."""
+    if not pods or not logger.isEnabledFor(logging.INFO):
+        return
+    for pod in pods:
+        logger.info(
+            "pod %s %s: %s",
+            pod.pk,
+            pod.status,
+            pod.status_reason,
+            extra={
+                "request_id": pod.request_id or request_context.current(),
+                "pod_id": str(pod.pk),
+                "pod_status": pod.status,
+            },
+        )
 
 
 def lowest_price(gpu_model: str) -> int | None:

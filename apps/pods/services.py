@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from apps.accounts.models import User
 from apps.billing.spend import spend_refusal
+from apps.core import request_context
 from apps.nodes import services as node_services
 from apps.nodes.models import CommandStatus, CommandType, Node, NodeCommand, Workload, WorkloadState
 from apps.pods import metering, upstream, volumes
@@ -69,7 +70,11 @@ def pod_create(*, owner: User, spec: dict[str, Any], idempotency_key: str = "") 
                 volume = volumes.lock_for_attach(volume=volume, pod_spec=spec)
                 spec = {**spec, "volume": volume, "node": volume.node}
             pod = Pod.objects.create(
-                owner=owner, idempotency_key=idempotency_key, request_hash=digest, **spec
+                owner=owner,
+                idempotency_key=idempotency_key,
+                request_hash=digest,
+                request_id=request_context.current() or "",
+                **spec,
             )
             pod.events.create(
                 from_status=PodStatus.PENDING, to_status=PodStatus.PENDING, reason="created"
@@ -119,11 +124,12 @@ def pod_resume(*, pod: Pod) -> Pod:
             locked.node = volume.node
         for name, value in RESUME_RESET.items():
             setattr(locked, name, value() if callable(value) else value)
+        locked.request_id = request_context.current() or ""  # this start's request
         pod_transition(
             pod=locked,
             to=PodStatus.PENDING,
             reason="resumed by its owner",
-            extra_fields=("node", *RESUME_RESET),
+            extra_fields=("node", "request_id", *RESUME_RESET),
         )
     schedule_pending(pod_ids=[pod.pk])
     locked.refresh_from_db()

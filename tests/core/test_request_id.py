@@ -3,7 +3,6 @@ JSON log line, carried in a Celery message header to the task that runs on a rea
 the real Redis broker), and put in the payload of the agent commands that task queues. Log
 lines are rendered by the JSON formatter LOG_FORMAT=json configures and parsed back."""
 
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -16,7 +15,7 @@ from apps.pods.models import Pod, PodStatus
 from apps.pods.tasks import schedule_pending_pods
 from config.celery import app as celery_app
 from tests.factories import POD, fund, make_node
-from tests.support import JsonLines, capturing
+from tests.support import JsonLines, capturing, wait_for
 
 
 @pytest.fixture
@@ -61,19 +60,22 @@ def test_id_rides_a_celery_task_to_its_agent_commands(monkeypatch, user):
     ):
         with request_context.bound(rid):
             schedule_pending_pods.delay()
-        deadline = time.monotonic() + 30
-        while Pod.objects.get(pk=pod.pk).status == PodStatus.PENDING:
-            assert time.monotonic() < deadline, "the worker did not place the pod"
-            time.sleep(0.05)
+
+        def finished() -> list[dict]:
+            # The task's "succeeded" line comes after its work is committed: wait for it
+            # while the worker runs, rather than for the pod, whose change is seen first.
+            return [
+                r
+                for r in json_logs.records()
+                if r["logger"] == "celery.app.trace" and "pods.schedule_pending" in r["message"]
+            ]
+
+        task_lines = wait_for(finished, "the task's trace line", timeout=30)
 
     # Then the worker's lines for that task carry the id
-    task_lines = [
-        r
-        for r in json_logs.records()
-        if r["logger"] == "celery.app.trace" and "pods.schedule_pending" in r["message"]
-    ]
-    assert task_lines, json_logs.stream.getvalue()[-2000:]
+    assert Pod.objects.get(pk=pod.pk).status == PodStatus.SCHEDULED
     assert {r["request_id"] for r in task_lines} == {rid}
+    assert {r["task"] for r in task_lines} == {"pods.schedule_pending"}
     # and so does the start_pod command it queued for the agent
     command = NodeCommand.objects.get(node=node, type="start_pod")
     assert command.payload["pod_id"] == str(pod.pk)
