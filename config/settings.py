@@ -272,11 +272,15 @@ NODE_REGISTRATION_TOKEN_TTL_S = env.int("NODE_REGISTRATION_TOKEN_TTL_S", default
 # above the last one accepted (replay protection; required from agent 0.2.0 on).
 NODE_HEARTBEAT_REPLAY_WINDOW_S = env.int("NODE_HEARTBEAT_REPLAY_WINDOW_S", default=300)
 # The heartbeat's lean path (apps/nodes/heartbeat_asgi.py): database connections per web process
-# (its own async pool; beats beyond them wait up to WEB_QUEUE_TIMEOUT_S, then are shed), how
-# many beats one process takes on at once (more are shed at once: at ~1 ms of CPU each, 64
-# queued beats are ~64 ms of wait), and how often buffered GPU readings are written.
+# (its own async pool; beats beyond them wait up to WEB_QUEUE_TIMEOUT_S, then are shed), and
+# when to shed: once beats have waited over QUEUE_TARGET_MS for a connection for a whole
+# QUEUE_WINDOW_MS (a standing queue, not a burst), new beats are shed until it drains. MAX_WAITING
+# bounds the beats one process holds at once (a backstop: at ~1 ms of CPU each, 1,024 beats are
+# about a second of work). Then how often buffered GPU readings are written.
 NODE_HEARTBEAT_DB_CONNECTIONS = env.int("NODE_HEARTBEAT_DB_CONNECTIONS", default=4)
-NODE_HEARTBEAT_MAX_WAITING = env.int("NODE_HEARTBEAT_MAX_WAITING", default=64)
+NODE_HEARTBEAT_QUEUE_TARGET_MS = env.float("NODE_HEARTBEAT_QUEUE_TARGET_MS", default=50.0)
+NODE_HEARTBEAT_QUEUE_WINDOW_MS = env.float("NODE_HEARTBEAT_QUEUE_WINDOW_MS", default=500.0)
+NODE_HEARTBEAT_MAX_WAITING = env.int("NODE_HEARTBEAT_MAX_WAITING", default=1024)
 NODE_TELEMETRY_FLUSH_MS = env.int("NODE_TELEMETRY_FLUSH_MS", default=500)
 # Liveness (apps/nodes/liveness.py): SUSPECT after this many missed intervals (an event, no
 # action); OFFLINE (pods rescheduled or failed) only after the grace, counted from the last beat.
@@ -346,6 +350,10 @@ if STRIPE_SECRET_KEY and not STRIPE_WEBHOOK_SECRET:
 # Where pending pods can be placed, tried in order (the sourcing app adds upstream clouds).
 POD_CAPACITY_SOURCES = ["apps.pods.scheduler.community_nodes"]
 POD_LOGS_WAIT_S = env.float("POD_LOGS_WAIT_S", default=15)
+# Full scheduler passes (the periodic task's) that run at once, whatever the number of Celery
+# workers: one more stands aside and leaves the queue to them (apps/pods/scheduler.py). Size it
+# to the database's cores: beyond them, passes only contend for the same locks and CPU.
+SCHEDULER_MAX_PASSES = env.int("SCHEDULER_MAX_PASSES", default=2)
 # The module that stops and reads the logs of pods that are upstream containers (sourcing).
 POD_UPSTREAM_BACKEND = ""
 # Functions adding rows to the one price list (pod form, /gpus, GET /api/v1/nodes/available).

@@ -10,9 +10,14 @@ this handler, which answers it exactly as before (docs/agent-protocol.md).
 Authentication is the full path's: the token's SHA-256 is looked up in the same statement
 (lookups go by hash, so nothing compares the secret byte by byte), on every beat, uncached: a
 retired or re-keyed node's token stops working on its next beat. Per node, the request rate
-limits (RATE_LIMITS) are counted in this process. When every connection of the pool is busy
-for WEB_QUEUE_TIMEOUT_S the beat is shed: 503 with a Retry-After spread over the heartbeat
-interval, so a shed fleet does not come back at once."""
+limits (RATE_LIMITS) are counted in this process.
+
+Overload is told by how long beats wait for a connection, not by how many wait (`QueueDelay`,
+after CoDel): a burst that the pool drains within the target is served whole, however deep;
+a queue that has stood above the target for a whole window sheds new beats until it drains.
+A hard bound on beats held at once (NODE_HEARTBEAT_MAX_WAITING) and the pool's wait limit
+(WEB_QUEUE_TIMEOUT_S) stay as backstops. A shed beat gets 503 with a Retry-After spread over
+the heartbeat interval, so a shed fleet does not come back at once."""
 
 import asyncio
 import json
@@ -130,6 +135,46 @@ def _conninfo() -> str:
     )
 
 
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    """A heartbeat's write need not wait for the WAL flush: a crash can lose at most the last
+    fraction of a second of beats, which the next beats (every interval) write again, and
+    commands whose delivery was lost are delivered again (the agent acks each id once). The
+    connection is then held for the statement's CPU time only, not the disk's."""
+    await conn.execute("SET synchronous_commit = off")
+
+
+class QueueDelay:
+    """Is the connection queue standing, or only a burst? Each beat reports how long it
+    waited for a connection; a window in which even the shortest wait was above the target
+    means the queue never drained, and the next window sheds new beats (until a window's
+    shortest wait is under the target again). A burst, however deep, drains within a window
+    and sheds nothing."""
+
+    def __init__(self, *, target_s: float, window_s: float) -> None:
+        self.target_s = target_s
+        self.window_s = window_s
+        self.overloaded = False
+        self._window_ends = 0.0
+        self._shortest = float("inf")
+
+    def waited(self, seconds: float, now: float) -> None:
+        if now >= self._window_ends:
+            # A window with no beats at all says nothing about a queue: it is not standing.
+            self.overloaded = self._shortest > self.target_s and self._shortest != float("inf")
+            self._shortest = float("inf")
+            self._window_ends = now + self.window_s
+        self._shortest = min(self._shortest, seconds)
+
+    def admit(self, *, queued: int, now: float) -> bool:
+        """May a new beat join? `queued`: beats held now beyond what the pool serves at once."""
+        if self.overloaded and queued <= 0:
+            # Drained: start a fresh window (the beats just served waited behind the old queue).
+            self.overloaded = False
+            self._shortest = float("inf")
+            self._window_ends = now + self.window_s
+        return not self.overloaded
+
+
 class LeanHeartbeat:
     """The ASGI app: heartbeats it can serve, served; every other request to `app`."""
 
@@ -140,6 +185,10 @@ class LeanHeartbeat:
         self.rates = RateCounter()
         self.served = self.handed_on = self.shed = 0  # since start, for logs and benches
         self.in_flight = 0  # beats this process is working on or waiting to
+        self.queue = QueueDelay(
+            target_s=settings.NODE_HEARTBEAT_QUEUE_TARGET_MS / 1000,
+            window_s=settings.NODE_HEARTBEAT_QUEUE_WINDOW_MS / 1000,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: AsyncConnectionPool[Any] | None = None
         self._opened: asyncio.Task[None] | None = None
@@ -152,7 +201,10 @@ class LeanHeartbeat:
             and scope.get("method") == "POST"
             and settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
         ):
-            if self.in_flight >= settings.NODE_HEARTBEAT_MAX_WAITING:
+            queued = self.in_flight - settings.NODE_HEARTBEAT_DB_CONNECTIONS
+            if self.in_flight >= settings.NODE_HEARTBEAT_MAX_WAITING or not self.queue.admit(
+                queued=queued, now=time.monotonic()
+            ):
                 await self._shed(send)  # before the body is even read: shedding stays cheap
                 return
             self.in_flight += 1
@@ -174,6 +226,7 @@ class LeanHeartbeat:
                 max_size=settings.NODE_HEARTBEAT_DB_CONNECTIONS,
                 max_waiting=settings.NODE_HEARTBEAT_MAX_WAITING,
                 kwargs={"autocommit": True},
+                configure=_configure,
                 open=False,
                 name="heartbeats",
             )
@@ -267,7 +320,10 @@ class LeanHeartbeat:
                 return
         try:
             pool = await self.pool()
+            asked = time.monotonic()
             async with pool.connection(timeout=settings.WEB_QUEUE_TIMEOUT_S) as conn:
+                got = time.monotonic()
+                self.queue.waited(got - asked, got)
                 params = beat_params(digest=digest, beat=beat, now=now)
                 cursor = await conn.execute(BEAT_SQL, params)
                 node_id, interval, commands, wanted = await cursor.fetchone()
