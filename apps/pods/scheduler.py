@@ -58,6 +58,8 @@ __all__ = [
 class PassResult:
     placed: int = 0
     waiting: int = 0
+    # A full pass that found SCHEDULER_MAX_PASSES others running and left the queue to them.
+    stood_aside: bool = False
 
 
 # A source gets the pods still unplaced (locked, inside the pass's transaction: it must not do
@@ -91,7 +93,10 @@ def schedule_pending(
     sources = _sources(tuple(settings.POD_CAPACITY_SOURCES))
     seen: set[uuid.UUID] = set()
     unplaced: set[uuid.UUID] = set()
-    with _scheduler_slot() as slot:
+    with _scheduler_slot(full=pod_ids is None) as slot:
+        if slot == STAND_ASIDE:
+            result.stood_aside = True
+            return result
         for _ in range(MAX_CONTENDED_ROUNDS):
             contended = _schedule_round(
                 result,
@@ -114,24 +119,35 @@ def schedule_pending(
 # Advisory lock class of the scheduler slots: (class, slot) for slot in 0..MAX_SLOTS - 1.
 SLOT_LOCK_CLASS = 0x5C4ED
 MAX_SLOTS = 16
+STAND_ASIDE = -1
 
 
 @contextmanager
-def _scheduler_slot() -> Iterator[int | None]:
+def _scheduler_slot(*, full: bool = False) -> Iterator[int | None]:
     """Hold the first free scheduler slot (a session advisory lock) for the pass; yields its
-    number, or None off Postgres or when every slot is taken. Slots only steer concurrent
-    passes towards different nodes (`CapacityView.slot`): correctness rests on the claims'
-    row locks, not on them."""
+    number, or None off Postgres or when every slot is taken. Slots steer concurrent passes
+    towards different nodes (`CapacityView.slot`); correctness rests on the claims' row locks,
+    not on them.
+
+    A full pass (over the whole queue, as the periodic task runs it) takes one of the first
+    SCHEDULER_MAX_PASSES slots or yields STAND_ASIDE: the passes running already drain the
+    queue, and passes beyond what the database's cores can serve at once only contend for the
+    same locks and CPU, so more worker processes would place fewer pods per second. A pass for
+    given pods (a pod just created or resumed) never stands aside."""
     if connection.vendor != "postgresql":
         yield None
         return
     held = None
+    slots = range(min(settings.SCHEDULER_MAX_PASSES, MAX_SLOTS) if full else MAX_SLOTS)
     with connection.cursor() as cursor:
-        for slot in range(MAX_SLOTS):
+        for slot in slots:
             cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [SLOT_LOCK_CLASS, slot])
             if cursor.fetchone()[0]:
                 held = slot
                 break
+    if held is None and full:
+        yield STAND_ASIDE
+        return
     try:
         yield held
     finally:

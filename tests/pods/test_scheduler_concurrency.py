@@ -1,5 +1,6 @@
 """Four scheduler processes place 500 pods onto 100 nodes at once, on Postgres: no GPU is
-given to two pods, and every pod ends placed or PENDING with a reason."""
+given to two pods, and every pod ends placed or PENDING with a reason. Full passes beyond
+SCHEDULER_MAX_PASSES stand aside; a pod's own pass never does."""
 
 import os
 import subprocess
@@ -8,11 +9,14 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db import connection
 
 from apps.nodes.models import Gpu, Node, NodeStatus
 from apps.pods.models import GpuAllocation, Pod, PodStatus
+from apps.pods.scheduler import SLOT_LOCK_CLASS, schedule_pending
+from tests.factories import POD, fund, make_node
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEDULER = (
@@ -54,7 +58,12 @@ def test_four_processes_never_double_book(user):
         for i in range(500)
     )
     wanted = sum(p.gpu_count for p in Pod.objects.all())
-    env = {**os.environ, "DATABASE_URL": _test_database_url(), "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": _test_database_url(),
+        "LOG_LEVEL": "WARNING",
+        "SCHEDULER_MAX_PASSES": "4",  # all four race (none stands aside)
+    }
 
     procs = [
         subprocess.Popen(
@@ -90,3 +99,35 @@ def test_four_processes_never_double_book(user):
 def _test_database_url() -> str:
     s = connection.settings_dict
     return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_full_pass_beyond_the_limit_stands_aside_and_a_pods_own_pass_does_not(user, settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("scheduler slots are Postgres advisory locks (set DATABASE_URL)")
+    make_node(gpus=2)
+    fund(user, 10_000_000)
+    waiting = Pod.objects.create(owner=user, **POD)
+    settings.SCHEDULER_MAX_PASSES = 2
+    # Two other scheduler processes each hold a full pass's slot
+    holders = [psycopg.connect(_test_database_url(), autocommit=True) for _ in range(2)]
+    try:
+        for slot, holder in enumerate(holders):
+            holder.execute("SELECT pg_advisory_lock(%s, %s)", [SLOT_LOCK_CLASS, slot])
+
+        # A third full pass leaves the queue to them
+        result = schedule_pending()
+        assert result.stood_aside and result.placed == 0
+        assert Pod.objects.get(pk=waiting.pk).status == PodStatus.PENDING
+
+        # A pass for one pod (its API call's) still places it
+        result = schedule_pending(pod_ids=[waiting.pk])
+        assert not result.stood_aside and result.placed == 1
+        assert Pod.objects.get(pk=waiting.pk).status == PodStatus.SCHEDULED
+    finally:
+        for holder in holders:
+            holder.close()
+
+    # With a slot free again, a full pass runs
+    Pod.objects.create(owner=user, **{**POD, "name": "second"})
+    assert schedule_pending().placed == 1
