@@ -18,9 +18,10 @@ Stripe's wire format so the real `stripe` SDK talks to it unchanged:
 `complete_session()` plays the customer paying: it marks a session paid and returns the
 `checkout.session.completed` event Stripe would deliver; `sign_payload()` signs a webhook body
 exactly as Stripe does (`Stripe-Signature: t=<ts>,v1=<hex HMAC-SHA256 of "<ts>.<body>">`).
+The form decoding and the signature are the Checkout stand-in's (`apps.billing.stripe_standin`,
+which `make run` serves): one reading of Stripe's wire format for both.
 """
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -31,7 +32,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
+
+from apps.billing.stripe_standin.server import decode_form, sign_payload
+
+__all__ = ["checkout_event", "running_stripe", "sign_payload"]
 
 API_VERSION = "2025-01-27.acacia"
 CHECKOUT_HOST = "https://checkout.stripe.com"
@@ -40,38 +45,6 @@ CHECKOUT_HOST = "https://checkout.stripe.com"
 def _random_id(prefix: str, length: int = 24) -> str:
     alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
     return prefix + "".join(secrets.choice(alphabet) for _ in range(length))
-
-
-def decode_form(body: str) -> dict[str, Any]:
-    """Stripe's form encoding back into nested data: `a[b][0][c]=x` → {"a": {"b": [{"c": "x"}]}}.
-    Values stay strings, as Stripe receives them."""
-    root: dict[str, Any] = {}
-    for key, value in parse_qsl(body, keep_blank_values=True):
-        head, _, rest = key.partition("[")
-        path = [head] + (rest[:-1].split("][") if rest else [])
-        node = root
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return _lists(root)
-
-
-def _lists(node: Any) -> Any:
-    """Dicts keyed "0", "1", … are arrays."""
-    if not isinstance(node, dict):
-        return node
-    converted = {k: _lists(v) for k, v in node.items()}
-    if converted and all(k.isdigit() for k in converted):
-        return [converted[k] for k in sorted(converted, key=int)]
-    return converted
-
-
-def sign_payload(payload: bytes | str, secret: str, timestamp: int | None = None) -> str:
-    """The `Stripe-Signature` header value Stripe would send for `payload`."""
-    text = payload.decode() if isinstance(payload, bytes) else payload
-    ts = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), f"{ts}.{text}".encode(), hashlib.sha256).hexdigest()
-    return f"t={ts},v1={digest}"
 
 
 def checkout_event(

@@ -34,10 +34,11 @@ def _random_id(prefix: str, length: int = 24) -> str:
     return prefix + "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-def sign_payload(payload: bytes, secret: str, timestamp: int | None = None) -> str:
-    """The `Stripe-Signature` header Stripe sends with `payload` (scheme v1)."""
+def sign_payload(payload: bytes | str, secret: str, timestamp: int | None = None) -> str:
+    """The `Stripe-Signature` header Stripe sends with `payload` (scheme v1; text is signed
+    as its UTF-8 bytes)."""
     ts = int(time.time()) if timestamp is None else timestamp
-    signed = f"{ts}.".encode() + payload
+    signed = f"{ts}.".encode() + (payload.encode() if isinstance(payload, str) else payload)
     digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
     return f"t={ts},v1={digest}"
 
