@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from apps.nodes.models import Node, NodeStatus
+from apps.proxy.routing import router, usage_buffer
+from backends.localimage import agent_mounts, ensure_image
 from tests.agent.conftest import busybox_image, docker_client  # noqa: F401 - shared fixtures
 from tests.e2e.portal_conftest import browser, browser_guard, new_page, page  # noqa: F401
-from tests.support import ROOT
+from tests.factories import BOOTSTRAP as FACTORY_BOOTSTRAP
+from tests.support import ROOT, AsgiServer, wait_for
 
 BOOTSTRAP = "bt_e2e-bootstrap-token"
 
@@ -76,10 +80,97 @@ def agent_env(live_server, settings, tmp_path) -> Iterator[Callable[[], AgentPro
 def cleanup_containers(docker_client) -> Iterator[None]:  # noqa: F811 - the fixture
     """Remove the containers this test's agents started (only theirs: other test runs on the
     same Docker engine, e.g. another checkout's suite, keep their own)."""
-    from apps.nodes.models import Node
-
     yield
     ours = {str(pk) for pk in Node.objects.values_list("pk", flat=True)}
     for container in docker_client.containers.list(all=True, filters={"label": "gco.managed=true"}):
         if container.labels.get("gco.node_id") in ours:
             container.remove(force=True)
+
+
+# The model deployment tests' servers: /v1 under uvicorn, and a real agent that runs replicas.
+@pytest.fixture
+def proxy_server(transactional_db):
+    """Our ASGI app (with /v1) under uvicorn in this process, beside the live server."""
+    router.invalidate()
+    server = AsgiServer().start()
+    yield server
+    server.stop()
+    usage_buffer.take()  # the test database goes away with the test
+
+
+@pytest.fixture
+def local_agent(live_server, settings, tmp_path, docker_client):  # noqa: F811 - the fixture
+    """Start a real agent with host networking and the mounts for `venv`."""
+    settings.NODE_BOOTSTRAP_TOKEN = FACTORY_BOOTSTRAP
+    settings.NODE_HEARTBEAT_INTERVAL = 1
+    ensure_image(docker_client)
+    started: list[subprocess.Popen] = []
+
+    def start(venv: Path) -> subprocess.Popen:
+        args = [
+            sys.executable,
+            "-m",
+            "agent",
+            "--server",
+            live_server.url,
+            "--bootstrap-token",
+            FACTORY_BOOTSTRAP,
+            "--state-dir",
+            str(tmp_path / "agent-state"),
+            "--network-mode",
+            "host",
+        ]
+        for mount in agent_mounts(venv):
+            args += ["--mount", mount]
+        log = (tmp_path / "agent.log").open("ab")
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        started.append(proc)
+        wait_for(lambda: Node.objects.filter(status=NodeStatus.ONLINE).exists(), "agent online")
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+# A real agent registering with a provider's key (`--provider-key`, as the installer runs it).
+@pytest.fixture
+def start_agent(live_server, settings, tmp_path):
+    settings.NODE_HEARTBEAT_INTERVAL = 1
+    started: list[subprocess.Popen] = []
+    log_path = tmp_path / "agent.log"
+
+    def start(provider_key: str) -> subprocess.Popen:
+        log = log_path.open("ab")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "--server",
+                live_server.url,
+                "--provider-key",
+                provider_key,
+                "--state-dir",
+                str(Path(tmp_path) / "state"),
+                "--network-mode",
+                "none",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)

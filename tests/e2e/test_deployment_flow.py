@@ -3,8 +3,6 @@ local backends image with the host's venv mounted), the health check makes it RE
 official `openai` SDK gets an answer through our /v1 proxy."""
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,12 +13,10 @@ from rest_framework.test import APIClient
 from apps.catalog.models import Deployment, DeploymentStatus
 from apps.catalog.services import health, provisioning
 from apps.catalog.services.templates import templates_seed
-from apps.nodes.models import Node, NodeStatus
 from apps.pods.models import Pod, PodStatus
-from apps.proxy.routing import router, usage_buffer
-from backends.localimage import agent_mounts, ensure_image
-from tests.factories import BOOTSTRAP, fund
-from tests.support import ROOT, AsgiServer, free_port, wait_for
+from apps.proxy.routing import router
+from tests.factories import fund
+from tests.support import ROOT, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
@@ -34,56 +30,6 @@ def models_venv_or_skip() -> Path:
             "builds them (~5 min), or set MODELS_VENV"
         )
     return MODELS_VENV
-
-
-@pytest.fixture
-def proxy_server(transactional_db):
-    """Our ASGI app (with /v1) under uvicorn in this process, beside the live server."""
-    router.invalidate()
-    server = AsgiServer().start()
-    yield server
-    server.stop()
-    usage_buffer.take()  # the test database goes away with the test
-
-
-@pytest.fixture
-def local_agent(live_server, settings, tmp_path, docker_client):
-    """Start a real agent with host networking and the mounts for `venv`."""
-    settings.NODE_BOOTSTRAP_TOKEN = BOOTSTRAP
-    settings.NODE_HEARTBEAT_INTERVAL = 1
-    ensure_image(docker_client)
-    started: list[subprocess.Popen] = []
-
-    def start(venv: Path) -> subprocess.Popen:
-        args = [
-            sys.executable,
-            "-m",
-            "agent",
-            "--server",
-            live_server.url,
-            "--bootstrap-token",
-            BOOTSTRAP,
-            "--state-dir",
-            str(tmp_path / "agent-state"),
-            "--network-mode",
-            "host",
-        ]
-        for mount in agent_mounts(venv):
-            args += ["--mount", mount]
-        log = (tmp_path / "agent.log").open("ab")
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        started.append(proc)
-        wait_for(lambda: Node.objects.filter(status=NodeStatus.ONLINE).exists(), "agent online")
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def deploy_and_wait_ready(user, slug: str, settings, timeout: float = 120) -> tuple[str, str]:

@@ -21,7 +21,6 @@ from apps.catalog.models import Deployment, DeploymentStatus
 from apps.catalog.services import health, provisioning
 from apps.catalog.services.templates import templates_seed
 from tests.e2e.portal_conftest import screenshot
-from tests.e2e.test_deployment_flow import local_agent, proxy_server  # noqa: F401 - fixtures
 from tests.factories import fund
 from tests.support import free_port, wait_for
 

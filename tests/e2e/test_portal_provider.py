@@ -29,7 +29,6 @@ from tests.e2e.portal_conftest import (
 )
 from tests.factories import fund
 from tests.providers.conftest import paypal  # noqa: F401 - fixture
-from tests.providers.test_e2e_provider_path import start_agent  # noqa: F401 - fixture
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]

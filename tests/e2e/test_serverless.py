@@ -32,7 +32,6 @@ from apps.catalog.models import ColdStart, Deployment, DeploymentStatus, Replica
 from apps.catalog.services import autoscale, health, provisioning
 from apps.catalog.services.templates import templates_seed
 from apps.proxy.hold import cold_starts
-from tests.e2e.test_deployment_flow import local_agent, proxy_server  # noqa: F401 - fixtures
 from tests.factories import fund
 from tests.support import wait_for
 

@@ -6,11 +6,7 @@ the provider's dashboard, exact to the micro-dollar → the provider asks for a 
 an operator approves it in the admin's approval queue → the payout task sends it to (a local
 fake of) PayPal → PayPal settles → the payout is PAID and the ledger balances."""
 
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,55 +21,18 @@ from apps.pods.models import Pod, PodStatus, UsageRecord
 from apps.providers.models import GpuPriceBand
 from apps.providers.services import payouts_send_due, payouts_settle_due
 from tests.agent.conftest import busybox_image, docker_client  # noqa: F401 - fixtures
-from tests.e2e.conftest import cleanup_containers  # noqa: F401 - the fixture
-from tests.support import ROOT, wait_for
+from tests.e2e.conftest import cleanup_containers, start_agent  # noqa: F401 - fixtures
+from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
 PRICE = 36_000_000  # $36 an hour: 10,000 micro-dollars a second
 
 
-@pytest.fixture
-def start_agent(live_server, settings, tmp_path):
-    settings.NODE_HEARTBEAT_INTERVAL = 1
-    started: list[subprocess.Popen] = []
-    log_path = tmp_path / "agent.log"
-
-    def start(provider_key: str) -> subprocess.Popen:
-        log = log_path.open("ab")
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent",
-                "--server",
-                live_server.url,
-                "--provider-key",
-                provider_key,
-                "--state-dir",
-                str(Path(tmp_path) / "state"),
-                "--network-mode",
-                "none",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
 def test_register_run_earn_and_get_paid(
     live_server,
     settings,
-    start_agent,
+    start_agent,  # noqa: F811 - the fixture
     paypal,
     operator,
     django_user_model,
