@@ -188,6 +188,7 @@ def _schedule_round(
     capacity: CapacityView | None = None
     contended = False
     while len(seen) < limit:
+        placed: list[Pod] = []
         with transaction.atomic():
             if connection.vendor == "postgresql":
                 # Nothing leaves the database before this commits (agents fetch the start
@@ -221,7 +222,7 @@ def _schedule_round(
                 if not offered:
                     break
                 outcome = source(offered, capacity)
-                _log_placed([p for p in offered if p.pk in outcome.placed])
+                placed += [p for p in offered if p.pk in outcome.placed]
                 result.placed += len(outcome.placed)
                 contended = contended or bool(outcome.contended)
                 remaining = [p for p in remaining if p.pk not in outcome.placed]
@@ -231,6 +232,7 @@ def _schedule_round(
                 reason = unplaceable_reason(pod, capacity)
                 if pod.status_reason != reason:
                     Pod.objects.filter(pk=pod.pk).update(status_reason=reason)
+        _log_placed(placed)  # once the batch's transaction is done
     return contended
 
 
