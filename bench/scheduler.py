@@ -107,7 +107,16 @@ def run(procs: int) -> tuple[int, float, float, int]:
     for w in workers:
         assert w.stdout is not None and w.stdout.readline().strip() == "ready"
     t0 = time.perf_counter()
-    outputs = [w.communicate(input="", timeout=1800)[0] for w in workers]
+    # The start signal for all of them first, then their answers: one at a time, each would
+    # wait for the one before it to finish (as `communicate` per worker did).
+    for w in workers:
+        assert w.stdin is not None
+        w.stdin.close()
+    outputs = []
+    for w in workers:
+        assert w.stdout is not None
+        outputs.append(w.stdout.read())
+        w.wait(timeout=1800)
     wall = time.perf_counter() - t0
     last = [out.strip().splitlines()[-1].split() for out in outputs]
     placed = sum(int(w[0]) for w in last)
