@@ -223,3 +223,15 @@ def capturing() -> Iterator[JsonLines]:
     finally:
         root.removeHandler(lines.handler)
         root.setLevel(level)
+
+
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 30) -> None:
+    """Stop the agent (or other) processes a fixture started: SIGTERM, then kill after
+    `timeout` seconds."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()

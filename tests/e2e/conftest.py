@@ -15,7 +15,7 @@ from backends.localimage import agent_mounts, ensure_image
 from tests.agent.conftest import busybox_image, docker_client  # noqa: F401 - shared fixtures
 from tests.e2e.portal_conftest import browser, browser_guard, new_page, page  # noqa: F401
 from tests.factories import BOOTSTRAP as FACTORY_BOOTSTRAP
-from tests.support import ROOT, AsgiServer, wait_for
+from tests.support import ROOT, AsgiServer, stop_processes, wait_for
 
 BOOTSTRAP = "bt_e2e-bootstrap-token"
 
@@ -129,13 +129,7 @@ def local_agent(live_server, settings, tmp_path, docker_client):  # noqa: F811 -
         return proc
 
     yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    stop_processes(started)
 
 
 # A real agent registering with a provider's key (`--provider-key`, as the installer runs it).

@@ -2,7 +2,6 @@
 in this process (WebSockets and streaming, as production serves them), a real agent process
 talking to it, and a RUNNING pod of the test's owner on the agent's node (a real container)."""
 
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,7 +16,7 @@ from apps.nodes import services as node_services
 from apps.nodes.models import Node, NodeStatus
 from apps.pods.models import Pod, PodStatus
 from tests.factories import BOOTSTRAP
-from tests.support import ROOT, AsgiServer, wait_for
+from tests.support import ROOT, AsgiServer, stop_processes, wait_for
 
 
 @pytest.fixture
@@ -62,13 +61,7 @@ def connect_agent(asgi_server, settings, tmp_path) -> Iterator[Callable[..., Nod
         )
 
     yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    stop_processes(started)
 
 
 def running_pod(
